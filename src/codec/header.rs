@@ -1,0 +1,205 @@
+//! The segment header: the first [`SEGMENT_HEADER_LEN`] bytes of every segment file.
+//!
+//! ```text
+//! offset size field
+//!      0    8 magic          b"SJLOGSEG"
+//!      8    4 version        format version that wrote the segment (FORMAT_VERSION)
+//!     12    4 header_len     SEGMENT_HEADER_LEN; records start here
+//!     16    8 log_id         random identity of the log, the same in every segment and the meta file
+//!     24    8 segment_id     sequence number, also in the file name
+//!     32    8 base_lsn       LSN of the first data record this segment holds
+//!     40    8 prev_last_lsn  LSN of the last data record of the previous segment (0: none)
+//!     48    4 prev_last_crc  stored CRC of that record (0: none)
+//!     52    8 reserved       0
+//!     60    4 header_crc     CRC-32 of bytes 0..60
+//! ```
+
+use super::{get_u32, get_u64, put_u32, put_u64};
+
+/// Identifies a statejournal segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"SJLOGSEG";
+/// The segment format this build writes. Readers accept every version up to this one.
+pub const FORMAT_VERSION: u32 = 1;
+
+const MAGIC_OFFSET: usize = 0;
+const VERSION_OFFSET: usize = MAGIC_OFFSET + 8;
+const HEADER_LEN_OFFSET: usize = VERSION_OFFSET + 4;
+const LOG_ID_OFFSET: usize = HEADER_LEN_OFFSET + 4;
+const SEGMENT_ID_OFFSET: usize = LOG_ID_OFFSET + 8;
+const BASE_LSN_OFFSET: usize = SEGMENT_ID_OFFSET + 8;
+const PREV_LAST_LSN_OFFSET: usize = BASE_LSN_OFFSET + 8;
+const PREV_LAST_CRC_OFFSET: usize = PREV_LAST_LSN_OFFSET + 8;
+const RESERVED_OFFSET: usize = PREV_LAST_CRC_OFFSET + 4;
+const HEADER_CRC_OFFSET: usize = RESERVED_OFFSET + 8;
+/// Size of the segment header; the first frame starts here (a multiple of the frame alignment).
+pub const SEGMENT_HEADER_LEN: usize = HEADER_CRC_OFFSET + 4;
+
+const _: () = assert!(SEGMENT_HEADER_LEN % super::frame::FRAME_ALIGN == 0);
+
+/// The decoded segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Format version that wrote the segment.
+    pub version: u32,
+    /// Identity of the log the segment belongs to.
+    pub log_id: u64,
+    /// Sequence number of the segment.
+    pub segment_id: u64,
+    /// LSN of the first data record in the segment.
+    pub base_lsn: u64,
+    /// LSN of the last data record of the previous segment (0 when there is none).
+    pub prev_last_lsn: u64,
+    /// Stored CRC of that record (0 when there is none).
+    pub prev_last_crc: u32,
+}
+
+/// Why a header did not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Fewer than [`SEGMENT_HEADER_LEN`] bytes.
+    Truncated {
+        /// Bytes available.
+        len: usize,
+    },
+    /// Not our magic: a foreign file.
+    BadMagic,
+    /// Written by a newer format than this build reads.
+    UnsupportedVersion {
+        /// Version in the file.
+        found: u32,
+    },
+    /// The header checksum does not match.
+    Checksum {
+        /// CRC computed over the header.
+        computed: u32,
+        /// CRC stored in the header.
+        stored: u32,
+    },
+    /// A field holds a value no writer produces (header length, reserved bytes, LSN chain).
+    Invalid(&'static str),
+}
+
+impl SegmentHeader {
+    /// Encodes the header (with [`FORMAT_VERSION`]) into the first [`SEGMENT_HEADER_LEN`] bytes of `out`.
+    pub fn encode(&self, out: &mut [u8]) {
+        let out = &mut out[..SEGMENT_HEADER_LEN];
+        out.fill(0);
+        out[MAGIC_OFFSET..MAGIC_OFFSET + 8].copy_from_slice(&SEGMENT_MAGIC);
+        put_u32(out, VERSION_OFFSET, FORMAT_VERSION);
+        put_u32(out, HEADER_LEN_OFFSET, SEGMENT_HEADER_LEN as u32);
+        put_u64(out, LOG_ID_OFFSET, self.log_id);
+        put_u64(out, SEGMENT_ID_OFFSET, self.segment_id);
+        put_u64(out, BASE_LSN_OFFSET, self.base_lsn);
+        put_u64(out, PREV_LAST_LSN_OFFSET, self.prev_last_lsn);
+        put_u32(out, PREV_LAST_CRC_OFFSET, self.prev_last_crc);
+        let crc = crc32fast::hash(&out[..HEADER_CRC_OFFSET]);
+        put_u32(out, HEADER_CRC_OFFSET, crc);
+    }
+
+    /// Decodes and validates a header. Never panics.
+    pub fn decode(buf: &[u8]) -> Result<Self, HeaderError> {
+        let head = buf
+            .get(..SEGMENT_HEADER_LEN)
+            .ok_or(HeaderError::Truncated { len: buf.len() })?;
+        if head.get(MAGIC_OFFSET..MAGIC_OFFSET + 8) != Some(&SEGMENT_MAGIC[..]) {
+            return Err(HeaderError::BadMagic);
+        }
+        let version = get_u32(head, VERSION_OFFSET).unwrap_or(0);
+        // The version is checked before the CRC: a newer writer may have changed the layout
+        // the CRC covers, and "unsupported version" is the error the operator must see.
+        if version > FORMAT_VERSION {
+            return Err(HeaderError::UnsupportedVersion { found: version });
+        }
+        let stored = get_u32(head, HEADER_CRC_OFFSET).unwrap_or(0);
+        let computed = crc32fast::hash(&head[..HEADER_CRC_OFFSET]);
+        if stored != computed {
+            return Err(HeaderError::Checksum { computed, stored });
+        }
+        if version == 0 {
+            return Err(HeaderError::Invalid("format version 0"));
+        }
+        if get_u32(head, HEADER_LEN_OFFSET) != Some(SEGMENT_HEADER_LEN as u32) {
+            return Err(HeaderError::Invalid("header length"));
+        }
+        if head[RESERVED_OFFSET..HEADER_CRC_OFFSET]
+            .iter()
+            .any(|&b| b != 0)
+        {
+            return Err(HeaderError::Invalid("reserved bytes are not zero"));
+        }
+        let h = SegmentHeader {
+            version,
+            log_id: get_u64(head, LOG_ID_OFFSET).unwrap_or(0),
+            segment_id: get_u64(head, SEGMENT_ID_OFFSET).unwrap_or(0),
+            base_lsn: get_u64(head, BASE_LSN_OFFSET).unwrap_or(0),
+            prev_last_lsn: get_u64(head, PREV_LAST_LSN_OFFSET).unwrap_or(0),
+            prev_last_crc: get_u32(head, PREV_LAST_CRC_OFFSET).unwrap_or(0),
+        };
+        if h.base_lsn == 0 || h.prev_last_lsn != h.base_lsn - 1 {
+            return Err(HeaderError::Invalid(
+                "base LSN does not follow the previous segment's last LSN",
+            ));
+        }
+        Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SegmentHeader {
+        SegmentHeader {
+            version: FORMAT_VERSION,
+            log_id: 0xdead_beef,
+            segment_id: 3,
+            base_lsn: 101,
+            prev_last_lsn: 100,
+            prev_last_crc: 0x1234_5678,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut buf = [0u8; SEGMENT_HEADER_LEN];
+        sample().encode(&mut buf);
+        assert_eq!(SegmentHeader::decode(&buf), Ok(sample()));
+    }
+
+    #[test]
+    fn every_bit_flip_is_rejected() {
+        let mut buf = [0u8; SEGMENT_HEADER_LEN];
+        sample().encode(&mut buf);
+        for byte in 0..SEGMENT_HEADER_LEN {
+            for bit in 0..8 {
+                let mut bad = buf;
+                bad[byte] ^= 1 << bit;
+                assert!(
+                    SegmentHeader::decode(&bad).is_err(),
+                    "byte {byte} bit {bit}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn newer_version_is_reported_as_such() {
+        let mut buf = [0u8; SEGMENT_HEADER_LEN];
+        sample().encode(&mut buf);
+        put_u32(&mut buf, VERSION_OFFSET, FORMAT_VERSION + 1);
+        assert_eq!(
+            SegmentHeader::decode(&buf),
+            Err(HeaderError::UnsupportedVersion {
+                found: FORMAT_VERSION + 1
+            })
+        );
+        assert_eq!(
+            SegmentHeader::decode(&buf[..10]),
+            Err(HeaderError::Truncated { len: 10 })
+        );
+        assert_eq!(
+            SegmentHeader::decode(&[0u8; 64]),
+            Err(HeaderError::BadMagic)
+        );
+    }
+}

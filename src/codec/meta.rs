@@ -1,0 +1,135 @@
+//! The log meta file (`log.meta`): the log's identity and which segments it consists of.
+//!
+//! ```text
+//! offset size field
+//!      0    8 magic          b"SJLOGMET"
+//!      8    4 version        FORMAT_VERSION of the writer
+//!     12    4 reserved       0
+//!     16    8 log_id         random identity shared with every segment header
+//!     24    8 first_segment  lowest segment id that belongs to the log (older ones were deleted)
+//!     32    8 last_segment   highest segment id created and made durable so far
+//!     40    4 crc            CRC-32 of bytes 0..40
+//!     44    4 reserved       0
+//! ```
+//!
+//! The file is replaced atomically (write a temporary, fsync, rename, fsync the directory).
+
+use super::header::FORMAT_VERSION;
+use super::{get_u32, get_u64, put_u32, put_u64};
+
+/// Identifies the meta file.
+pub const META_MAGIC: [u8; 8] = *b"SJLOGMET";
+const VERSION_OFFSET: usize = 8;
+const RESERVED_OFFSET: usize = VERSION_OFFSET + 4;
+const LOG_ID_OFFSET: usize = RESERVED_OFFSET + 4;
+const FIRST_OFFSET: usize = LOG_ID_OFFSET + 8;
+const LAST_OFFSET: usize = FIRST_OFFSET + 8;
+const CRC_OFFSET: usize = LAST_OFFSET + 8;
+const TAIL_RESERVED_OFFSET: usize = CRC_OFFSET + 4;
+/// Size of the meta file.
+pub const META_LEN: usize = TAIL_RESERVED_OFFSET + 4;
+
+/// Decoded meta file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogMeta {
+    /// Identity of the log.
+    pub log_id: u64,
+    /// Lowest segment id that belongs to the log.
+    pub first_segment: u64,
+    /// Highest segment id created durably.
+    pub last_segment: u64,
+}
+
+/// Why a meta file did not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaError {
+    /// Not exactly [`META_LEN`] bytes.
+    BadLength(usize),
+    /// Not our magic.
+    BadMagic,
+    /// Written by a newer format.
+    UnsupportedVersion {
+        /// Version found.
+        found: u32,
+    },
+    /// Checksum mismatch.
+    Checksum {
+        /// Computed CRC.
+        computed: u32,
+        /// Stored CRC.
+        stored: u32,
+    },
+    /// A field no writer produces.
+    Invalid(&'static str),
+}
+
+impl LogMeta {
+    /// Encodes the meta file.
+    pub fn encode(&self) -> [u8; META_LEN] {
+        let mut out = [0u8; META_LEN];
+        out[..8].copy_from_slice(&META_MAGIC);
+        put_u32(&mut out, VERSION_OFFSET, FORMAT_VERSION);
+        put_u64(&mut out, LOG_ID_OFFSET, self.log_id);
+        put_u64(&mut out, FIRST_OFFSET, self.first_segment);
+        put_u64(&mut out, LAST_OFFSET, self.last_segment);
+        let crc = crc32fast::hash(&out[..CRC_OFFSET]);
+        put_u32(&mut out, CRC_OFFSET, crc);
+        out
+    }
+
+    /// Decodes and validates a meta file. Never panics.
+    pub fn decode(buf: &[u8]) -> Result<Self, MetaError> {
+        if buf.len() != META_LEN {
+            return Err(MetaError::BadLength(buf.len()));
+        }
+        if buf.get(..8) != Some(&META_MAGIC[..]) {
+            return Err(MetaError::BadMagic);
+        }
+        let version = get_u32(buf, VERSION_OFFSET).unwrap_or(0);
+        if version > FORMAT_VERSION {
+            return Err(MetaError::UnsupportedVersion { found: version });
+        }
+        let stored = get_u32(buf, CRC_OFFSET).unwrap_or(0);
+        let computed = crc32fast::hash(&buf[..CRC_OFFSET]);
+        if stored != computed {
+            return Err(MetaError::Checksum { computed, stored });
+        }
+        if version == 0
+            || get_u32(buf, RESERVED_OFFSET) != Some(0)
+            || get_u32(buf, TAIL_RESERVED_OFFSET) != Some(0)
+        {
+            return Err(MetaError::Invalid("version or reserved fields"));
+        }
+        let meta = LogMeta {
+            log_id: get_u64(buf, LOG_ID_OFFSET).unwrap_or(0),
+            first_segment: get_u64(buf, FIRST_OFFSET).unwrap_or(0),
+            last_segment: get_u64(buf, LAST_OFFSET).unwrap_or(0),
+        };
+        if meta.first_segment == 0 || meta.first_segment > meta.last_segment {
+            return Err(MetaError::Invalid("segment range"));
+        }
+        Ok(meta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_flips() {
+        let m = LogMeta {
+            log_id: 5,
+            first_segment: 2,
+            last_segment: 9,
+        };
+        let buf = m.encode();
+        assert_eq!(LogMeta::decode(&buf), Ok(m));
+        for byte in 0..META_LEN {
+            let mut bad = buf;
+            bad[byte] ^= 0x10;
+            assert!(LogMeta::decode(&bad).is_err(), "byte {byte}");
+        }
+        assert_eq!(LogMeta::decode(&buf[..3]), Err(MetaError::BadLength(3)));
+    }
+}

@@ -1,0 +1,71 @@
+//! Every on-disk file name of a log directory, built and parsed in one place.
+//!
+//! | name                        | what                                                        |
+//! |-----------------------------|-------------------------------------------------------------|
+//! | `LOCK`                      | held with an exclusive `flock` while the log is open         |
+//! | `log.meta`                  | identity and segment range ([`crate::codec::meta`])          |
+//! | `{id:020}.seg`              | segment number `id`                                          |
+//! | `{id:020}.seg.cut-{offset}` | bytes recovery cut from segment `id` at `offset`, kept aside |
+//! | `*.tmp`                     | a file being created; removed by recovery                    |
+
+use std::path::{Path, PathBuf};
+
+/// Name of the lock file.
+pub const LOCK_FILE: &str = "LOCK";
+/// Name of the meta file.
+pub const META_FILE: &str = "log.meta";
+/// Suffix of files under construction.
+pub const TMP_SUFFIX: &str = ".tmp";
+const SEGMENT_SUFFIX: &str = ".seg";
+const SEGMENT_DIGITS: usize = 20;
+
+/// File name of segment `id`.
+pub fn segment_file_name(id: u64) -> String {
+    format!("{id:0SEGMENT_DIGITS$}{SEGMENT_SUFFIX}")
+}
+
+/// Path of segment `id` in `dir`.
+pub fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(segment_file_name(id))
+}
+
+/// The segment id a file name denotes, or `None` if the name is not exactly a segment's.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != SEGMENT_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Where recovery keeps the bytes it cut from segment `id` at `offset`.
+pub fn cut_backup_path(dir: &Path, id: u64, offset: u64) -> PathBuf {
+    dir.join(format!("{}.cut-{offset}", segment_file_name(id)))
+}
+
+/// Temporary name under which `final_name` is built before its atomic rename.
+pub fn tmp_path(dir: &Path, final_name: &str) -> PathBuf {
+    dir.join(format!("{final_name}{TMP_SUFFIX}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip_and_reject_lookalikes() {
+        for id in [0u64, 1, 42, u64::MAX] {
+            assert_eq!(parse_segment_file_name(&segment_file_name(id)), Some(id));
+        }
+        for bad in [
+            "1.seg",
+            "00000000000000000001.seg.tmp",
+            "0000000000000000000x.seg",
+            "log.meta",
+            "00000000000000000001.seg.cut-64",
+            "000000000000000000001.seg",
+        ] {
+            assert_eq!(parse_segment_file_name(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! # statejournal
+//!
+//! Keyed state for write-heavy stream processing (what Apache Flink calls a state backend): state
+//! lives in memory, every mutation is appended to a log of memory-mapped, checksummed segment
+//! files, and recovery replays the log.
+//!
+//! This release provides the foundation, the [`Log`]: an append-only, `Send + Sync` log with
+//! LSNs, three [durability modes](Durability) with group commit, and recovery that can *prove* a
+//! damaged tail is torn rather than guess (see [`RecoveryMode`]).
+//!
+//! ```
+//! use statejournal::{Durability, Log, LogOptions};
+//! # fn main() -> Result<(), statejournal::Error> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let log = Log::open(dir.path(), LogOptions::default().durability(Durability::Sync))?;
+//! for i in 0..100u32 {
+//!     log.append(&i.to_le_bytes())?;
+//! }
+//! let durable = log.commit()?; // one flush for all 100 records
+//! assert_eq!(durable.get(), 100);
+//! drop(log); // or a crash: what `commit` acknowledged is there
+//!
+//! let log = Log::open(dir.path(), LogOptions::default())?;
+//! assert_eq!(log.recovery_report().records, 100);
+//! assert_eq!(log.read_from(statejournal::Lsn(1)).count(), 100);
+//! # Ok(()) }
+//! ```
+//!
+//! The on-disk format is specified in `docs/FORMAT.md`, the design in `docs/DESIGN.md`.
+
+pub mod codec;
+mod error;
+pub mod format;
+mod log;
+mod segment;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{Corruption, CorruptionKind, DurabilityEvidence, Error, RecordDamage, Result};
+pub use log::{
+    CutReason, Durability, Log, LogOptions, LogReader, Lsn, Record, RecoveryMode, RecoveryReport,
+    TailCut, DEFAULT_SEGMENT_SIZE,
+};

@@ -1,0 +1,490 @@
+//! The log: an ordered chain of segments with LSN assignment, rolling, durability (group commit)
+//! and recovery.
+//!
+//! ```text
+//!  append ──► current segment (ArcSwap) ──try_append──► reserve (CAS) · copy · publish len
+//!                  │ full
+//!                  ▼
+//!               roll (meta lock): seal · wait for writers · msync all · create next · update meta
+//!
+//!  commit/sync ──► group commit (dur lock + condvar): one leader flushes the published prefix,
+//!                  followers wait; a sync marker records the previous durable LSN
+//! ```
+//!
+//! Lock order: `meta` → `segments` → `dur`. The append path takes none of them unless it rolls.
+
+mod options;
+mod reader;
+mod recovery;
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+pub use options::{Durability, LogOptions, RecoveryMode, DEFAULT_SEGMENT_SIZE};
+pub use reader::{LogReader, Record};
+pub use recovery::{CutReason, RecoveryReport, TailCut};
+
+use crate::codec::frame::FrameKind;
+use crate::codec::header::{SegmentHeader, FORMAT_VERSION};
+use crate::codec::meta::LogMeta;
+use crate::error::{Error, Result};
+use crate::format;
+use crate::segment::{sync_dir, Segment};
+
+/// A log sequence number: the position of a data record in the log. The first record of a new
+/// log has LSN 1; every record has the LSN of the one before plus one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Lsn(pub u64);
+
+impl Lsn {
+    /// The raw number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Lsn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every structure behind these mutexes is updated in single steps that leave it valid.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Debug)]
+struct DurState {
+    /// Every data record with an LSN up to this is on stable storage.
+    durable: u64,
+    /// The watermark the last written sync marker carries.
+    marked: u64,
+    /// A leader is flushing; followers wait on the condvar.
+    flushing: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    opts: LogOptions,
+    log_id: u64,
+    current: ArcSwap<Segment>,
+    /// Every live segment, oldest first; the last is `current`.
+    segments: Mutex<Vec<Arc<Segment>>>,
+    /// The meta file's content; its mutex also serializes rolls and deletions.
+    meta: Mutex<LogMeta>,
+    dur: Mutex<DurState>,
+    dur_cv: Condvar,
+    poisoned: AtomicBool,
+    poison: OnceLock<(PathBuf, Arc<io::Error>)>,
+    /// Held (flock) for the lifetime of the log.
+    _lock: File,
+}
+
+/// An append-only log of checksummed records in memory-mapped segment files.
+///
+/// `Log` is `Send + Sync`: share it (e.g. in an `Arc`) and append from many threads at once; the
+/// copy into the mapping happens outside any lock.
+///
+/// ```
+/// use statejournal::{Durability, Log, LogOptions, Lsn};
+/// # fn main() -> Result<(), statejournal::Error> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let log = Log::open(dir.path(), LogOptions::default().durability(Durability::Sync))?;
+/// let a = log.append(b"first")?;
+/// let b = log.append(b"second")?;
+/// assert_eq!(b, Lsn(a.get() + 1));
+/// assert!(log.commit()? >= b); // durable now
+/// drop(log);
+///
+/// let log = Log::open(dir.path(), LogOptions::default())?;
+/// let payloads: Vec<_> = log.read_from(a).map(|r| r.map(|r| r.payload)).collect::<Result<_, _>>()?;
+/// assert_eq!(payloads, [&b"first"[..], &b"second"[..]]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Log {
+    shared: Arc<Shared>,
+    report: RecoveryReport,
+    flusher: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, recovering it as `opts.recovery_mode` says. The report
+    /// of what recovery found and did is [`Log::recovery_report`].
+    pub fn open(dir: impl AsRef<Path>, opts: LogOptions) -> Result<Log> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        if opts.create_if_missing {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        }
+        let lock_path = dir.join(format::LOCK_FILE);
+        let lock_file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open", &lock_path, e))?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked { path: lock_path })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
+        }
+        let rec = recovery::recover(&dir, &opts)?;
+        let current = rec.segments.last().cloned().ok_or_else(|| {
+            Error::io(
+                "recover",
+                &dir,
+                io::Error::other("recovery produced no segment"),
+            )
+        })?;
+        let shared = Arc::new(Shared {
+            dir,
+            log_id: rec.meta.log_id,
+            current: ArcSwap::new(current),
+            segments: Mutex::new(rec.segments),
+            meta: Mutex::new(rec.meta),
+            dur: Mutex::new(DurState {
+                durable: rec.durable_lsn,
+                marked: rec.watermark,
+                flushing: false,
+            }),
+            dur_cv: Condvar::new(),
+            poisoned: AtomicBool::new(false),
+            poison: OnceLock::new(),
+            opts,
+            _lock: lock_file,
+        });
+        let flusher = match shared.opts.durability {
+            Durability::Periodic(every) => Some(spawn_flusher(Arc::clone(&shared), every)?),
+            _ => None,
+        };
+        Ok(Log {
+            shared,
+            report: rec.report,
+            flusher,
+        })
+    }
+
+    /// What recovery found and did when this log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Appends one record and returns its LSN. The record survives a process crash as soon as this
+    /// returns; it survives a power loss once a flush covers it (see [`Durability`]).
+    pub fn append(&self, payload: &[u8]) -> Result<Lsn> {
+        self.shared.append(FrameKind::Data, payload).map(Lsn)
+    }
+
+    /// Makes records durable as the durability mode promises and returns the LSN through which the
+    /// log is now durable against power loss. In [`Durability::Sync`] that includes every record
+    /// appended before the call (concurrent callers share one flush); in the other modes this does
+    /// not wait and returns what earlier flushes made durable.
+    pub fn commit(&self) -> Result<Lsn> {
+        self.shared.check_poison()?;
+        match self.shared.opts.durability {
+            Durability::Sync => self.sync(),
+            Durability::Buffered | Durability::Periodic(_) => Ok(self.durable_lsn()),
+        }
+    }
+
+    /// Flushes every record appended before the call to stable storage, whatever the durability
+    /// mode, and returns the durable LSN.
+    pub fn sync(&self) -> Result<Lsn> {
+        let target = self.shared.current.load().last_reserved_lsn();
+        self.shared.sync_to(target).map(Lsn)
+    }
+
+    /// Waits until `lsn` is durable, flushing if needed.
+    pub fn sync_to(&self, lsn: Lsn) -> Result<Lsn> {
+        let last = self.shared.current.load().last_reserved_lsn();
+        self.shared.sync_to(lsn.0.min(last)).map(Lsn)
+    }
+
+    /// The LSN through which records are known to be on stable storage.
+    pub fn durable_lsn(&self) -> Lsn {
+        Lsn(lock(&self.shared.dur).durable)
+    }
+
+    /// The LSN of the last record appended (0 if none yet).
+    pub fn last_lsn(&self) -> Lsn {
+        Lsn(self.shared.current.load().last_reserved_lsn())
+    }
+
+    /// The LSN of the oldest record still in the log (segments below it were deleted).
+    pub fn first_lsn(&self) -> Lsn {
+        Lsn(lock(&self.shared.segments)
+            .first()
+            .map_or(1, |s| s.header().base_lsn))
+    }
+
+    /// Reads the records with LSN ≥ `from`, in order, as zero-copy views of the mapping. The reader
+    /// follows the log: after it has returned `None`, later calls return records appended since.
+    pub fn read_from(&self, from: Lsn) -> LogReader {
+        LogReader::new(Arc::clone(&self.shared), from.0)
+    }
+
+    /// Deletes whole segments all of whose records have LSNs below `lsn` (never the segment being
+    /// appended to). Returns how many were deleted. Durable: the meta file moves first, so a crash
+    /// in the middle leaves leftovers that the next open removes, never a hole.
+    pub fn delete_below(&self, lsn: Lsn) -> Result<usize> {
+        self.shared.check_poison()?;
+        self.shared.delete_below(lsn.0)
+    }
+
+    /// Flushes everything and closes the log, reporting any failure (dropping a log does not flush
+    /// in `Buffered` mode: the OS writes the pages back).
+    pub fn close(mut self) -> Result<()> {
+        self.stop_flusher();
+        self.sync().map(|_| ())
+    }
+
+    fn stop_flusher(&mut self) {
+        if let Some((tx, handle)) = self.flusher.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.stop_flusher();
+    }
+}
+
+fn spawn_flusher(
+    shared: Arc<Shared>,
+    every: Duration,
+) -> Result<(mpsc::Sender<()>, JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel::<()>();
+    let dir = shared.dir.clone();
+    let handle = std::thread::Builder::new()
+        .name("statejournal-flush".into())
+        .spawn(move || loop {
+            match rx.recv_timeout(every) {
+                Err(RecvTimeoutError::Timeout) => {
+                    let target = shared.current.load().last_reserved_lsn();
+                    // A failure poisons the log; the owner sees it on its next call.
+                    if shared.sync_to(target).is_err() {
+                        return;
+                    }
+                }
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+            }
+        })
+        .map_err(|e| Error::io("spawn flusher thread", dir, e))?;
+    Ok((tx, handle))
+}
+
+impl Shared {
+    fn check_poison(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.poison_error());
+        }
+        Ok(())
+    }
+
+    fn poison_error(&self) -> Error {
+        match self.poison.get() {
+            Some((path, e)) => Error::Poisoned {
+                path: path.clone(),
+                source: Arc::clone(e),
+            },
+            None => Error::Poisoned {
+                path: self.dir.clone(),
+                source: Arc::new(io::Error::other("unknown")),
+            },
+        }
+    }
+
+    /// Records a failed flush: from now on every append and commit fails.
+    fn poison(&self, path: &Path, e: io::Error) -> Error {
+        let _ = self.poison.set((path.to_path_buf(), Arc::new(e)));
+        self.poisoned.store(true, Ordering::Release);
+        self.dur_cv.notify_all();
+        self.poison_error()
+    }
+
+    fn flush_segment(&self, seg: &Segment, end: usize) -> Result<()> {
+        #[cfg(feature = "testing")]
+        if let Some(f) = &self.opts.faults {
+            if let Err(e) = f.on_sync() {
+                return Err(self.poison(seg.path(), e));
+            }
+        }
+        seg.flush_to(end).map_err(|e| self.poison(seg.path(), e))
+    }
+
+    fn append(&self, kind: FrameKind, payload: &[u8]) -> Result<u64> {
+        self.check_poison()?;
+        let max = Segment::max_payload(self.opts.segment_size as usize);
+        if payload.len() > max {
+            return Err(Error::RecordTooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        loop {
+            let seg = self.current.load();
+            if let Some(lsn) = seg.try_append(kind, payload) {
+                return Ok(lsn);
+            }
+            self.roll(&seg)?;
+            self.check_poison()?;
+        }
+    }
+
+    /// Replaces the full segment `full` with a new one (unless another thread already did).
+    fn roll(&self, full: &Arc<Segment>) -> Result<()> {
+        let mut meta = lock(&self.meta);
+        if !Arc::ptr_eq(&self.current.load(), full) {
+            return Ok(());
+        }
+        // Everything in the old segment must be durable before the next one exists: a segment's
+        // existence is recovery's proof that its predecessor is complete.
+        let end = full.seal();
+        let prefix = full.wait_published(end);
+        self.flush_segment(full, end)?;
+        let (prev_last_lsn, prev_last_crc) = prefix
+            .last_data
+            .unwrap_or((full.header().prev_last_lsn, full.header().prev_last_crc));
+        {
+            let mut d = lock(&self.dur);
+            d.durable = d.durable.max(prev_last_lsn);
+        }
+        let header = SegmentHeader {
+            version: FORMAT_VERSION,
+            log_id: self.log_id,
+            segment_id: full.id() + 1,
+            base_lsn: prev_last_lsn + 1,
+            prev_last_lsn,
+            prev_last_crc,
+        };
+        #[cfg(feature = "testing")]
+        if let Some(f) = &self.opts.faults {
+            if let Err(e) = f.on_allocate() {
+                let path = format::segment_path(&self.dir, header.segment_id);
+                return Err(Error::NoSpace {
+                    path,
+                    len: self.opts.segment_size,
+                    source: e,
+                });
+            }
+        }
+        let next = Arc::new(Segment::create(&self.dir, &header, self.opts.segment_size)?);
+        let new_meta = LogMeta {
+            last_segment: header.segment_id,
+            ..*meta
+        };
+        write_meta(&self.dir, &new_meta).map_err(|e| match e {
+            // The new segment exists durably; recovery accepts it even if the meta update is lost.
+            Error::Io { source, path, .. } => self.poison(&path, source),
+            other => other,
+        })?;
+        *meta = new_meta;
+        lock(&self.segments).push(Arc::clone(&next));
+        self.current.store(next);
+        Ok(())
+    }
+
+    /// Group commit: returns once every data record up to `target` is durable.
+    fn sync_to(&self, target: u64) -> Result<u64> {
+        let mut d = lock(&self.dur);
+        loop {
+            self.check_poison()?;
+            if d.durable >= target {
+                return Ok(d.durable);
+            }
+            if d.flushing {
+                d = self.dur_cv.wait(d).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            d.flushing = true;
+            let mark = (d.durable > d.marked).then_some(d.durable);
+            drop(d);
+            let result = self.flush_once(mark);
+            d = lock(&self.dur);
+            d.flushing = false;
+            self.dur_cv.notify_all();
+            let durable = result?;
+            d.durable = d.durable.max(durable);
+            if let Some(m) = mark {
+                d.marked = d.marked.max(m);
+            }
+        }
+    }
+
+    /// One flush by the group-commit leader. Returns the LSN now durable.
+    fn flush_once(&self, mark: Option<u64>) -> Result<u64> {
+        if let Some(w) = mark {
+            // The marker states what the *previous* flush made durable: a flush cannot attest to
+            // its own completion. It rides along with this flush.
+            self.append(FrameKind::SyncMarker, &w.to_le_bytes())?;
+        }
+        let seg = self.current.load_full();
+        let prefix = seg.published_prefix();
+        self.flush_segment(&seg, prefix.end)?;
+        // Earlier segments were flushed completely before `seg` was created (see `roll`).
+        Ok(prefix
+            .last_data
+            .map_or(seg.header().prev_last_lsn, |(lsn, _)| lsn))
+    }
+
+    fn delete_below(&self, lsn: u64) -> Result<usize> {
+        let mut meta = lock(&self.meta);
+        let doomed: Vec<Arc<Segment>> = {
+            let segs = lock(&self.segments);
+            segs.windows(2)
+                .take_while(|w| w[1].header().base_lsn <= lsn)
+                .map(|w| Arc::clone(&w[0]))
+                .collect()
+        };
+        let Some(last_doomed) = doomed.last() else {
+            return Ok(0);
+        };
+        let new_meta = LogMeta {
+            first_segment: last_doomed.id() + 1,
+            ..*meta
+        };
+        write_meta(&self.dir, &new_meta)?;
+        *meta = new_meta;
+        lock(&self.segments).retain(|s| s.id() >= new_meta.first_segment);
+        for seg in &doomed {
+            // Readers holding the segment keep the mapping; the file name goes now.
+            std::fs::remove_file(seg.path()).map_err(|e| Error::io("remove", seg.path(), e))?;
+        }
+        sync_dir(&self.dir)?;
+        Ok(doomed.len())
+    }
+}
+
+/// Replaces the meta file atomically and durably.
+pub(crate) fn write_meta(dir: &Path, meta: &LogMeta) -> Result<()> {
+    let tmp = format::tmp_path(dir, format::META_FILE);
+    let path = dir.join(format::META_FILE);
+    std::fs::write(&tmp, meta.encode()).map_err(|e| Error::io("write", &tmp, e))?;
+    File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io("fsync", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
+    sync_dir(dir)
+}

@@ -1,0 +1,124 @@
+//! Options of a [`Log`](super::Log): durability and recovery policies and their documented defaults.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::segment::{MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
+
+/// When appended records reach stable storage. Redis calls these `appendfsync no / everysec / always`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// The OS writes dirty pages back when it likes. Every appended record survives a crash of the
+    /// process (the bytes are in the page cache the moment `append` returns), but a power loss or
+    /// kernel crash loses whatever was not yet written back. `commit()` does not wait.
+    #[default]
+    Buffered,
+    /// A background thread flushes every interval: a power loss loses at most about one interval
+    /// of acknowledged appends. `commit()` does not wait.
+    Periodic(Duration),
+    /// `commit()` returns only once every record appended before it is on stable storage.
+    /// Concurrent committers share one flush (group commit).
+    Sync,
+}
+
+/// What recovery does with damaged log data. In every mode, damage is reported in the
+/// [`RecoveryReport`](super::RecoveryReport) or as an error naming file and offset: never skipped silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Cut a torn tail (damage after the last point the log proves durable: records of a flush
+    /// that may not have completed, which no `Sync` commit acknowledged), keep a copy of the cut
+    /// bytes, and continue appending there. Damage to durable data is an
+    /// [`Error::Corruption`](crate::Error::Corruption) and nothing is changed.
+    #[default]
+    TolerateTornTail,
+    /// As `TolerateTornTail`, but damage to durable data does not stop the open: the log is
+    /// recovered up to the last intact record before the damage and everything after it is set
+    /// aside (cut bytes kept in `*.cut-OFFSET` files, later segments renamed `*.discarded`). The
+    /// report lists what was set aside. Use when availability matters more than the lost suffix.
+    PointInTime,
+    /// Any damaged or unexpected byte, even a torn tail, is an error and nothing is changed.
+    /// Use to verify a log, or after a clean shutdown.
+    Strict,
+}
+
+/// Options of a [`Log`](super::Log). Build with [`LogOptions::default`] and the setters.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    pub(crate) segment_size: u64,
+    pub(crate) durability: Durability,
+    pub(crate) recovery_mode: RecoveryMode,
+    pub(crate) create_if_missing: bool,
+    #[cfg(feature = "testing")]
+    pub(crate) faults: Option<std::sync::Arc<crate::testing::FaultInjector>>,
+}
+
+/// Default segment size: 64 MiB.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            durability: Durability::default(),
+            recovery_mode: RecoveryMode::default(),
+            create_if_missing: true,
+            #[cfg(feature = "testing")]
+            faults: None,
+        }
+    }
+}
+
+impl LogOptions {
+    /// Size of each segment file, preallocated in full (default 64 MiB; a multiple of 4096 between
+    /// 4 KiB and 1 GiB). Applies to segments created from now on; existing ones keep their size.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// Durability mode (default [`Durability::Buffered`]).
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+
+    /// Recovery mode (default [`RecoveryMode::TolerateTornTail`]).
+    pub fn recovery_mode(mut self, m: RecoveryMode) -> Self {
+        self.recovery_mode = m;
+        self
+    }
+
+    /// Whether `open` creates a new log in an empty or missing directory (default true).
+    pub fn create_if_missing(mut self, yes: bool) -> Self {
+        self.create_if_missing = yes;
+        self
+    }
+
+    /// Injects faults into flushes and allocations (tests only).
+    #[cfg(feature = "testing")]
+    pub fn fault_injector(mut self, f: std::sync::Arc<crate::testing::FaultInjector>) -> Self {
+        self.faults = Some(f);
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let s = self.segment_size;
+        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&s) || s % 4096 != 0 {
+            return Err(Error::InvalidOptions {
+                name: "segment_size",
+                reason: format!(
+                    "{s} is not a multiple of 4096 between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE}"
+                ),
+            });
+        }
+        if let Durability::Periodic(d) = self.durability {
+            if d.is_zero() {
+                return Err(Error::InvalidOptions {
+                    name: "durability",
+                    reason: "a periodic flush interval must be positive".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,773 @@
+//! Opening a log directory: validate every segment, prove where the durable data ends, cut a torn
+//! tail, and refuse (or, in point-in-time mode, set aside) damage to durable data.
+//!
+//! # How a torn tail is told apart from damaged durable data
+//!
+//! A crash can leave garbage only where a flush had not completed. The log records how far it is
+//! known durable in two ways, and recovery trusts only those:
+//!
+//! * **Sync markers.** Every flush appends a marker holding the LSN through which the *previous*
+//!   flush made the log durable (a flush cannot attest to its own completion). A marker anywhere in
+//!   the log — before the damage or, found by scanning ahead, after it — that covers the damaged
+//!   record proves the damage is in durable data.
+//! * **Later segments.** A segment is created only after its predecessor is flushed completely,
+//!   and its header names the predecessor's last LSN and CRC. Damage in a segment that has a
+//!   successor is damage to durable data.
+//!
+//! Damage with neither proof is a torn tail: cut, with the cut bytes kept in a side file and the
+//! intact records found after the damage (which no completed flush covered) listed in the report.
+//! The last flush before a crash is the one window the markers cannot prove (its own marker is
+//! written by the next flush); the report names exactly what was cut there.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{write_meta, LogOptions, Lsn, RecoveryMode};
+use crate::codec::frame::{decode_frame, decode_sync_marker, FrameError, FrameKind, FRAME_ALIGN};
+use crate::codec::header::{SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN};
+use crate::codec::meta::{LogMeta, MetaError};
+use crate::error::{Corruption, CorruptionKind, DurabilityEvidence, Error, RecordDamage, Result};
+use crate::format;
+use crate::segment::{sync_dir, Segment};
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// The directory held no log; a new one was created.
+    pub created: bool,
+    /// Segments in the recovered log.
+    pub segments: usize,
+    /// Data records recovered.
+    pub records: u64,
+    /// Bytes of intact frames scanned (records and sync markers).
+    pub bytes: u64,
+    /// LSN of the oldest record in the log.
+    pub first_lsn: Lsn,
+    /// LSN of the newest recovered record (`first_lsn - 1` when the log is empty).
+    pub last_lsn: Lsn,
+    /// The highest watermark a sync marker proved durable before this open.
+    pub synced_through: Lsn,
+    /// Bytes cut from the end of the log, and why.
+    pub cuts: Vec<TailCut>,
+    /// Segment files set aside whole (point-in-time recovery), renamed `*.discarded`.
+    pub discarded_segments: Vec<PathBuf>,
+    /// Temporary files and leftovers of interrupted deletions that were removed.
+    pub removed_files: Vec<PathBuf>,
+    /// Wall time of the recovery.
+    pub duration: Duration,
+}
+
+impl RecoveryReport {
+    /// Nothing was cut or set aside.
+    pub fn is_clean(&self) -> bool {
+        self.cuts.is_empty() && self.discarded_segments.is_empty()
+    }
+
+    /// Data the log had proven durable was set aside (only in [`RecoveryMode::PointInTime`]).
+    pub fn lost_durable_data(&self) -> bool {
+        !self.discarded_segments.is_empty()
+            || self
+                .cuts
+                .iter()
+                .any(|c| matches!(c.reason, CutReason::DurableDataDamaged(_)))
+    }
+}
+
+impl fmt::Display for RecoveryReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.created {
+            return write!(f, "created a new log in {:.1?}", self.duration);
+        }
+        write!(
+            f,
+            "recovered {} records (LSN {}..={}) from {} segments, {} bytes, in {:.1?}",
+            self.records, self.first_lsn, self.last_lsn, self.segments, self.bytes, self.duration
+        )?;
+        for c in &self.cuts {
+            write!(f, "; {c}")?;
+        }
+        for d in &self.discarded_segments {
+            write!(f, "; set aside {}", d.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes recovery cut from the end of the log.
+#[derive(Debug, Clone)]
+pub struct TailCut {
+    /// The segment cut.
+    pub path: PathBuf,
+    /// Where the cut starts (the first damaged byte's frame).
+    pub offset: u64,
+    /// How many bytes (up to the last non-zero byte) were cut.
+    pub bytes: u64,
+    /// What was wrong at `offset`.
+    pub damage: RecordDamage,
+    /// Why cutting was allowed.
+    pub reason: CutReason,
+    /// The LSN the first cut record would have had: the log continues from here.
+    pub first_cut_lsn: Lsn,
+    /// LSN range of intact data records found after the damage and cut with it.
+    pub intact_records_cut: Option<(Lsn, Lsn)>,
+    /// Where the cut bytes were saved.
+    pub backup: Option<PathBuf>,
+}
+
+impl fmt::Display for TailCut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = match &self.reason {
+            CutReason::TornTail => "torn tail".to_string(),
+            CutReason::DurableDataDamaged(c) => format!("point-in-time recovery past damage: {c}"),
+        };
+        write!(
+            f,
+            "cut {} bytes of {} at offset {} ({why}; {}), log continues at LSN {}",
+            self.bytes,
+            self.path.display(),
+            self.offset,
+            self.damage,
+            self.first_cut_lsn
+        )?;
+        if let Some((a, b)) = self.intact_records_cut {
+            write!(f, "; intact records {a}..={b} after the damage were cut")?;
+        }
+        if let Some(b) = &self.backup {
+            write!(f, "; cut bytes saved in {}", b.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// Why recovery was allowed to cut.
+#[derive(Debug, Clone)]
+pub enum CutReason {
+    /// The damage lies after everything the log proves durable.
+    TornTail,
+    /// The damage is in durable data and [`RecoveryMode::PointInTime`] chose to stop before it.
+    DurableDataDamaged(Box<Corruption>),
+}
+
+pub(super) struct Recovered {
+    pub segments: Vec<Arc<Segment>>,
+    pub meta: LogMeta,
+    pub durable_lsn: u64,
+    pub watermark: u64,
+    pub report: RecoveryReport,
+}
+
+/// The result of scanning one segment's frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentScan {
+    /// Where the intact frames end.
+    pub end: usize,
+    /// The damage found at `end`, if the frames did not end cleanly (zero length or end of file).
+    pub damage: Option<RecordDamage>,
+    /// Data records in `[header, end)`.
+    pub data_records: u64,
+    /// LSN and CRC of the last one.
+    pub last_data: Option<(u64, u32)>,
+    /// LSN the next data record would carry.
+    pub next_lsn: u64,
+    /// Highest watermark in the sync markers read.
+    pub watermark: u64,
+}
+
+/// Scans the frames of a segment image. Pure: no I/O, never panics.
+pub(crate) fn scan_frames(buf: &[u8], base_lsn: u64) -> SegmentScan {
+    let mut s = SegmentScan {
+        end: SEGMENT_HEADER_LEN,
+        damage: None,
+        data_records: 0,
+        last_data: None,
+        next_lsn: base_lsn,
+        watermark: 0,
+    };
+    loop {
+        if s.end >= buf.len() {
+            return s;
+        }
+        match decode_frame(buf, s.end) {
+            Ok(f) => {
+                let ok = match f.kind {
+                    FrameKind::Data => f.lsn == s.next_lsn,
+                    FrameKind::SyncMarker => f.lsn == s.next_lsn - 1,
+                };
+                if !ok {
+                    s.damage = Some(RecordDamage::LsnMismatch { found: f.lsn });
+                    return s;
+                }
+                match f.kind {
+                    FrameKind::Data => {
+                        s.data_records += 1;
+                        s.last_data = Some((f.lsn, f.crc));
+                        s.next_lsn += 1;
+                    }
+                    FrameKind::SyncMarker => {
+                        let w = buf
+                            .get(f.payload_start..f.payload_end)
+                            .and_then(decode_sync_marker);
+                        s.watermark = s.watermark.max(w.unwrap_or(0));
+                    }
+                }
+                s.end = f.next;
+            }
+            Err(FrameError::End) => return s,
+            Err(e) => {
+                s.damage = Some(RecordDamage::Frame(e));
+                return s;
+            }
+        }
+    }
+}
+
+/// Offset just past the last non-zero byte at or after `from`, rounded up to the frame alignment
+/// (`from` itself if everything after it is zero).
+pub(crate) fn dirty_end(buf: &[u8], from: usize) -> usize {
+    const BLOCK: usize = 4096;
+    let from = from.min(buf.len());
+    let mut end = buf.len();
+    while end > from {
+        let start = end.saturating_sub(BLOCK).max(from);
+        let block = &buf[start..end];
+        // A fold (not `any`) so the compiler vectorizes the common all-zero case.
+        if block.iter().fold(0u8, |a, &b| a | b) != 0 {
+            let last = block
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(0, |i| start + i + 1);
+            return ((last + FRAME_ALIGN - 1) & !(FRAME_ALIGN - 1))
+                .min(buf.len())
+                .max(from);
+        }
+        end = start;
+    }
+    from
+}
+
+/// What scanning past damage found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ahead {
+    /// Highest watermark of an intact sync marker after the damage.
+    pub watermark: u64,
+    /// LSN range of intact data frames after the damage.
+    pub data: Option<(u64, u64)>,
+}
+
+/// Looks for intact frames at every aligned offset in `(from, to)`. Pure.
+pub(crate) fn scan_ahead(buf: &[u8], from: usize, to: usize, expected_lsn: u64) -> Ahead {
+    let mut a = Ahead::default();
+    let mut at = from + FRAME_ALIGN;
+    let to = to.min(buf.len());
+    while at < to {
+        if let Ok(f) = decode_frame(buf, at) {
+            match f.kind {
+                FrameKind::Data if f.lsn >= expected_lsn => {
+                    a.data = Some(
+                        a.data
+                            .map_or((f.lsn, f.lsn), |(lo, hi)| (lo.min(f.lsn), hi.max(f.lsn))),
+                    );
+                }
+                FrameKind::SyncMarker if f.lsn + 1 >= expected_lsn => {
+                    let w = buf
+                        .get(f.payload_start..f.payload_end)
+                        .and_then(decode_sync_marker);
+                    a.watermark = a.watermark.max(w.unwrap_or(0));
+                }
+                _ => {}
+            }
+        }
+        at += FRAME_ALIGN;
+    }
+    a
+}
+
+struct Listing {
+    segments: Vec<(u64, PathBuf)>,
+    temporaries: Vec<PathBuf>,
+}
+
+fn list_dir(dir: &Path) -> Result<Listing> {
+    let mut l = Listing {
+        segments: Vec::new(),
+        temporaries: Vec::new(),
+    };
+    let entries = fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(id) = format::parse_segment_file_name(name) {
+            l.segments.push((id, entry.path()));
+        } else if name.ends_with(format::TMP_SUFFIX) {
+            l.temporaries.push(entry.path());
+        }
+    }
+    l.segments.sort_unstable_by_key(|(id, _)| *id);
+    Ok(l)
+}
+
+fn random_log_id() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    // RandomState is seeded from the OS's randomness once per process and stepped per instance.
+    RandomState::new().hash_one((std::process::id(), Instant::now()))
+}
+
+fn create_new(
+    dir: &Path,
+    opts: &LogOptions,
+    mut report: RecoveryReport,
+    started: Instant,
+) -> Result<Recovered> {
+    let header = SegmentHeader {
+        version: FORMAT_VERSION,
+        log_id: random_log_id(),
+        segment_id: 1,
+        base_lsn: 1,
+        prev_last_lsn: 0,
+        prev_last_crc: 0,
+    };
+    let seg = Segment::create(dir, &header, opts.segment_size)?;
+    let meta = LogMeta {
+        log_id: header.log_id,
+        first_segment: 1,
+        last_segment: 1,
+    };
+    write_meta(dir, &meta)?;
+    report.created = true;
+    report.segments = 1;
+    report.first_lsn = Lsn(1);
+    report.duration = started.elapsed();
+    Ok(Recovered {
+        segments: vec![Arc::new(seg)],
+        meta,
+        durable_lsn: 0,
+        watermark: 0,
+        report,
+    })
+}
+
+fn meta_error(path: &Path, e: MetaError) -> Error {
+    match e {
+        MetaError::UnsupportedVersion { found } => Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found,
+            supported: FORMAT_VERSION,
+        },
+        other => Error::corrupt(path, 0, CorruptionKind::BadMeta(other)),
+    }
+}
+
+fn damaged(
+    seg: &Segment,
+    at: usize,
+    expected_lsn: u64,
+    damage: RecordDamage,
+    evidence: DurabilityEvidence,
+) -> Error {
+    Error::corrupt(
+        seg.path(),
+        at as u64,
+        CorruptionKind::DamagedRecord {
+            expected_lsn,
+            damage,
+            evidence,
+        },
+    )
+}
+
+/// Saves `[from, to)` of a segment next to it before recovery zeroes it.
+fn backup_cut(dir: &Path, seg: &Segment, from: usize, to: usize) -> Result<Option<PathBuf>> {
+    if to <= from {
+        return Ok(None);
+    }
+    let Some(bytes) = seg.bytes(from, to) else {
+        return Ok(None);
+    };
+    let path = format::cut_backup_path(dir, seg.id(), from as u64);
+    let tmp = format::tmp_path(
+        dir,
+        &path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
+    fs::write(&tmp, bytes).map_err(|e| Error::io("write", &tmp, e))?;
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io("fsync", &tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
+    sync_dir(dir)?;
+    Ok(Some(path))
+}
+
+pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
+    let started = Instant::now();
+    let mut report = RecoveryReport::default();
+    let listing = list_dir(dir)?;
+    for tmp in listing.temporaries {
+        fs::remove_file(&tmp).map_err(|e| Error::io("remove", &tmp, e))?;
+        report.removed_files.push(tmp);
+    }
+
+    let meta_path = dir.join(format::META_FILE);
+    let mut meta = match fs::read(&meta_path) {
+        Ok(bytes) => LogMeta::decode(&bytes).map_err(|e| meta_error(&meta_path, e))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if listing.segments.is_empty() {
+                if !opts.create_if_missing {
+                    return Err(Error::io("open", &meta_path, e));
+                }
+                return create_new(dir, opts, report, started);
+            }
+            adopt_unfinished_creation(dir, &listing.segments, &meta_path)?
+        }
+        Err(e) => return Err(Error::io("read", &meta_path, e)),
+    };
+
+    // Leftovers of a deletion interrupted after the meta file moved on.
+    let mut ids = Vec::new();
+    for (id, path) in &listing.segments {
+        if *id < meta.first_segment {
+            fs::remove_file(path).map_err(|e| Error::io("remove", path, e))?;
+            report.removed_files.push(path.clone());
+        } else {
+            ids.push(*id);
+        }
+    }
+    // Segments past `last_segment` exist when a roll created one and crashed before updating the
+    // meta file; the header chain below decides whether they belong.
+    let last_id = ids.last().copied().unwrap_or(0).max(meta.last_segment);
+    for (expect, id) in
+        (meta.first_segment..=last_id).zip(ids.iter().copied().chain(std::iter::repeat(u64::MAX)))
+    {
+        if expect != id {
+            return Err(Error::corrupt(
+                format::segment_path(dir, expect),
+                0,
+                CorruptionKind::MissingSegment { segment_id: expect },
+            ));
+        }
+    }
+
+    // Open every segment and check it belongs to this log.
+    let mut segs = Vec::with_capacity(ids.len());
+    for (i, &id) in ids.iter().enumerate() {
+        let writable = i + 1 == ids.len();
+        let seg = Segment::open(&format::segment_path(dir, id), id, writable)?;
+        if seg.header().log_id != meta.log_id {
+            return Err(Error::corrupt(
+                seg.path(),
+                0,
+                CorruptionKind::ForeignLog {
+                    expected: meta.log_id,
+                    found: seg.header().log_id,
+                },
+            ));
+        }
+        segs.push(seg);
+    }
+
+    let mut watermark = 0u64;
+    let mut prev_last: Option<(u64, u32)> = None;
+    let mut recovered: Vec<Arc<Segment>> = Vec::with_capacity(segs.len());
+    let mut tail: Option<(Segment, SegmentScan)> = None;
+    let mut iter = segs.into_iter().peekable();
+    while let Some(seg) = iter.next() {
+        let h = *seg.header();
+        let chain = prev_last.unwrap_or((h.prev_last_lsn, h.prev_last_crc));
+        if prev_last.is_some() && (h.prev_last_lsn, h.prev_last_crc) != chain {
+            return Err(Error::corrupt(
+                seg.path(),
+                0,
+                CorruptionKind::BrokenChain {
+                    previous_last: chain,
+                    header_says: (h.prev_last_lsn, h.prev_last_crc),
+                },
+            ));
+        }
+        let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
+        let scan = scan_frames(buf, h.base_lsn);
+        watermark = watermark.max(scan.watermark);
+        report.records += scan.data_records;
+        report.bytes += (scan.end - SEGMENT_HEADER_LEN) as u64;
+        let last = scan.last_data.unwrap_or(chain);
+        let Some(next) = iter.peek() else {
+            tail = Some((seg, scan));
+            break;
+        };
+        let claim = (next.header().prev_last_lsn, next.header().prev_last_crc);
+        if last == claim {
+            prev_last = Some(last);
+            recovered.push(Arc::new(seg));
+            continue;
+        }
+        if last.0 > claim.0 || last.0 == claim.0 {
+            // The successor expects fewer records, or a different last record: not our successor.
+            return Err(Error::corrupt(
+                next.path(),
+                0,
+                CorruptionKind::BrokenChain {
+                    previous_last: last,
+                    header_says: claim,
+                },
+            ));
+        }
+        // Records the successor proves durable are missing here: damaged durable data.
+        let damage = scan.damage.unwrap_or(RecordDamage::Frame(FrameError::End));
+        let err = damaged(
+            &seg,
+            scan.end,
+            scan.next_lsn,
+            damage,
+            DurabilityEvidence::LaterSegment(next.id()),
+        );
+        if opts.recovery_mode != RecoveryMode::PointInTime {
+            return Err(err);
+        }
+        // Point-in-time: this segment becomes the tail; everything after it is set aside.
+        let path = seg.path().to_path_buf();
+        let id = seg.id();
+        drop(seg);
+        let later: Vec<PathBuf> = iter.map(|s| s.path().to_path_buf()).collect();
+        let seg = Segment::open(&path, id, true)?;
+        let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
+        let scan = scan_frames(buf, h.base_lsn);
+        let corruption = match err {
+            Error::Corruption(c) => c,
+            other => return Err(other),
+        };
+        cut_tail(
+            dir,
+            seg,
+            scan,
+            damage,
+            CutReason::DurableDataDamaged(corruption),
+            &mut report,
+            &mut recovered,
+        )?;
+        for p in later {
+            let aside = p.with_extension("seg.discarded");
+            fs::rename(&p, &aside).map_err(|e| Error::io("rename", &p, e))?;
+            report.discarded_segments.push(aside);
+        }
+        sync_dir(dir)?;
+        return finish(dir, meta, recovered, watermark, report, started);
+    }
+
+    let (seg, scan) = tail.ok_or_else(|| {
+        Error::corrupt(
+            format::segment_path(dir, meta.first_segment),
+            0,
+            CorruptionKind::MissingSegment {
+                segment_id: meta.first_segment,
+            },
+        )
+    })?;
+    let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
+    let dirty = dirty_end(buf, scan.end);
+    if scan.damage.is_none() && dirty == scan.end {
+        // Clean end.
+        let mut seg = seg;
+        seg.activate(scan.end, scan.end, scan.data_records, scan.last_data)
+            .map_err(|e| Error::io("activate", seg.path(), e))?;
+        recovered.push(Arc::new(seg));
+    } else {
+        let damage = scan.damage.unwrap_or(RecordDamage::GarbageAfterEnd);
+        let ahead = scan_ahead(buf, scan.end, dirty, scan.next_lsn);
+        let evidence = if watermark >= scan.next_lsn {
+            Some(DurabilityEvidence::SyncedThrough(watermark))
+        } else if ahead.watermark >= scan.next_lsn {
+            Some(DurabilityEvidence::SyncedThrough(ahead.watermark))
+        } else {
+            None
+        };
+        let reason = match (opts.recovery_mode, evidence) {
+            (RecoveryMode::Strict, ev) => {
+                return Err(damaged(
+                    &seg,
+                    scan.end,
+                    scan.next_lsn,
+                    damage,
+                    ev.unwrap_or(DurabilityEvidence::StrictMode),
+                ))
+            }
+            (RecoveryMode::TolerateTornTail, Some(ev)) => {
+                return Err(damaged(&seg, scan.end, scan.next_lsn, damage, ev))
+            }
+            (_, None) => CutReason::TornTail,
+            (RecoveryMode::PointInTime, Some(ev)) => {
+                match damaged(&seg, scan.end, scan.next_lsn, damage, ev) {
+                    Error::Corruption(c) => CutReason::DurableDataDamaged(c),
+                    other => return Err(other),
+                }
+            }
+        };
+        cut_tail(dir, seg, scan, damage, reason, &mut report, &mut recovered)?;
+        if let Some(cut) = report.cuts.last_mut() {
+            cut.intact_records_cut = ahead.data.map(|(a, b)| (Lsn(a), Lsn(b)));
+        }
+    }
+    if let Some(last) = recovered.last() {
+        if last.id() > meta.last_segment {
+            meta.last_segment = last.id();
+            write_meta(dir, &meta)?;
+        }
+    }
+    finish(dir, meta, recovered, watermark, report, started)
+}
+
+/// Cuts `seg` at `scan.end` (saving the cut bytes) and makes it the appendable tail.
+fn cut_tail(
+    dir: &Path,
+    mut seg: Segment,
+    scan: SegmentScan,
+    damage: RecordDamage,
+    reason: CutReason,
+    report: &mut RecoveryReport,
+    recovered: &mut Vec<Arc<Segment>>,
+) -> Result<()> {
+    let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
+    let dirty = dirty_end(buf, scan.end);
+    let backup = backup_cut(dir, &seg, scan.end, dirty)?;
+    report.cuts.push(TailCut {
+        path: seg.path().to_path_buf(),
+        offset: scan.end as u64,
+        bytes: (dirty - scan.end) as u64,
+        damage,
+        reason,
+        first_cut_lsn: Lsn(scan.next_lsn),
+        intact_records_cut: None,
+        backup,
+    });
+    seg.activate(scan.end, dirty, scan.data_records, scan.last_data)
+        .map_err(|e| Error::io("msync", seg.path(), e))?;
+    recovered.push(Arc::new(seg));
+    Ok(())
+}
+
+fn finish(
+    dir: &Path,
+    mut meta: LogMeta,
+    recovered: Vec<Arc<Segment>>,
+    watermark: u64,
+    mut report: RecoveryReport,
+    started: Instant,
+) -> Result<Recovered> {
+    let (Some(first), Some(tail)) = (recovered.first(), recovered.last()) else {
+        return Err(Error::corrupt(
+            dir.join(format::META_FILE),
+            0,
+            CorruptionKind::MissingSegment {
+                segment_id: meta.first_segment,
+            },
+        ));
+    };
+    if tail.id() != meta.last_segment {
+        meta.last_segment = tail.id();
+        write_meta(dir, &meta)?;
+    }
+    // After a process crash the page cache may still hold pages of the tail that never reached the
+    // disk. Make them durable before calling anything durable.
+    tail.sync_file()
+        .map_err(|e| Error::io("fsync", tail.path(), e))?;
+    let durable = tail.last_reserved_lsn();
+    report.segments = recovered.len();
+    report.first_lsn = Lsn(first.header().base_lsn);
+    report.last_lsn = Lsn(durable);
+    report.synced_through = Lsn(watermark);
+    report.duration = started.elapsed();
+    Ok(Recovered {
+        segments: recovered,
+        meta,
+        durable_lsn: durable,
+        watermark,
+        report,
+    })
+}
+
+/// A crash between creating the first segment and writing the meta file leaves one empty
+/// segment and no meta file: finish the creation. Anything else without a meta file is damage.
+fn adopt_unfinished_creation(
+    dir: &Path,
+    segments: &[(u64, PathBuf)],
+    meta_path: &Path,
+) -> Result<LogMeta> {
+    let missing = || Error::corrupt(meta_path, 0, CorruptionKind::MissingMeta);
+    let [(1, path)] = segments else {
+        return Err(missing());
+    };
+    let seg = Segment::open(path, 1, false)?;
+    let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
+    if seg.header().base_lsn != 1 || dirty_end(buf, SEGMENT_HEADER_LEN) != SEGMENT_HEADER_LEN {
+        return Err(missing());
+    }
+    let meta = LogMeta {
+        log_id: seg.header().log_id,
+        first_segment: 1,
+        last_segment: 1,
+    };
+    write_meta(dir, &meta)?;
+    Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::frame::{encode_frame, frame_size};
+
+    fn image(records: &[&[u8]]) -> Vec<u8> {
+        let mut buf = vec![0u8; 4096];
+        let mut at = SEGMENT_HEADER_LEN;
+        for (i, r) in records.iter().enumerate() {
+            let n = frame_size(r.len()).unwrap();
+            encode_frame(&mut buf[at..at + n], 10 + i as u64, FrameKind::Data, r);
+            at += n;
+        }
+        buf
+    }
+
+    #[test]
+    fn scan_counts_records_and_stops_at_damage() {
+        let buf = image(&[b"a", b"bb", b"ccc"]);
+        let s = scan_frames(&buf, 10);
+        assert_eq!((s.data_records, s.next_lsn, s.damage), (3, 13, None));
+        let mut bad = buf.clone();
+        bad[SEGMENT_HEADER_LEN + 24 + 21] ^= 1; // payload of the second frame (frames are 24 bytes)
+        let s = scan_frames(&bad, 10);
+        assert_eq!(s.data_records, 1);
+        assert_eq!(s.end, SEGMENT_HEADER_LEN + 24);
+        assert!(matches!(
+            s.damage,
+            Some(RecordDamage::Frame(FrameError::Checksum { .. }))
+        ));
+        let ahead = scan_ahead(&bad, s.end, bad.len(), s.next_lsn);
+        assert_eq!(ahead.data, Some((12, 12)));
+    }
+
+    #[test]
+    fn wrong_base_lsn_is_an_lsn_mismatch() {
+        let buf = image(&[b"a"]);
+        assert_eq!(
+            scan_frames(&buf, 11).damage,
+            Some(RecordDamage::LsnMismatch { found: 10 })
+        );
+    }
+
+    #[test]
+    fn dirty_end_finds_the_last_nonzero_byte() {
+        let mut buf = vec![0u8; 3 * 4096 + 100];
+        assert_eq!(dirty_end(&buf, 64), 64);
+        buf[5000] = 1;
+        assert_eq!(dirty_end(&buf, 64), 5008);
+        assert_eq!(dirty_end(&buf, 6000), 6000);
+        let n = buf.len();
+        buf[n - 1] = 7;
+        assert_eq!(dirty_end(&buf, 64), n);
+    }
+}

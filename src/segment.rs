@@ -1,0 +1,557 @@
+//! One segment file: preallocated, memory-mapped, appended to by many threads at once.
+//!
+//! All `unsafe` code of the crate lives in this module: the mapping, the raw writes into it, the
+//! atomic publication of frames, zero-copy views of published bytes, and the `fallocate` call.
+//!
+//! # Invariants (what makes the raw memory access sound)
+//!
+//! The mapping is shared, writable memory. We never create a `&mut [u8]` over it. Its bytes are in
+//! one of three zones, in file order:
+//!
+//! 1. `[0, published)`: **immutable**. Every frame here has a non-zero `len` stored with `Release`
+//!    and observed with `Acquire` by the prefix walk that advanced `published`. Nothing writes these
+//!    bytes again while the segment is mapped, so shared `&[u8]` views of them are sound.
+//! 2. `[published, reserved)`: frames handed out by [`Segment::try_append`], each to exactly one
+//!    writer, which writes every byte of its frame except `len` with plain stores and then
+//!    publishes `len` with an atomic `Release` store. Other threads touch this zone only through
+//!    atomic loads of `len` fields at frame starts.
+//! 3. `[reserved, len)`: zero, untouched until reserved.
+//!
+//! Reservations are carved from a single atomic word, so they never overlap. Recovery rewrites
+//! bytes (zeroing a torn tail) only through `&mut self`, when no view can exist.
+//!
+//! The file is `fallocate`d to its full size before it is mapped: a store into a hole would need
+//! block allocation at page-fault time, and on a full disk that is a SIGBUS, not an error.
+
+#![allow(unsafe_code)]
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use memmap2::{Advice, MmapOptions, MmapRaw};
+
+use crate::codec::frame::{
+    frame_crc, frame_size, FrameKind, CRC_OFFSET, FRAME_ALIGN, FRAME_HEADER_LEN, KIND_OFFSET,
+    LEN_OFFSET, LSN_OFFSET,
+};
+use crate::codec::header::{SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::error::{CorruptionKind, Error, Result};
+use crate::format;
+
+/// Largest segment file we create or accept: offsets must fit the 32-bit reservation field.
+pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
+/// Smallest segment size accepted in options.
+pub const MIN_SEGMENT_SIZE: u64 = 4096;
+
+const OFFSET_MASK: u64 = (1 << 32) - 1;
+const COUNT_SHIFT: u32 = 32;
+const COUNT_MASK: u64 = (1 << 31) - 1;
+const SEALED: u64 = 1 << 63;
+
+/// The result of walking the published frames of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishedPrefix {
+    /// End of the contiguous run of published frames.
+    pub end: usize,
+    /// LSN and stored CRC of the last data record in it, if any.
+    pub last_data: Option<(u64, u32)>,
+}
+
+#[derive(Debug)]
+struct ScanPos {
+    pos: usize,
+    last_data: Option<(u64, u32)>,
+}
+
+/// A mapped segment file.
+#[derive(Debug)]
+pub struct Segment {
+    path: PathBuf,
+    header: SegmentHeader,
+    map: MmapRaw,
+    /// The file stays open for the lifetime of the mapping (and for `fallocate`/`fsync`).
+    file: File,
+    /// Usable length: the file length rounded down to the frame alignment.
+    len: usize,
+    /// `count << 32 | offset`, plus [`SEALED`]: see the module invariants.
+    reserve: AtomicU64,
+    /// End of the immutable zone.
+    published: AtomicUsize,
+    /// Cached position of the published-prefix walk.
+    scan: Mutex<ScanPos>,
+    /// Bytes known flushed to stable storage.
+    synced: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data is plain offsets, updated in one step: still valid if a holder panicked.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Syncs a directory so that a rename or unlink in it is durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    let d = File::open(dir).map_err(|e| Error::io("open directory", dir, e))?;
+    d.sync_all()
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Allocates `len` bytes of real blocks for `file` (never sparse).
+fn preallocate(file: &File, path: &Path, len: u64) -> Result<()> {
+    let no_space = |source: io::Error| Error::NoSpace {
+        path: path.to_path_buf(),
+        len,
+        source,
+    };
+    let is_no_space = |e: &io::Error| {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
+        )
+    };
+    #[cfg(target_os = "linux")]
+    {
+        let off_len = libc::off_t::try_from(len).map_err(|_| Error::InvalidOptions {
+            name: "segment_size",
+            reason: format!("{len} bytes does not fit off_t"),
+        })?;
+        loop {
+            // SAFETY: `fallocate` takes a file descriptor we own (kept open by `file` for the
+            // duration of the call) and plain integers; it does not touch our memory.
+            let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, off_len) };
+            if rc == 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EOPNOTSUPP) => break, // e.g. some network file systems: write zeros
+                _ if is_no_space(&e) => return Err(no_space(e)),
+                _ => return Err(Error::io("fallocate", path, e)),
+            }
+        }
+    }
+    // Portable fallback: write real zeros so no block is a hole.
+    let chunk = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(chunk.len() as u64) as usize;
+        file.write_all_at(&chunk[..n], at).map_err(|e| {
+            if is_no_space(&e) {
+                no_space(e)
+            } else {
+                Error::io("write zeros", path, e)
+            }
+        })?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+impl Segment {
+    /// Creates segment `header.segment_id` in `dir` with `size` bytes, durably: built under a
+    /// temporary name, preallocated, header written and synced, renamed, directory synced.
+    pub fn create(dir: &Path, header: &SegmentHeader, size: u64) -> Result<Segment> {
+        let name = format::segment_file_name(header.segment_id);
+        let tmp = format::tmp_path(dir, &name);
+        let path = dir.join(&name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| Error::io("create", &tmp, e))?;
+        let result = (|| {
+            preallocate(&file, &tmp, size)?;
+            let mut head = [0u8; SEGMENT_HEADER_LEN];
+            header.encode(&mut head);
+            file.write_all_at(&head, 0)
+                .map_err(|e| Error::io("write header", &tmp, e))?;
+            file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
+            sync_dir(dir)
+        })();
+        if let Err(e) = result {
+            // Best effort: a leftover temporary is also removed by the next recovery.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let seg = Self::map(path, file, *header, size as usize)?;
+        // A fresh segment has nothing published yet: open it for appends right after the header.
+        seg.published.store(SEGMENT_HEADER_LEN, Ordering::Release);
+        seg.reserve
+            .store(SEGMENT_HEADER_LEN as u64, Ordering::Release);
+        seg.synced.store(SEGMENT_HEADER_LEN, Ordering::Release);
+        *lock(&seg.scan) = ScanPos {
+            pos: SEGMENT_HEADER_LEN,
+            last_data: None,
+        };
+        Ok(seg)
+    }
+
+    /// Opens an existing segment for recovery. The whole file is readable (everything counts as
+    /// published) and the segment is sealed until [`Segment::activate`] opens it for appends.
+    ///
+    /// `expected_id` is the id from the file name. The header is validated except for its place in
+    /// the log (log id, LSN chain), which the caller checks.
+    pub fn open(path: &Path, expected_id: u64, writable: bool) -> Result<Segment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(path)
+            .map_err(|e| Error::io("open", path, e))?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        if file_len < SEGMENT_HEADER_LEN as u64 {
+            return Err(Error::corrupt(
+                path,
+                0,
+                CorruptionKind::Truncated {
+                    len: file_len,
+                    needed: SEGMENT_HEADER_LEN as u64,
+                },
+            ));
+        }
+        let mut head = [0u8; SEGMENT_HEADER_LEN];
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| Error::io("read header", path, e))?;
+        let header = SegmentHeader::decode(&head).map_err(|e| match e {
+            crate::codec::header::HeaderError::UnsupportedVersion { found } => {
+                Error::UnsupportedVersion {
+                    path: path.to_path_buf(),
+                    found,
+                    supported: crate::codec::header::FORMAT_VERSION,
+                }
+            }
+            other => Error::corrupt(path, 0, CorruptionKind::BadSegmentHeader(other)),
+        })?;
+        if header.segment_id != expected_id {
+            return Err(Error::corrupt(
+                path,
+                0,
+                CorruptionKind::SegmentIdMismatch {
+                    expected: expected_id,
+                    found: header.segment_id,
+                },
+            ));
+        }
+        if file_len > MAX_SEGMENT_SIZE {
+            return Err(Error::InvalidOptions {
+                name: "segment file size",
+                reason: format!(
+                    "{} is {file_len} bytes, above the {MAX_SEGMENT_SIZE} maximum",
+                    path.display()
+                ),
+            });
+        }
+        let len = (file_len as usize) & !(FRAME_ALIGN - 1);
+        let seg = if writable {
+            Self::map(path.to_path_buf(), file, header, len)?
+        } else {
+            Self::map_read_only(path.to_path_buf(), file, header, len)?
+        };
+        seg.published.store(len, Ordering::Release);
+        seg.reserve.store(SEALED | len as u64, Ordering::Release);
+        seg.synced.store(len, Ordering::Release);
+        *lock(&seg.scan) = ScanPos {
+            pos: len,
+            last_data: None,
+        };
+        Ok(seg)
+    }
+
+    fn map(path: PathBuf, file: File, header: SegmentHeader, len: usize) -> Result<Segment> {
+        let map = MmapOptions::new()
+            .len(len)
+            .map_raw(&file)
+            .map_err(|e| Error::io("mmap", &path, e))?;
+        // Without MADV_RANDOM the kernel reads ahead and writes back whole large folios (up to
+        // 2 MiB) on msync: a one-record commit would write megabytes.
+        map.advise(Advice::Random)
+            .map_err(|e| Error::io("madvise", &path, e))?;
+        Ok(Self::from_parts(path, file, map, header, len))
+    }
+
+    fn map_read_only(
+        path: PathBuf,
+        file: File,
+        header: SegmentHeader,
+        len: usize,
+    ) -> Result<Segment> {
+        let map = MmapOptions::new()
+            .len(len)
+            .map_raw_read_only(&file)
+            .map_err(|e| Error::io("mmap", &path, e))?;
+        Ok(Self::from_parts(path, file, map, header, len))
+    }
+
+    fn from_parts(
+        path: PathBuf,
+        file: File,
+        map: MmapRaw,
+        header: SegmentHeader,
+        len: usize,
+    ) -> Segment {
+        Segment {
+            path,
+            header,
+            map,
+            file,
+            len,
+            reserve: AtomicU64::new(SEALED),
+            published: AtomicUsize::new(0),
+            scan: Mutex::new(ScanPos {
+                pos: 0,
+                last_data: None,
+            }),
+            synced: AtomicUsize::new(0),
+        }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The decoded header.
+    pub fn header(&self) -> &SegmentHeader {
+        &self.header
+    }
+
+    /// Segment id.
+    pub fn id(&self) -> u64 {
+        self.header.segment_id
+    }
+
+    /// Usable length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The largest payload a frame in a segment of this size can carry.
+    pub fn max_payload(segment_len: usize) -> usize {
+        segment_len.saturating_sub(SEGMENT_HEADER_LEN + FRAME_HEADER_LEN) & !(FRAME_ALIGN - 1)
+    }
+
+    /// The immutable bytes in `range`, or `None` if any of them is not yet published.
+    pub fn bytes(&self, start: usize, end: usize) -> Option<&[u8]> {
+        if start > end || end > self.published.load(Ordering::Acquire) {
+            return None;
+        }
+        // SAFETY: `[start, end)` lies below `published` (checked above, with Acquire pairing with
+        // the Release that advanced it), i.e. in the immutable zone of the module invariants:
+        // nothing writes it while `self` is mapped, and the mapping outlives the borrow of `self`.
+        Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(start), end - start) })
+    }
+
+    /// A zero-copy [`Bytes`] of the immutable bytes in `range`, keeping the mapping alive.
+    pub fn slice(self: &Arc<Self>, start: usize, end: usize) -> Option<Bytes> {
+        self.bytes(start, end)?;
+        Some(Bytes::from_owner(MappedSlice {
+            seg: Arc::clone(self),
+            start,
+            end,
+        }))
+    }
+
+    /// Reserves room for a frame and writes it; returns the frame's LSN field, or `None` if the
+    /// segment is sealed or full (the caller rolls to a new segment). The frame is published (visible
+    /// to readers and flushes) when this returns.
+    pub fn try_append(&self, kind: FrameKind, payload: &[u8]) -> Option<u64> {
+        let size = frame_size(payload.len())?;
+        let data = u64::from(kind == FrameKind::Data);
+        let mut cur = self.reserve.load(Ordering::Relaxed);
+        let (off, count) = loop {
+            if cur & SEALED != 0 {
+                return None;
+            }
+            let off = (cur & OFFSET_MASK) as usize;
+            let count = (cur >> COUNT_SHIFT) & COUNT_MASK;
+            if off + size > self.len {
+                return None;
+            }
+            let new = ((count + data) << COUNT_SHIFT) | (off + size) as u64;
+            match self
+                .reserve
+                .compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break (off, count),
+                Err(now) => cur = now,
+            }
+        };
+        // A marker carries the LSN of the data record before it.
+        let lsn = self.header.base_lsn + count - (1 - data);
+        let len = (FRAME_HEADER_LEN + payload.len()) as u32;
+        let crc = frame_crc(len, lsn, kind, payload);
+        let mut head = [0u8; FRAME_HEADER_LEN - LSN_OFFSET];
+        head[..8].copy_from_slice(&lsn.to_le_bytes());
+        head[KIND_OFFSET - LSN_OFFSET] = kind as u8;
+        let base = self.map.as_mut_ptr();
+        // SAFETY: `[off, off + size)` was reserved by the successful compare-exchange above, so no
+        // other thread writes it, and it lies within the mapping (`off + size <= self.len`). No
+        // `&`/`&mut` view of it exists (it is above `published`). We write every byte but the `len`
+        // field with plain stores; padding bytes are already zero (zone 3 of the invariants).
+        // `off` is a multiple of FRAME_ALIGN and the mapping is page-aligned, so the `len` field is
+        // 4-byte aligned for the atomic store, which publishes the frame with Release ordering.
+        unsafe {
+            let frame = base.add(off);
+            std::ptr::copy_nonoverlapping(crc.to_le_bytes().as_ptr(), frame.add(CRC_OFFSET), 4);
+            std::ptr::copy_nonoverlapping(head.as_ptr(), frame.add(LSN_OFFSET), head.len());
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                frame.add(FRAME_HEADER_LEN),
+                payload.len(),
+            );
+            AtomicU32::from_ptr(frame.add(LEN_OFFSET).cast::<u32>())
+                .store(len.to_le(), Ordering::Release);
+        }
+        Some(lsn)
+    }
+
+    /// LSN of the last data record reserved in this segment (the one before `base_lsn` if none).
+    pub fn last_reserved_lsn(&self) -> u64 {
+        let count = (self.reserve.load(Ordering::Acquire) >> COUNT_SHIFT) & COUNT_MASK;
+        (self.header.base_lsn + count).saturating_sub(1)
+    }
+
+    /// Walks the frames published since the last walk and returns the end of the contiguous
+    /// published run (frames reserved before an unfinished one are not counted).
+    pub fn published_prefix(&self) -> PublishedPrefix {
+        let mut scan = lock(&self.scan);
+        let reserved = (self.reserve.load(Ordering::Acquire) & OFFSET_MASK) as usize;
+        let base = self.map.as_ptr();
+        while scan.pos < reserved {
+            let at = scan.pos;
+            // SAFETY: `at` is a frame start below `reserved` (the walk starts at a frame start and
+            // steps by whole frames), so the aligned `len` word lies in the mapping. Writers store it
+            // only atomically, so an atomic load races with nothing.
+            let len = unsafe {
+                AtomicU32::from_ptr(base.add(at + LEN_OFFSET).cast::<u32>().cast_mut())
+                    .load(Ordering::Acquire)
+            };
+            let len = u32::from_le(len) as usize;
+            if len == 0 {
+                break; // reserved, still being written
+            }
+            // SAFETY: the Acquire load above saw the writer's Release store of `len`, so the frame's
+            // other bytes are written and will not change; reading the header fields is race-free.
+            let (crc, lsn, kind) = unsafe {
+                let f = base.add(at);
+                let mut crc = [0u8; 4];
+                let mut lsn = [0u8; 8];
+                std::ptr::copy_nonoverlapping(f.add(CRC_OFFSET), crc.as_mut_ptr(), 4);
+                std::ptr::copy_nonoverlapping(f.add(LSN_OFFSET), lsn.as_mut_ptr(), 8);
+                (
+                    u32::from_le_bytes(crc),
+                    u64::from_le_bytes(lsn),
+                    *f.add(KIND_OFFSET),
+                )
+            };
+            if kind == FrameKind::Data as u8 {
+                scan.last_data = Some((lsn, crc));
+            }
+            scan.pos = at + ((len + FRAME_ALIGN - 1) & !(FRAME_ALIGN - 1));
+        }
+        self.published.fetch_max(scan.pos, Ordering::AcqRel);
+        PublishedPrefix {
+            end: scan.pos,
+            last_data: scan.last_data,
+        }
+    }
+
+    /// Stops further reservations and returns where the reserved region ends.
+    pub fn seal(&self) -> usize {
+        (self.reserve.fetch_or(SEALED, Ordering::AcqRel) & OFFSET_MASK) as usize
+    }
+
+    /// Whether [`Segment::seal`] was called (or the segment was opened read-only for recovery).
+    pub fn is_sealed(&self) -> bool {
+        self.reserve.load(Ordering::Acquire) & SEALED != 0
+    }
+
+    /// Walks until every frame reserved before `end` is published. Writers between reserving and
+    /// publishing only copy bytes, so this waits for at most a few memcpys.
+    pub fn wait_published(&self, end: usize) -> PublishedPrefix {
+        let mut spins = 0u32;
+        loop {
+            let p = self.published_prefix();
+            if p.end >= end {
+                return p;
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Flushes `[synced, end)` to stable storage (msync of exactly the dirty pages).
+    pub fn flush_to(&self, end: usize) -> io::Result<()> {
+        let from = self.synced.load(Ordering::Acquire);
+        if end <= from {
+            return Ok(());
+        }
+        self.map.flush_range(from, end - from)?;
+        self.synced.fetch_max(end, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// `fdatasync` of the whole file: makes durable whatever the page cache holds for it.
+    pub fn sync_file(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Recovery's last step on the tail segment: zero every byte from `end` to `dirty_end` (a torn
+    /// tail), flush that, and open the segment for appends at `end`.
+    ///
+    /// `data_count` is the number of data records in `[header, end)` and `last_data` the LSN and
+    /// CRC of the last one.
+    pub fn activate(
+        &mut self,
+        end: usize,
+        dirty_end: usize,
+        data_count: u64,
+        last_data: Option<(u64, u32)>,
+    ) -> io::Result<()> {
+        let end = end.min(self.len);
+        let dirty_end = dirty_end.min(self.len);
+        if dirty_end > end {
+            // SAFETY: `&mut self` proves no view of the mapping is alive and no other thread can
+            // append (the segment is sealed and unshared); the range is within the mapping.
+            unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(end), 0, dirty_end - end) };
+            self.map.flush_range(end, dirty_end - end)?;
+        }
+        *self.published.get_mut() = end;
+        *self.synced.get_mut() = end;
+        *self.reserve.get_mut() = ((data_count & COUNT_MASK) << COUNT_SHIFT) | end as u64;
+        *self.scan.get_mut().unwrap_or_else(PoisonError::into_inner) = ScanPos {
+            pos: end,
+            last_data,
+        };
+        Ok(())
+    }
+}
+
+/// Owner of a zero-copy view: keeps the segment (and so the mapping) alive.
+struct MappedSlice {
+    seg: Arc<Segment>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for MappedSlice {
+    fn as_ref(&self) -> &[u8] {
+        // `slice` checked the range was published; `published` never decreases while shared.
+        self.seg.bytes(self.start, self.end).unwrap_or(&[])
+    }
+}

@@ -1,0 +1,67 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use statejournal::{Durability, Log, LogOptions, Lsn, RecoveryMode};
+
+/// Small segments so tests roll often.
+pub const SMALL_SEGMENT: u64 = 8192;
+
+pub fn opts() -> LogOptions {
+    LogOptions::default().segment_size(SMALL_SEGMENT)
+}
+
+pub fn sync_opts() -> LogOptions {
+    opts().durability(Durability::Sync)
+}
+
+pub fn mode(m: RecoveryMode) -> LogOptions {
+    opts().recovery_mode(m)
+}
+
+/// A payload that encodes its index, of varying length, so reordering or loss is visible.
+pub fn payload(i: u64) -> Vec<u8> {
+    let len = 1 + (i as usize * 7) % 90;
+    let mut v = i.to_le_bytes().to_vec();
+    v.resize(8 + len, (i % 251) as u8);
+    v
+}
+
+/// Every record from LSN 1 as (lsn, payload).
+pub fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
+    log.read_from(Lsn(0))
+        .map(|r| {
+            let r = r.expect("read");
+            (r.lsn.get(), r.payload.to_vec())
+        })
+        .collect()
+}
+
+/// Segment files of a log directory, oldest first.
+pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(statejournal::format::parse_segment_file_name)
+                .is_some()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Writes `n` records (payload(1..=n)) with a durable commit every `every` records.
+pub fn write_records(dir: &Path, n: u64, every: u64) {
+    let log = Log::open(dir, sync_opts()).unwrap();
+    for i in 1..=n {
+        assert_eq!(log.append(&payload(i)).unwrap(), Lsn(i));
+        if i % every == 0 {
+            log.commit().unwrap();
+        }
+    }
+    log.commit().unwrap();
+}
