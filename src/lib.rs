@@ -41,3 +41,8 @@ pub use log::{
     CutReason, Durability, Log, LogOptions, LogReader, Lsn, Record, RecoveryMode, RecoveryReport,
     TailCut, DEFAULT_SEGMENT_SIZE,
 };
+
+/// The README's examples are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

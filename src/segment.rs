@@ -506,6 +506,39 @@ impl Segment {
         Ok(())
     }
 
+    /// The byte ranges at or after `from` that may hold data, by `SEEK_DATA`/`SEEK_HOLE`: every byte
+    /// outside them reads as zero. Lets recovery skip the never-written (unwritten-extent) part of a
+    /// preallocated segment instead of faulting it all in. `None` if the file system cannot tell.
+    pub fn data_regions(&self, from: usize) -> Option<Vec<(usize, usize)>> {
+        let fd = self.file.as_raw_fd();
+        let mut regions = Vec::new();
+        let mut at = from;
+        while at < self.len {
+            let off = libc::off_t::try_from(at).ok()?;
+            // SAFETY: `lseek` on a descriptor we own (kept open by `self.file`); it only moves
+            // this descriptor's offset, which nothing else in the crate uses (all I/O is mapped or
+            // positional).
+            let start = unsafe { libc::lseek(fd, off, libc::SEEK_DATA) };
+            if start < 0 {
+                let e = io::Error::last_os_error();
+                return (e.raw_os_error() == Some(libc::ENXIO)).then_some(regions);
+                // no data past `at`
+            }
+            // SAFETY: as above.
+            let end = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
+            if end < 0 {
+                return None;
+            }
+            let (start, end) = (usize::try_from(start).ok()?, usize::try_from(end).ok()?);
+            if end <= start {
+                return None;
+            }
+            regions.push((start.min(self.len), end.min(self.len)));
+            at = end;
+        }
+        Some(regions)
+    }
+
     /// `fdatasync` of the whole file: makes durable whatever the page cache holds for it.
     pub fn sync_file(&self) -> io::Result<()> {
         self.file.sync_data()

@@ -28,6 +28,10 @@ fn round_trip_across_many_segments_and_reopens() {
     let log = Log::open(dir.path(), opts()).unwrap();
     assert_eq!(read_all(&log), expected);
     // Reading from the middle starts exactly there.
-    let from: Vec<u64> = log.read_from(Lsn(1234)).map(|r| r.unwrap().lsn.get()).take(3).collect();
+    let from: Vec<u64> = log
+        .read_from(Lsn(1234))
+        .map(|r| r.unwrap().lsn.get())
+        .take(3)
+        .collect();
     assert_eq!(from, [1234, 1235, 1236]);
 }

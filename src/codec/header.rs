@@ -34,7 +34,7 @@ const HEADER_CRC_OFFSET: usize = RESERVED_OFFSET + 8;
 /// Size of the segment header; the first frame starts here (a multiple of the frame alignment).
 pub const SEGMENT_HEADER_LEN: usize = HEADER_CRC_OFFSET + 4;
 
-const _: () = assert!(SEGMENT_HEADER_LEN % super::frame::FRAME_ALIGN == 0);
+const _: () = assert!(SEGMENT_HEADER_LEN.is_multiple_of(super::frame::FRAME_ALIGN));
 
 /// The decoded segment header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

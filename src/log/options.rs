@@ -103,7 +103,7 @@ impl LogOptions {
 
     pub(crate) fn validate(&self) -> Result<()> {
         let s = self.segment_size;
-        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&s) || s % 4096 != 0 {
+        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&s) || !s.is_multiple_of(4096) {
             return Err(Error::InvalidOptions {
                 name: "segment_size",
                 reason: format!(

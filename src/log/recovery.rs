@@ -250,6 +250,24 @@ pub(crate) fn dirty_end(buf: &[u8], from: usize) -> usize {
     from
 }
 
+/// [`dirty_end`] of a segment, skipping the ranges its file system reports as holes.
+fn segment_dirty_end(seg: &Segment, buf: &[u8], from: usize) -> usize {
+    let Some(regions) = seg.data_regions(from) else {
+        return dirty_end(buf, from);
+    };
+    for &(start, end) in regions.iter().rev() {
+        let start = start.max(from);
+        let Some(region) = buf.get(..end) else {
+            return dirty_end(buf, from);
+        };
+        let d = dirty_end(region, start);
+        if d > start {
+            return d;
+        }
+    }
+    from
+}
+
 /// What scanning past damage found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Ahead {
@@ -507,7 +525,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
             recovered.push(Arc::new(seg));
             continue;
         }
-        if last.0 > claim.0 || last.0 == claim.0 {
+        if last.0 >= claim.0 {
             // The successor expects fewer records, or a different last record: not our successor.
             return Err(Error::corrupt(
                 next.path(),
@@ -551,6 +569,10 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
             &mut report,
             &mut recovered,
         )?;
+        // The meta file moves first: a crash before the renames below leaves later segments whose
+        // chain no longer matches, which the next point-in-time open sets aside again.
+        meta.last_segment = id;
+        write_meta(dir, &meta)?;
         for p in later {
             let aside = p.with_extension("seg.discarded");
             fs::rename(&p, &aside).map_err(|e| Error::io("rename", &p, e))?;
@@ -570,7 +592,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         )
     })?;
     let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
-    let dirty = dirty_end(buf, scan.end);
+    let dirty = segment_dirty_end(&seg, buf, scan.end);
     if scan.damage.is_none() && dirty == scan.end {
         // Clean end.
         let mut seg = seg;
@@ -633,7 +655,7 @@ fn cut_tail(
     recovered: &mut Vec<Arc<Segment>>,
 ) -> Result<()> {
     let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
-    let dirty = dirty_end(buf, scan.end);
+    let dirty = segment_dirty_end(&seg, buf, scan.end);
     let backup = backup_cut(dir, &seg, scan.end, dirty)?;
     report.cuts.push(TailCut {
         path: seg.path().to_path_buf(),
