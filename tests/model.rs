@@ -33,7 +33,11 @@ fn body(seq: u64, len: usize) -> Vec<u8> {
 fn opts(sync: bool) -> LogOptions {
     LogOptions::default()
         .segment_size(8192)
-        .durability(if sync { Durability::Sync } else { Durability::Buffered })
+        .durability(if sync {
+            Durability::Sync
+        } else {
+            Durability::Buffered
+        })
         .recovery_mode(RecoveryMode::Strict) // a clean reopen must find no damage at all
 }
 
