@@ -6,7 +6,7 @@
 //! | `log.meta`                  | identity and segment range ([`crate::codec::meta`])          |
 //! | `{id:020}.seg`              | segment number `id`                                          |
 //! | `{id:020}.seg.cut-{offset}` | bytes recovery cut from segment `id` at `offset`, kept aside |
-//! | `*.tmp`                     | a file being created; removed by recovery                    |
+//! | `*.tmp`                     | a file being created (`{id:020}.seg.next.tmp`: a segment prepared ahead of need); removed by recovery |
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +41,13 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 /// Where recovery keeps the bytes it cut from segment `id` at `offset`.
 pub fn cut_backup_path(dir: &Path, id: u64, offset: u64) -> PathBuf {
     dir.join(format!("{}.cut-{offset}", segment_file_name(id)))
+}
+
+/// Temporary name under which the log's background thread prepares segment `id` ahead of need.
+/// Distinct from [`tmp_path`] so that a roll creating the same segment synchronously never
+/// shares (and truncates) the background thread's file.
+pub fn prepared_segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{}.next{TMP_SUFFIX}", segment_file_name(id)))
 }
 
 /// Temporary name under which `final_name` is built before its atomic rename.

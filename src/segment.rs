@@ -30,7 +30,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -53,6 +53,17 @@ const OFFSET_MASK: u64 = (1 << 32) - 1;
 const COUNT_SHIFT: u32 = 32;
 const COUNT_MASK: u64 = (1 << 31) - 1;
 const SEALED: u64 = 1 << 63;
+
+/// Where [`Segment::try_append`] put a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The frame's LSN field.
+    pub lsn: u64,
+    /// Offset of the frame.
+    pub start: usize,
+    /// Offset just past the frame (and its padding).
+    pub end: usize,
+}
 
 /// The result of walking the published frames of a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +98,8 @@ pub struct Segment {
     scan: Mutex<ScanPos>,
     /// Bytes known flushed to stable storage.
     synced: AtomicUsize,
+    /// The directory entry is durable (the directory was synced after the rename).
+    creation_synced: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -157,42 +170,8 @@ impl Segment {
     /// Creates segment `header.segment_id` in `dir` with `size` bytes, durably: built under a
     /// temporary name, preallocated, header written and synced, renamed, directory synced.
     pub fn create(dir: &Path, header: &SegmentHeader, size: u64) -> Result<Segment> {
-        let name = format::segment_file_name(header.segment_id);
-        let tmp = format::tmp_path(dir, &name);
-        let path = dir.join(&name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| Error::io("create", &tmp, e))?;
-        let result = (|| {
-            preallocate(&file, &tmp, size)?;
-            let mut head = [0u8; SEGMENT_HEADER_LEN];
-            header.encode(&mut head);
-            file.write_all_at(&head, 0)
-                .map_err(|e| Error::io("write header", &tmp, e))?;
-            file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
-            sync_dir(dir)
-        })();
-        if let Err(e) = result {
-            // Best effort: a leftover temporary is also removed by the next recovery.
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        let seg = Self::map(path, file, *header, size as usize)?;
-        // A fresh segment has nothing published yet: open it for appends right after the header.
-        seg.published.store(SEGMENT_HEADER_LEN, Ordering::Release);
-        seg.reserve
-            .store(SEGMENT_HEADER_LEN as u64, Ordering::Release);
-        seg.synced.store(SEGMENT_HEADER_LEN, Ordering::Release);
-        *lock(&seg.scan) = ScanPos {
-            pos: SEGMENT_HEADER_LEN,
-            last_data: None,
-        };
-        Ok(seg)
+        PreparedSegment::prepare(dir, header.segment_id, size, false, false)?
+            .finalize(dir, header, true)
     }
 
     /// Opens an existing segment for recovery. The whole file is readable (everything counts as
@@ -273,10 +252,6 @@ impl Segment {
             .len(len)
             .map_raw(&file)
             .map_err(|e| Error::io("mmap", &path, e))?;
-        // Without MADV_RANDOM the kernel reads ahead and writes back whole large folios (up to
-        // 2 MiB) on msync: a one-record commit would write megabytes.
-        map.advise(Advice::Random)
-            .map_err(|e| Error::io("madvise", &path, e))?;
         Ok(Self::from_parts(path, file, map, header, len))
     }
 
@@ -313,6 +288,7 @@ impl Segment {
                 last_data: None,
             }),
             synced: AtomicUsize::new(0),
+            creation_synced: AtomicBool::new(true),
         }
     }
 
@@ -362,10 +338,10 @@ impl Segment {
         }))
     }
 
-    /// Reserves room for a frame and writes it; returns the frame's LSN field, or `None` if the
-    /// segment is sealed or full (the caller rolls to a new segment). The frame is published (visible
-    /// to readers and flushes) when this returns.
-    pub fn try_append(&self, kind: FrameKind, payload: &[u8]) -> Option<u64> {
+    /// Reserves room for a frame and writes it; returns the frame's LSN field and the offset where
+    /// the frame ends, or `None` if the segment is sealed or full (the caller rolls to a new
+    /// segment). The frame is published (visible to readers and flushes) when this returns.
+    pub fn try_append(&self, kind: FrameKind, payload: &[u8]) -> Option<Appended> {
         let size = frame_size(payload.len())?;
         let data = u64::from(kind == FrameKind::Data);
         let mut cur = self.reserve.load(Ordering::Relaxed);
@@ -413,7 +389,37 @@ impl Segment {
             AtomicU32::from_ptr(frame.add(LEN_OFFSET).cast::<u32>())
                 .store(len.to_le(), Ordering::Release);
         }
-        Some(lsn)
+        Some(Appended {
+            lsn,
+            start: off,
+            end: off + size,
+        })
+    }
+
+    /// Advises the mapping for small exact flushes (`MADV_RANDOM`; see `random_access`).
+    pub fn advise_small_flushes(&self) -> io::Result<()> {
+        random_access(&self.map)
+    }
+
+    /// Whether the segment's directory entry is known durable.
+    pub fn creation_synced(&self) -> bool {
+        self.creation_synced.load(Ordering::Acquire)
+    }
+
+    /// Records that the directory was synced after this segment was renamed into place.
+    pub fn mark_creation_synced(&self) {
+        self.creation_synced.store(true, Ordering::Release);
+    }
+
+    /// Whether every reserved byte is flushed (false while the segment is still appendable).
+    pub fn fully_synced(&self) -> bool {
+        let r = self.reserve.load(Ordering::Acquire);
+        r & SEALED != 0 && self.synced.load(Ordering::Acquire) >= (r & OFFSET_MASK) as usize
+    }
+
+    /// End of the reserved region: where the next frame will go.
+    pub fn reserved_end(&self) -> usize {
+        (self.reserve.load(Ordering::Acquire) & OFFSET_MASK) as usize
     }
 
     /// LSN of the last data record reserved in this segment (the one before `base_lsn` if none).
@@ -539,6 +545,31 @@ impl Segment {
         Some(regions)
     }
 
+    /// Faults in the pages of `[from, to)` for writing ahead of the appenders (best effort).
+    pub fn prefault(&self, from: usize, to: usize) {
+        prefault(&self.map, self.len, from, to);
+    }
+
+    /// Starts writing back the dirty pages of `[from, to)` without waiting
+    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): keeps the flush at the next roll short. It
+    /// promises nothing about durability; only [`Segment::flush_to`] does.
+    pub fn start_writeback(&self, from: usize, to: usize) {
+        #[cfg(target_os = "linux")]
+        if to > from {
+            let (Ok(off), Ok(n)) = (
+                libc::off64_t::try_from(from),
+                libc::off64_t::try_from(to - from),
+            ) else {
+                return;
+            };
+            // SAFETY: `sync_file_range` takes a descriptor we own (kept open by `self.file`) and
+            // integers; it touches no memory of ours.
+            let _ = unsafe {
+                libc::sync_file_range(self.file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE)
+            };
+        }
+    }
+
     /// `fdatasync` of the whole file: makes durable whatever the page cache holds for it.
     pub fn sync_file(&self) -> io::Result<()> {
         self.file.sync_data()
@@ -572,6 +603,156 @@ impl Segment {
             last_data,
         };
         Ok(())
+    }
+}
+
+/// A segment file allocated and mapped ahead of need, under a temporary name, with no header yet.
+/// The log's background thread prepares the next segment so that a roll only writes the header,
+/// syncs and renames. Recovery deletes a prepared file that was never finalized.
+#[derive(Debug)]
+pub struct PreparedSegment {
+    tmp: PathBuf,
+    id: u64,
+    file: File,
+    map: MmapRaw,
+    len: usize,
+}
+
+impl PreparedSegment {
+    /// Allocates (`fallocate`) and maps the file for segment `id` under a temporary name:
+    /// `ahead` selects the background thread's name, distinct from the one a synchronous roll uses.
+    /// `small_flushes` advises the mapping for small exact flushes (see [`Segment::advise_small_flushes`]).
+    pub fn prepare(
+        dir: &Path,
+        id: u64,
+        size: u64,
+        ahead: bool,
+        small_flushes: bool,
+    ) -> Result<PreparedSegment> {
+        let tmp = if ahead {
+            format::prepared_segment_path(dir, id)
+        } else {
+            format::tmp_path(dir, &format::segment_file_name(id))
+        };
+        // The background thread's file is created exclusively: while a roll finalizes a file it
+        // took from the background thread, the path still names that file until the rename, and
+        // truncating it then would erase the header just written (a bug `tests/model.rs` found).
+        // A roll's own temporary is only ever created under the log's meta lock.
+        let mut options = OpenOptions::new();
+        options.read(true).write(true);
+        if ahead {
+            options.create_new(true);
+        } else {
+            options.create(true).truncate(true);
+        }
+        let file = options
+            .open(&tmp)
+            .map_err(|e| Error::io("create", &tmp, e))?;
+        let mapped = preallocate(&file, &tmp, size).and_then(|()| {
+            let map = MmapOptions::new()
+                .len(size as usize)
+                .map_raw(&file)
+                .map_err(|e| Error::io("mmap", &tmp, e))?;
+            if small_flushes {
+                random_access(&map).map_err(|e| Error::io("madvise", &tmp, e))?;
+            }
+            Ok(map)
+        });
+        match mapped {
+            Ok(map) => Ok(PreparedSegment {
+                tmp,
+                id,
+                file,
+                map,
+                len: size as usize,
+            }),
+            Err(e) => {
+                // Best effort: a leftover temporary is also removed by the next recovery.
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// The segment id this file is prepared for.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Writes the header, syncs the file and renames it to its final name: from then on the
+    /// segment is part of the log. With `sync_dir`, the directory is synced too, so the rename is
+    /// durable; otherwise [`Segment::creation_synced`] is false until the caller syncs the
+    /// directory and calls [`Segment::mark_creation_synced`]. The file itself is always synced
+    /// before the rename, so a final-named segment never lacks its header.
+    pub fn finalize(
+        self,
+        dir: &Path,
+        header: &SegmentHeader,
+        sync_dir_now: bool,
+    ) -> Result<Segment> {
+        let path = format::segment_path(dir, header.segment_id);
+        let tmp = self.tmp.clone();
+        let result = (|| {
+            let mut head = [0u8; SEGMENT_HEADER_LEN];
+            header.encode(&mut head);
+            self.file
+                .write_all_at(&head, 0)
+                .map_err(|e| Error::io("write header", &tmp, e))?;
+            self.file
+                .sync_all()
+                .map_err(|e| Error::io("fsync", &tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
+            if sync_dir_now {
+                sync_dir(dir)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let seg = Segment::from_parts(path, self.file, self.map, *header, self.len);
+        // A fresh segment has nothing published yet: open it for appends right after the header.
+        seg.published.store(SEGMENT_HEADER_LEN, Ordering::Release);
+        seg.reserve
+            .store(SEGMENT_HEADER_LEN as u64, Ordering::Release);
+        seg.synced.store(SEGMENT_HEADER_LEN, Ordering::Release);
+        seg.creation_synced.store(sync_dir_now, Ordering::Release);
+        *lock(&seg.scan) = ScanPos {
+            pos: SEGMENT_HEADER_LEN,
+            last_data: None,
+        };
+        Ok(seg)
+    }
+
+    /// Deletes the prepared file (it was not needed).
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// `MADV_RANDOM`: no readahead and no fault-around, so the page cache holds this file in small
+/// (4 KiB) folios. msync writes back whole folios: with the default advice a one-record commit
+/// can write a 2 MiB folio. The price is a page fault per 4 KiB instead of per large folio, so
+/// the log uses it only where commits flush small ranges (`Durability::Sync`).
+fn random_access(map: &MmapRaw) -> io::Result<()> {
+    map.advise(Advice::Random)
+}
+
+/// `MADV_POPULATE_WRITE` on the pages covering `[from, to)`: the kernel allocates the page-cache
+/// pages and maps them writable now, so appends later take no page faults. It changes no byte,
+/// so it is safe on any part of the mapping. Best effort: older kernels lack it.
+fn prefault(map: &MmapRaw, len: usize, from: usize, to: usize) {
+    const PAGE: usize = 4096;
+    let from = from & !(PAGE - 1);
+    let to = to.min(len);
+    if to > from {
+        let _ = map.advise_range(Advice::PopulateWrite, from, to - from);
     }
 }
 

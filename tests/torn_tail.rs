@@ -191,3 +191,71 @@ fn garbage_deep_in_the_preallocated_part_is_found() {
         "stray bytes zeroed"
     );
 }
+
+/// In `Buffered` mode a roll does not wait for the disk, so after a power loss a segment can be
+/// torn while its successor exists. Without a sync marker proving the damaged records durable,
+/// that is a torn tail spanning segments: cut, later segments set aside, the loss reported.
+#[test]
+fn torn_tail_spanning_segments_in_buffered_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), opts()).unwrap(); // Buffered
+    for i in 1..=300 {
+        log.append(&payload(i)).unwrap();
+    }
+    drop(log); // no flush: a power loss could leave any of this torn
+    let segs = segment_files(dir.path());
+    assert!(segs.len() >= 3);
+    let mut img = std::fs::read(&segs[1]).unwrap();
+    let (at, _) = frames(&img)[5];
+    let lsn = decode_frame(&img, at).unwrap().lsn;
+    img[at + FRAME_HEADER_LEN] ^= 0x40; // as if this page never reached the disk
+    std::fs::write(&segs[1], &img).unwrap();
+
+    assert!(Log::open(dir.path(), mode(RecoveryMode::Strict)).is_err());
+    let log = Log::open(dir.path(), opts()).unwrap();
+    let r = log.recovery_report().clone();
+    assert_eq!(r.cuts.len(), 1, "{r}");
+    assert!(matches!(r.cuts[0].reason, CutReason::TornTail));
+    assert_eq!(r.cuts[0].first_cut_lsn, Lsn(lsn));
+    let (lo, hi) = r.cuts[0]
+        .intact_records_cut
+        .expect("intact records after the damage are named");
+    assert_eq!((lo.get(), hi.get()), (lsn + 1, 300));
+    assert_eq!(r.discarded_segments.len(), segs.len() - 2, "{r}");
+    assert!(!r.lost_durable_data());
+    assert_eq!(read_all(&log).len() as u64, lsn - 1);
+    assert_eq!(log.append(b"on").unwrap(), Lsn(lsn));
+}
+
+/// The same damage after a sync marker proved the records durable is corruption, not a tail.
+#[test]
+fn damage_behind_a_marker_in_an_earlier_buffered_segment_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), opts()).unwrap(); // Buffered
+    for i in 1..=200 {
+        log.append(&payload(i)).unwrap();
+    }
+    log.sync().unwrap(); // durable through 200
+    for i in 201..=300 {
+        log.append(&payload(i)).unwrap();
+    }
+    log.sync().unwrap(); // its marker records "durable through 200"
+    drop(log);
+    let segs = segment_files(dir.path());
+    let mut img = std::fs::read(&segs[1]).unwrap();
+    let (at, _) = frames(&img)[5];
+    img[at + FRAME_HEADER_LEN] ^= 0x40;
+    std::fs::write(&segs[1], &img).unwrap();
+    let err = Log::open(dir.path(), opts()).unwrap_err();
+    assert_eq!(err.path(), Some(segs[1].as_path()));
+    assert!(
+        matches!(
+            err.corruption().unwrap().kind,
+            statejournal::CorruptionKind::DamagedRecord {
+                evidence: statejournal::DurabilityEvidence::SyncedThrough(200),
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

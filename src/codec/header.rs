@@ -10,7 +10,9 @@
 //!     32    8 base_lsn       LSN of the first data record this segment holds
 //!     40    8 prev_last_lsn  LSN of the last data record of the previous segment (0: none)
 //!     48    4 prev_last_crc  stored CRC of that record (0: none)
-//!     52    8 reserved       0
+//!     52    1 flags          bit 0: the previous segment was NOT flushed completely before this
+//!                            one was created (so this segment's existence proves nothing about it)
+//!     53    7 reserved       0
 //!     60    4 header_crc     CRC-32 of bytes 0..60
 //! ```
 
@@ -29,8 +31,11 @@ const SEGMENT_ID_OFFSET: usize = LOG_ID_OFFSET + 8;
 const BASE_LSN_OFFSET: usize = SEGMENT_ID_OFFSET + 8;
 const PREV_LAST_LSN_OFFSET: usize = BASE_LSN_OFFSET + 8;
 const PREV_LAST_CRC_OFFSET: usize = PREV_LAST_LSN_OFFSET + 8;
-const RESERVED_OFFSET: usize = PREV_LAST_CRC_OFFSET + 4;
-const HEADER_CRC_OFFSET: usize = RESERVED_OFFSET + 8;
+const FLAGS_OFFSET: usize = PREV_LAST_CRC_OFFSET + 4;
+const RESERVED_OFFSET: usize = FLAGS_OFFSET + 1;
+const HEADER_CRC_OFFSET: usize = RESERVED_OFFSET + 7;
+/// Header flag: the predecessor was not flushed completely when this segment was created.
+const FLAG_PREDECESSOR_UNSYNCED: u8 = 1;
 /// Size of the segment header; the first frame starts here (a multiple of the frame alignment).
 pub const SEGMENT_HEADER_LEN: usize = HEADER_CRC_OFFSET + 4;
 
@@ -51,6 +56,10 @@ pub struct SegmentHeader {
     pub prev_last_lsn: u64,
     /// Stored CRC of that record (0 when there is none).
     pub prev_last_crc: u32,
+    /// The previous segment was not flushed completely when this one was created (the roll did
+    /// not wait for the disk, as in `Buffered` and `Periodic` mode). When false, the existence
+    /// of this segment proves the previous one durable.
+    pub predecessor_unsynced: bool,
 }
 
 /// Why a header did not decode.
@@ -92,6 +101,11 @@ impl SegmentHeader {
         put_u64(out, BASE_LSN_OFFSET, self.base_lsn);
         put_u64(out, PREV_LAST_LSN_OFFSET, self.prev_last_lsn);
         put_u32(out, PREV_LAST_CRC_OFFSET, self.prev_last_crc);
+        out[FLAGS_OFFSET] = if self.predecessor_unsynced {
+            FLAG_PREDECESSOR_UNSYNCED
+        } else {
+            0
+        };
         let crc = crc32fast::hash(&out[..HEADER_CRC_OFFSET]);
         put_u32(out, HEADER_CRC_OFFSET, crc);
     }
@@ -127,6 +141,10 @@ impl SegmentHeader {
         {
             return Err(HeaderError::Invalid("reserved bytes are not zero"));
         }
+        let flags = head[FLAGS_OFFSET];
+        if flags & !FLAG_PREDECESSOR_UNSYNCED != 0 {
+            return Err(HeaderError::Invalid("unknown header flags"));
+        }
         let h = SegmentHeader {
             version,
             log_id: get_u64(head, LOG_ID_OFFSET).unwrap_or(0),
@@ -134,6 +152,7 @@ impl SegmentHeader {
             base_lsn: get_u64(head, BASE_LSN_OFFSET).unwrap_or(0),
             prev_last_lsn: get_u64(head, PREV_LAST_LSN_OFFSET).unwrap_or(0),
             prev_last_crc: get_u32(head, PREV_LAST_CRC_OFFSET).unwrap_or(0),
+            predecessor_unsynced: flags & FLAG_PREDECESSOR_UNSYNCED != 0,
         };
         if h.base_lsn == 0 || h.prev_last_lsn != h.base_lsn - 1 {
             return Err(HeaderError::Invalid(
@@ -156,6 +175,7 @@ mod tests {
             base_lsn: 101,
             prev_last_lsn: 100,
             prev_last_crc: 0x1234_5678,
+            predecessor_unsynced: true,
         }
     }
 

@@ -13,6 +13,7 @@
 //!
 //! Lock order: `meta` → `segments` → `dur`. The append path takes none of them unless it rolls.
 
+mod maintenance;
 mod options;
 mod reader;
 mod recovery;
@@ -21,10 +22,9 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -37,7 +37,7 @@ use crate::codec::header::{SegmentHeader, FORMAT_VERSION};
 use crate::codec::meta::LogMeta;
 use crate::error::{Error, Result};
 use crate::format;
-use crate::segment::{sync_dir, Segment};
+use crate::segment::{sync_dir, PreparedSegment, Segment};
 
 /// A log sequence number: the position of a data record in the log. The first record of a new
 /// log has LSN 1; every record has the LSN of the one before plus one.
@@ -86,6 +86,12 @@ struct Shared {
     dur_cv: Condvar,
     poisoned: AtomicBool,
     poison: OnceLock<(PathBuf, Arc<io::Error>)>,
+    /// The next segment, prepared by the background thread.
+    prepared: Mutex<Option<PreparedSegment>>,
+    /// Wakes the background thread (never blocks: a full channel already means "wake up").
+    wake: SyncSender<()>,
+    /// Tells the background thread to exit.
+    stop: AtomicBool,
     /// Held (flock) for the lifetime of the log.
     _lock: File,
 }
@@ -115,7 +121,7 @@ struct Shared {
 pub struct Log {
     shared: Arc<Shared>,
     report: RecoveryReport,
-    flusher: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    background: Option<JoinHandle<()>>,
 }
 
 impl Log {
@@ -143,6 +149,12 @@ impl Log {
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
         }
         let rec = recovery::recover(&dir, &opts)?;
+        if opts.durability == Durability::Sync {
+            if let Some(tail) = rec.segments.last() {
+                tail.advise_small_flushes()
+                    .map_err(|e| Error::io("madvise", tail.path(), e))?;
+            }
+        }
         let current = rec.segments.last().cloned().ok_or_else(|| {
             Error::io(
                 "recover",
@@ -150,6 +162,7 @@ impl Log {
                 io::Error::other("recovery produced no segment"),
             )
         })?;
+        let (wake_tx, wake_rx) = mpsc::sync_channel(1);
         let shared = Arc::new(Shared {
             dir,
             log_id: rec.meta.log_id,
@@ -164,17 +177,17 @@ impl Log {
             dur_cv: Condvar::new(),
             poisoned: AtomicBool::new(false),
             poison: OnceLock::new(),
+            prepared: Mutex::new(None),
+            wake: wake_tx,
+            stop: AtomicBool::new(false),
             opts,
             _lock: lock_file,
         });
-        let flusher = match shared.opts.durability {
-            Durability::Periodic(every) => Some(spawn_flusher(Arc::clone(&shared), every)?),
-            _ => None,
-        };
+        let background = Some(maintenance::spawn(Arc::clone(&shared), wake_rx)?);
         Ok(Log {
             shared,
             report: rec.report,
-            flusher,
+            background,
         })
     }
 
@@ -253,49 +266,34 @@ impl Log {
     /// Flushes everything and closes the log, reporting any failure (dropping a log does not flush
     /// in `Buffered` mode: the OS writes the pages back).
     pub fn close(mut self) -> Result<()> {
-        self.stop_flusher();
+        self.stop_background();
         self.sync().map(|_| ())
     }
 
-    fn stop_flusher(&mut self) {
-        if let Some((tx, handle)) = self.flusher.take() {
-            drop(tx);
+    fn stop_background(&mut self) {
+        if let Some(handle) = self.background.take() {
+            self.shared.stop.store(true, Ordering::Release);
+            let _ = self.shared.wake.try_send(());
             let _ = handle.join();
+            if let Some(prepared) = lock(&self.shared.prepared).take() {
+                prepared.discard();
+            }
         }
     }
 }
 
 impl Drop for Log {
     fn drop(&mut self) {
-        self.stop_flusher();
+        self.stop_background();
     }
 }
 
-fn spawn_flusher(
-    shared: Arc<Shared>,
-    every: Duration,
-) -> Result<(mpsc::Sender<()>, JoinHandle<()>)> {
-    let (tx, rx) = mpsc::channel::<()>();
-    let dir = shared.dir.clone();
-    let handle = std::thread::Builder::new()
-        .name("statejournal-flush".into())
-        .spawn(move || loop {
-            match rx.recv_timeout(every) {
-                Err(RecvTimeoutError::Timeout) => {
-                    let target = shared.current.load().last_reserved_lsn();
-                    // A failure poisons the log; the owner sees it on its next call.
-                    if shared.sync_to(target).is_err() {
-                        return;
-                    }
-                }
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-            }
-        })
-        .map_err(|e| Error::io("spawn flusher thread", dir, e))?;
-    Ok((tx, handle))
-}
-
 impl Shared {
+    /// Whether segments are advised for small exact flushes: only where every commit flushes.
+    fn small_flushes(&self) -> bool {
+        self.opts.durability == Durability::Sync
+    }
+
     fn check_poison(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(self.poison_error());
@@ -345,8 +343,12 @@ impl Shared {
         }
         loop {
             let seg = self.current.load();
-            if let Some(lsn) = seg.try_append(kind, payload) {
-                return Ok(lsn);
+            if let Some(a) = seg.try_append(kind, payload) {
+                if a.start / maintenance::CHUNK != a.end / maintenance::CHUNK {
+                    // Crossed a chunk: let the background thread prefault ahead. Never blocks.
+                    let _ = self.wake.try_send(());
+                }
+                return Ok(a.lsn);
             }
             self.roll(&seg)?;
             self.check_poison()?;
@@ -354,20 +356,24 @@ impl Shared {
     }
 
     /// Replaces the full segment `full` with a new one (unless another thread already did).
+    ///
+    /// In `Sync` mode the old segment is flushed completely first, so the new segment's existence
+    /// proves it durable (recovery's strongest evidence). In the other modes the roll does not wait
+    /// for the disk: the new header says so (`predecessor_unsynced`), the old segment's pages are
+    /// written back by the kernel and the background thread, and the next flush syncs them.
     fn roll(&self, full: &Arc<Segment>) -> Result<()> {
-        let mut meta = lock(&self.meta);
+        let meta = lock(&self.meta);
         if !Arc::ptr_eq(&self.current.load(), full) {
             return Ok(());
         }
-        // Everything in the old segment must be durable before the next one exists: a segment's
-        // existence is recovery's proof that its predecessor is complete.
+        let sync_first = self.opts.durability == Durability::Sync;
         let end = full.seal();
         let prefix = full.wait_published(end);
-        self.flush_segment(full, end)?;
         let (prev_last_lsn, prev_last_crc) = prefix
             .last_data
             .unwrap_or((full.header().prev_last_lsn, full.header().prev_last_crc));
-        {
+        if sync_first {
+            self.flush_segments(full, end)?;
             let mut d = lock(&self.dur);
             d.durable = d.durable.max(prev_last_lsn);
         }
@@ -378,6 +384,7 @@ impl Shared {
             base_lsn: prev_last_lsn + 1,
             prev_last_lsn,
             prev_last_crc,
+            predecessor_unsynced: !sync_first,
         };
         #[cfg(feature = "testing")]
         if let Some(f) = &self.opts.faults {
@@ -390,9 +397,41 @@ impl Shared {
                 });
             }
         }
-        let next = Arc::new(Segment::create(&self.dir, &header, self.opts.segment_size)?);
+        let prepared = lock(&self.prepared)
+            .take()
+            .filter(|p| p.id() == header.segment_id && p.len() as u64 == self.opts.segment_size);
+        let prepared = match prepared {
+            Some(p) => p,
+            None => PreparedSegment::prepare(
+                &self.dir,
+                header.segment_id,
+                self.opts.segment_size,
+                false,
+                self.small_flushes(),
+            )?,
+        };
+        let next = Arc::new(prepared.finalize(&self.dir, &header, sync_first)?);
+        lock(&self.segments).push(Arc::clone(&next));
+        self.current.store(next);
+        if sync_first {
+            self.record_last_segment(meta, header.segment_id)?;
+        } else {
+            // The background thread makes the new directory entry durable and updates the meta
+            // file, off the append path.
+            drop(meta);
+        }
+        // ... and prefaults the new segment ahead of the appenders.
+        let _ = self.wake.try_send(());
+        Ok(())
+    }
+
+    /// Updates `last_segment` in the meta file (durably).
+    fn record_last_segment(&self, mut meta: MutexGuard<'_, LogMeta>, id: u64) -> Result<()> {
+        if meta.last_segment >= id {
+            return Ok(());
+        }
         let new_meta = LogMeta {
-            last_segment: header.segment_id,
+            last_segment: id,
             ..*meta
         };
         write_meta(&self.dir, &new_meta).map_err(|e| match e {
@@ -401,8 +440,53 @@ impl Shared {
             other => other,
         })?;
         *meta = new_meta;
-        lock(&self.segments).push(Arc::clone(&next));
-        self.current.store(next);
+        Ok(())
+    }
+
+    /// Makes the directory entries of segments created without a directory sync durable, then
+    /// records the newest in the meta file.
+    fn settle_creations(&self) -> Result<()> {
+        let pending: Vec<Arc<Segment>> = lock(&self.segments)
+            .iter()
+            .filter(|s| !s.creation_synced())
+            .cloned()
+            .collect();
+        let Some(newest) = pending.last().map(|s| s.id()) else {
+            return Ok(());
+        };
+        let meta = lock(&self.meta);
+        if let Err(e) = sync_dir(&self.dir) {
+            return Err(match e {
+                Error::Io { source, path, .. } => self.poison(&path, source),
+                other => other,
+            });
+        }
+        for seg in &pending {
+            seg.mark_creation_synced();
+        }
+        self.record_last_segment(meta, newest)
+    }
+
+    /// Flushes every older segment not yet completely flushed (non-syncing rolls leave them
+    /// behind), oldest first, then `upto` through byte `end`. Newer segments are left alone.
+    fn flush_segments(&self, upto: &Arc<Segment>, end: usize) -> Result<()> {
+        let unsynced: Vec<Arc<Segment>> = {
+            let segs = lock(&self.segments);
+            let first = segs
+                .iter()
+                .rposition(|s| s.fully_synced())
+                .map_or(0, |i| i + 1);
+            segs[first..].to_vec()
+        };
+        for seg in unsynced.iter().take_while(|s| s.id() <= upto.id()) {
+            // Older segments are sealed and fully published (a roll waits for that).
+            let seg_end = if seg.id() == upto.id() {
+                end
+            } else {
+                seg.seal()
+            };
+            self.flush_segment(seg, seg_end)?;
+        }
         Ok(())
     }
 
@@ -425,28 +509,41 @@ impl Shared {
             d = lock(&self.dur);
             d.flushing = false;
             self.dur_cv.notify_all();
-            let durable = result?;
+            let (durable, marked) = result?;
             d.durable = d.durable.max(durable);
-            if let Some(m) = mark {
+            if let Some(m) = marked {
                 d.marked = d.marked.max(m);
             }
         }
     }
 
-    /// One flush by the group-commit leader. Returns the LSN now durable.
-    fn flush_once(&self, mark: Option<u64>) -> Result<u64> {
+    /// One flush by the group-commit leader. Returns the LSN now durable and the watermark of
+    /// the sync marker written, if one was.
+    fn flush_once(&self, mark: Option<u64>) -> Result<(u64, Option<u64>)> {
+        let mut marked = None;
         if let Some(w) = mark {
             // The marker states what the *previous* flush made durable: a flush cannot attest to
-            // its own completion. It rides along with this flush.
-            self.append(FrameKind::SyncMarker, &w.to_le_bytes())?;
+            // its own completion. It rides along with this flush. It is evidence, not data: when
+            // the current segment has no room it is left out rather than forcing a roll (which
+            // could fail for want of space while the flush itself can succeed).
+            if self
+                .current
+                .load()
+                .try_append(FrameKind::SyncMarker, &w.to_le_bytes())
+                .is_some()
+            {
+                marked = Some(w);
+            }
         }
         let seg = self.current.load_full();
         let prefix = seg.published_prefix();
-        self.flush_segment(&seg, prefix.end)?;
-        // Earlier segments were flushed completely before `seg` was created (see `roll`).
-        Ok(prefix
+        // Segments a non-syncing roll left behind first, then the published prefix of `seg`.
+        self.flush_segments(&seg, prefix.end)?;
+        self.settle_creations()?;
+        let durable = prefix
             .last_data
-            .map_or(seg.header().prev_last_lsn, |(lsn, _)| lsn))
+            .map_or(seg.header().prev_last_lsn, |(lsn, _)| lsn);
+        Ok((durable, marked))
     }
 
     fn delete_below(&self, lsn: u64) -> Result<usize> {

@@ -54,7 +54,8 @@ pub struct RecoveryReport {
     pub synced_through: Lsn,
     /// Bytes cut from the end of the log, and why.
     pub cuts: Vec<TailCut>,
-    /// Segment files set aside whole (point-in-time recovery), renamed `*.discarded`.
+    /// Segment files set aside whole, renamed `*.discarded`: those after a cut (a torn tail that
+    /// spans segments, or point-in-time recovery past damaged durable data).
     pub discarded_segments: Vec<PathBuf>,
     /// Temporary files and leftovers of interrupted deletions that were removed.
     pub removed_files: Vec<PathBuf>,
@@ -70,11 +71,9 @@ impl RecoveryReport {
 
     /// Data the log had proven durable was set aside (only in [`RecoveryMode::PointInTime`]).
     pub fn lost_durable_data(&self) -> bool {
-        !self.discarded_segments.is_empty()
-            || self
-                .cuts
-                .iter()
-                .any(|c| matches!(c.reason, CutReason::DurableDataDamaged(_)))
+        self.cuts
+            .iter()
+            .any(|c| matches!(c.reason, CutReason::DurableDataDamaged(_)))
     }
 }
 
@@ -349,6 +348,7 @@ fn create_new(
         base_lsn: 1,
         prev_last_lsn: 0,
         prev_last_crc: 0,
+        predecessor_unsynced: false,
     };
     let seg = Segment::create(dir, &header, opts.segment_size)?;
     let meta = LogMeta {
@@ -536,41 +536,73 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
                 },
             ));
         }
-        // Records the successor proves durable are missing here: damaged durable data.
+        // Records the successor's header names are missing here. Whether they were durable
+        // decides between a torn tail (spanning segments) and damaged durable data.
         let damage = scan.damage.unwrap_or(RecordDamage::Frame(FrameError::End));
-        let err = damaged(
-            &seg,
-            scan.end,
-            scan.next_lsn,
-            damage,
-            DurabilityEvidence::LaterSegment(next.id()),
-        );
-        if opts.recovery_mode != RecoveryMode::PointInTime {
-            return Err(err);
+        let later: Vec<Segment> = iter.collect();
+        let mut intact_after = scan_ahead(buf, scan.end, seg.len(), scan.next_lsn);
+        for l in &later {
+            let lb = l.bytes(0, l.len()).unwrap_or(&[]);
+            let ls = scan_frames(lb, l.header().base_lsn);
+            intact_after.watermark = intact_after.watermark.max(ls.watermark);
+            if let Some((lsn, _)) = ls.last_data {
+                let lo = l.header().base_lsn;
+                intact_after.data = Some(
+                    intact_after
+                        .data
+                        .map_or((lo, lsn), |(a, b)| (a.min(lo), b.max(lsn))),
+                );
+            }
         }
-        // Point-in-time: this segment becomes the tail; everything after it is set aside.
+        let evidence = if !later
+            .first()
+            .is_some_and(|n| n.header().predecessor_unsynced)
+        {
+            later
+                .first()
+                .map(|n| DurabilityEvidence::LaterSegment(n.id()))
+        } else if watermark.max(intact_after.watermark) >= scan.next_lsn {
+            Some(DurabilityEvidence::SyncedThrough(
+                watermark.max(intact_after.watermark),
+            ))
+        } else {
+            None
+        };
+        let reason = match (opts.recovery_mode, evidence) {
+            (RecoveryMode::Strict, ev) => {
+                return Err(damaged(
+                    &seg,
+                    scan.end,
+                    scan.next_lsn,
+                    damage,
+                    ev.unwrap_or(DurabilityEvidence::StrictMode),
+                ))
+            }
+            (RecoveryMode::TolerateTornTail, Some(ev)) => {
+                return Err(damaged(&seg, scan.end, scan.next_lsn, damage, ev))
+            }
+            (_, None) => CutReason::TornTail,
+            (RecoveryMode::PointInTime, Some(ev)) => {
+                match damaged(&seg, scan.end, scan.next_lsn, damage, ev) {
+                    Error::Corruption(c) => CutReason::DurableDataDamaged(c),
+                    other => return Err(other),
+                }
+            }
+        };
+        // This segment becomes the tail; everything after it is set aside.
         let path = seg.path().to_path_buf();
         let id = seg.id();
         drop(seg);
-        let later: Vec<PathBuf> = iter.map(|s| s.path().to_path_buf()).collect();
+        let later: Vec<PathBuf> = later.iter().map(|s| s.path().to_path_buf()).collect();
         let seg = Segment::open(&path, id, true)?;
         let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
         let scan = scan_frames(buf, h.base_lsn);
-        let corruption = match err {
-            Error::Corruption(c) => c,
-            other => return Err(other),
-        };
-        cut_tail(
-            dir,
-            seg,
-            scan,
-            damage,
-            CutReason::DurableDataDamaged(corruption),
-            &mut report,
-            &mut recovered,
-        )?;
+        cut_tail(dir, seg, scan, damage, reason, &mut report, &mut recovered)?;
+        if let Some(cut) = report.cuts.last_mut() {
+            cut.intact_records_cut = intact_after.data.map(|(a, b)| (Lsn(a), Lsn(b)));
+        }
         // The meta file moves first: a crash before the renames below leaves later segments whose
-        // chain no longer matches, which the next point-in-time open sets aside again.
+        // chain no longer matches, which the next open sets aside again.
         meta.last_segment = id;
         write_meta(dir, &meta)?;
         for p in later {
@@ -694,10 +726,19 @@ fn finish(
         meta.last_segment = tail.id();
         write_meta(dir, &meta)?;
     }
-    // After a process crash the page cache may still hold pages of the tail that never reached the
-    // disk. Make them durable before calling anything durable.
-    tail.sync_file()
-        .map_err(|e| Error::io("fsync", tail.path(), e))?;
+    // After a process crash the page cache may still hold pages that never reached the disk: of
+    // the tail, and of any segment a non-syncing roll left behind (its successor says so). Make
+    // them durable, and the directory entries too, before calling anything durable.
+    for (i, seg) in recovered.iter().enumerate() {
+        let successor_unsynced = recovered
+            .get(i + 1)
+            .is_some_and(|n| n.header().predecessor_unsynced);
+        if successor_unsynced || i + 1 == recovered.len() {
+            seg.sync_file()
+                .map_err(|e| Error::io("fsync", seg.path(), e))?;
+        }
+    }
+    sync_dir(dir)?;
     let durable = tail.last_reserved_lsn();
     report.segments = recovered.len();
     report.first_lsn = Lsn(first.header().base_lsn);

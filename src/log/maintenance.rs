@@ -1,0 +1,140 @@
+//! The log's background thread. It keeps work off the append path that would otherwise stall it:
+//!
+//! * **prefaulting**: the pages a few MiB ahead of the appenders are faulted in
+//!   (`MADV_POPULATE_WRITE`), so an append is a memcpy, not a page fault;
+//! * **progressive writeback**: in `Buffered`/`Periodic` mode, completed MiBs are handed to the
+//!   kernel for writeback (`sync_file_range`), so the full flush a roll needs finds little to do;
+//! * **preparing the next segment**: allocated and mapped under a temporary name before the
+//!   current one fills, so a roll only writes a header, syncs and renames;
+//! * **periodic flushes** in [`Durability::Periodic`].
+//!
+//! Appenders wake it, without blocking, each time they cross a [`CHUNK`] boundary.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{lock, Durability, Shared};
+use crate::codec::header::SEGMENT_HEADER_LEN;
+use crate::error::{Error, Result};
+use crate::segment::PreparedSegment;
+
+/// Appenders wake the thread each time their writes cross a multiple of this many bytes.
+pub(super) const CHUNK: usize = 1 << 20;
+/// How far ahead of the appenders pages are prefaulted.
+const PREFAULT_AHEAD: usize = 4 << 20;
+/// Writeback is started once this much published data has not been handed to the kernel yet.
+const WRITEBACK_BATCH: usize = 4 << 20;
+/// How often the thread looks around when nobody wakes it.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Default)]
+struct Progress {
+    segment: u64,
+    prefaulted: usize,
+    written_back: usize,
+}
+
+pub(super) fn spawn(shared: Arc<Shared>, wake: Receiver<()>) -> Result<JoinHandle<()>> {
+    let dir = shared.dir.clone();
+    std::thread::Builder::new()
+        .name("statejournal-log".into())
+        .spawn(move || run(&shared, &wake))
+        .map_err(|e| Error::io("spawn log thread", dir, e))
+}
+
+fn run(shared: &Shared, wake: &Receiver<()>) {
+    let periodic = match shared.opts.durability {
+        Durability::Periodic(every) => Some(every),
+        _ => None,
+    };
+    let mut next_flush = periodic.map(|every| Instant::now() + every);
+    let mut progress = Progress::default();
+    loop {
+        let timeout = next_flush.map_or(IDLE_TICK, |at| {
+            at.saturating_duration_since(Instant::now()).min(IDLE_TICK)
+        });
+        match wake.recv_timeout(timeout) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        if let (Some(at), Some(every)) = (next_flush, periodic) {
+            if Instant::now() >= at {
+                // A failure poisons the log; the owner sees it on its next call.
+                let target = shared.current.load().last_reserved_lsn();
+                let _ = shared.sync_to(target);
+                next_flush = Some(Instant::now() + every);
+            }
+        }
+        if !shared.poisoned.load(Ordering::Acquire) {
+            // A failure poisons the log; the owner sees it on its next call.
+            let _ = shared.settle_creations();
+            tend(shared, &mut progress);
+        }
+    }
+}
+
+/// One round of prefaulting, writeback and preparation.
+fn tend(shared: &Shared, p: &mut Progress) {
+    let seg = shared.current.load_full();
+    if seg.id() != p.segment {
+        *p = Progress {
+            segment: seg.id(),
+            prefaulted: SEGMENT_HEADER_LEN,
+            written_back: SEGMENT_HEADER_LEN,
+        };
+    }
+    let reserved = seg.reserved_end();
+    let ahead = (reserved + PREFAULT_AHEAD).min(seg.len());
+    if p.prefaulted < ahead {
+        seg.prefault(p.prefaulted.max(reserved), ahead);
+        p.prefaulted = ahead;
+    }
+    // Advancing the published-prefix walk here also keeps the roll's final walk short.
+    let published = seg.published_prefix().end;
+    if shared.opts.durability != Durability::Sync && published >= p.written_back + WRITEBACK_BATCH {
+        let to = published & !(4096 - 1);
+        seg.start_writeback(p.written_back, to);
+        p.written_back = to;
+    }
+    // Prepare the next segment once this one is half full.
+    if reserved >= seg.len() / 2 {
+        let next = seg.id() + 1;
+        let size = shared.opts.segment_size as usize;
+        let mut slot = lock(&shared.prepared);
+        if slot
+            .as_ref()
+            .is_some_and(|s| s.id() != next || s.len() != size)
+        {
+            if let Some(stale) = slot.take() {
+                stale.discard();
+            }
+        }
+        if slot.is_none() {
+            drop(slot);
+            // Failure (a full disk) is not reported here: the roll retries synchronously and
+            // reports it to the appender.
+            // Not prefaulted here: prefaulted pages are dirty, and the roll's fsync of the new
+            // file would write them all. The roll wakes this thread to prefault right after.
+            if let Ok(prepared) = PreparedSegment::prepare(
+                &shared.dir,
+                next,
+                size as u64,
+                true,
+                shared.small_flushes(),
+            ) {
+                let mut slot = lock(&shared.prepared);
+                if slot.is_none() && shared.current.load().id() + 1 == next {
+                    *slot = Some(prepared);
+                } else {
+                    prepared.discard();
+                }
+            }
+        }
+    }
+}

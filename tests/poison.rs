@@ -1,0 +1,333 @@
+//! A failed flush poisons the log (feature `testing`, `FaultInjector::fail_sync_after`): the call
+//! that hit it returns `Error::Poisoned` naming the segment file, and from then on every `append`,
+//! `commit`, `sync`, `sync_to` and `delete_below` returns `Poisoned` too (sticky), while the durable
+//! LSN stays where the last successful flush left it. Dropping and reopening without the fault
+//! recovers every record a successful commit acknowledged, and appends work again.
+//!
+//! Covered: a `Sync` commit's flush, the flush of a full segment at roll time, the background flush
+//! of `Durability::Periodic`, and a flush failing under concurrent group-committers (all of them
+//! see `Poisoned`, none hangs).
+
+mod common;
+
+use std::path::Path;
+use std::sync::{mpsc, Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use statejournal::format::{segment_file_name, segment_path};
+use statejournal::testing::FaultInjector;
+use statejournal::{Durability, Error, Log, Lsn};
+
+/// Large enough that these tests never roll unless they mean to.
+const ONE_SEGMENT: u64 = 1 << 20;
+
+/// Asserts `err` is `Poisoned` by an injected EIO on segment `id`'s file.
+fn assert_poisoned(err: &Error, dir: &Path, id: u64, what: &str) {
+    match err {
+        Error::Poisoned { path, source } => {
+            assert_eq!(path, &segment_path(dir, id), "{what}: {err}");
+            assert_eq!(source.raw_os_error(), Some(libc::EIO), "{what}: {err}");
+        }
+        other => panic!("{what}: expected Poisoned, got {other:?}"),
+    }
+    assert_eq!(err.path(), Some(segment_path(dir, id).as_path()), "{what}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&segment_file_name(id)) && msg.contains("poisoned"),
+        "{what}: {msg}"
+    );
+}
+
+/// Every mutating call fails with the same `Poisoned` error, twice over.
+fn assert_sticky(log: &Log, dir: &Path, id: u64) {
+    for round in 0..2 {
+        let e = log.append(b"refused").unwrap_err();
+        assert_poisoned(&e, dir, id, &format!("append #{round}"));
+        assert_poisoned(&log.commit().unwrap_err(), dir, id, "commit");
+        assert_poisoned(&log.sync().unwrap_err(), dir, id, "sync");
+        assert_poisoned(&log.sync_to(Lsn(1)).unwrap_err(), dir, id, "sync_to");
+        assert_poisoned(
+            &log.delete_below(Lsn(1)).unwrap_err(),
+            dir,
+            id,
+            "delete_below",
+        );
+    }
+}
+
+/// Reopens `dir` without faults and checks: every record through `acked` is there, what is there
+/// is a dense prefix of `payload(1..)` no longer than `appended`, and appends continue after it.
+/// Returns how many records recovery found.
+fn reopen_and_check(dir: &Path, acked: u64, appended: u64) -> u64 {
+    let log = Log::open(dir, sync_opts()).expect("reopen after poisoning");
+    let records = read_all(&log);
+    let n = records.len() as u64;
+    assert!(
+        (acked..=appended).contains(&n),
+        "recovered {n} records; acknowledged {acked}, appended {appended}"
+    );
+    for (i, (lsn, p)) in records.iter().enumerate() {
+        assert_eq!(*lsn, i as u64 + 1);
+        assert_eq!(*p, payload(*lsn), "payload of LSN {lsn}");
+    }
+    // Appends and commits work again, across a roll.
+    for i in n + 1..=n + 300 {
+        assert_eq!(log.append(&payload(i)).unwrap(), Lsn(i));
+    }
+    assert_eq!(log.commit().unwrap(), Lsn(n + 300));
+    drop(log);
+    let log = Log::open(dir, sync_opts()).unwrap();
+    assert_eq!(log.recovery_report().records, n + 300);
+    n
+}
+
+#[test]
+fn a_failed_commit_flush_poisons_the_log_until_it_is_reopened() {
+    const GOOD_FLUSHES: u64 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(FaultInjector::new());
+    faults.fail_sync_after(GOOD_FLUSHES);
+    let log = Log::open(
+        dir.path(),
+        sync_opts()
+            .segment_size(ONE_SEGMENT)
+            .fault_injector(Arc::clone(&faults)),
+    )
+    .unwrap();
+
+    let mut appended = 0u64;
+    let mut acked = 0u64;
+    let mut good_commits = 0u64;
+    let err = loop {
+        for _ in 0..10 {
+            appended += 1;
+            assert_eq!(log.append(&payload(appended)).unwrap(), Lsn(appended));
+        }
+        match log.commit() {
+            Ok(lsn) => {
+                assert_eq!(
+                    lsn,
+                    Lsn(appended),
+                    "a Sync commit covers every append before it"
+                );
+                acked = lsn.get();
+                good_commits += 1;
+                assert!(
+                    good_commits <= GOOD_FLUSHES,
+                    "the injected failure never hit"
+                );
+            }
+            Err(e) => break e,
+        }
+    };
+    // One flush per single-threaded commit: the failure hits commit number GOOD_FLUSHES + 1.
+    assert_eq!(good_commits, GOOD_FLUSHES);
+    assert_eq!(faults.syncs(), GOOD_FLUSHES + 1);
+    assert_poisoned(&err, dir.path(), 1, "the failing commit");
+    // The failed flush made nothing durable.
+    assert_eq!(log.durable_lsn(), Lsn(acked));
+    assert_sticky(&log, dir.path(), 1);
+    assert_eq!(log.durable_lsn(), Lsn(acked));
+    assert_eq!(log.last_lsn(), Lsn(appended), "refused appends took no LSN");
+    // No flush is even attempted once poisoned.
+    assert_eq!(faults.syncs(), GOOD_FLUSHES + 1);
+    drop(log);
+
+    reopen_and_check(dir.path(), acked, appended);
+}
+
+#[test]
+fn a_failed_flush_at_roll_time_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(FaultInjector::new());
+    // Sync mode without commits: the only flushes are those of full segments at roll time (a
+    // Sync roll flushes its predecessor before creating the next segment). The first roll
+    // (segment 1 → 2) flushes fine; the second (2 → 3) fails.
+    faults.fail_sync_after(1);
+    let log = Log::open(
+        dir.path(),
+        opts()
+            .durability(statejournal::Durability::Sync)
+            .fault_injector(Arc::clone(&faults)),
+    )
+    .unwrap();
+    let mut appended = 0u64;
+    let err = loop {
+        match log.append(&payload(appended + 1)) {
+            Ok(lsn) => {
+                appended += 1;
+                assert_eq!(lsn, Lsn(appended));
+                assert!(appended < 100_000, "no roll happened");
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(faults.syncs(), 2);
+    assert_poisoned(&err, dir.path(), 2, "the append that rolled");
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        2,
+        "no segment after a failed flush"
+    );
+    assert_sticky(&log, dir.path(), 2);
+    assert_eq!(log.last_lsn(), Lsn(appended));
+    // Segment 1 was flushed completely before segment 2 existed: durable through its end.
+    let durable = log.durable_lsn().get();
+    assert!(
+        durable > 0 && durable < appended,
+        "durable {durable} of {appended}"
+    );
+    drop(log);
+
+    // Segment 1 was durable; the rest was acknowledged by `append` in Buffered mode, and the
+    // process did not crash, so the page cache still holds it: all of it comes back.
+    let n = reopen_and_check(dir.path(), durable, appended);
+    assert_eq!(n, appended);
+}
+
+/// Polls `cond` until it holds, failing after a generous deadline.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::yield_now();
+    }
+}
+
+#[test]
+fn a_failed_background_flush_poisons_a_periodic_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(FaultInjector::new());
+    let log = Log::open(
+        dir.path(),
+        opts()
+            .segment_size(ONE_SEGMENT)
+            .durability(Durability::Periodic(Duration::from_millis(2)))
+            .fault_injector(Arc::clone(&faults)),
+    )
+    .unwrap();
+
+    // Phase 1: no fault; the background flusher makes the records durable without any commit.
+    for i in 1..=20 {
+        assert_eq!(log.append(&payload(i)).unwrap(), Lsn(i));
+    }
+    wait_for("the background flush of LSN 20", || {
+        log.durable_lsn() >= Lsn(20)
+    });
+    assert_eq!(log.durable_lsn(), Lsn(20));
+    let good_syncs = faults.syncs();
+    assert!(good_syncs >= 1);
+
+    // Phase 2: the next flush fails. Nothing but the flusher flushes here (no commit in
+    // Periodic mode waits, and the segment is far from full), and it flushes only new records.
+    // It may strike after any of these appends; the appends after it are refused.
+    faults.fail_sync_after(0);
+    let mut appended = 20;
+    for i in 21..=30 {
+        match log.append(&payload(i)) {
+            Ok(lsn) => {
+                assert_eq!(lsn, Lsn(i));
+                appended = i;
+            }
+            Err(e) => {
+                assert_poisoned(&e, dir.path(), 1, "an append after the background failure");
+                break;
+            }
+        }
+    }
+    assert!(
+        appended > 20,
+        "poisoned before any new record needed a flush"
+    );
+    wait_for("the background flush to fail", || log.commit().is_err());
+    assert_eq!(faults.syncs(), good_syncs + 1, "only the flusher flushed");
+    let err = log.append(&payload(appended + 1)).unwrap_err();
+    assert_poisoned(
+        &err,
+        dir.path(),
+        1,
+        "the append after the background failure",
+    );
+    assert_sticky(&log, dir.path(), 1);
+    assert_eq!(
+        log.durable_lsn(),
+        Lsn(20),
+        "the failed flush made nothing durable"
+    );
+    assert_eq!(log.last_lsn(), Lsn(appended));
+    drop(log);
+
+    reopen_and_check(dir.path(), 20, appended);
+}
+
+#[test]
+fn every_concurrent_committer_sees_the_poison_and_none_hangs() {
+    const THREADS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(FaultInjector::new());
+    faults.fail_sync_after(5);
+    let log = Arc::new(
+        Log::open(
+            dir.path(),
+            sync_opts()
+                .segment_size(ONE_SEGMENT)
+                .fault_injector(Arc::clone(&faults)),
+        )
+        .unwrap(),
+    );
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let (tx, rx) = mpsc::channel();
+    let mut handles = Vec::new();
+    for tid in 0..THREADS {
+        let (log, barrier, tx) = (Arc::clone(&log), Arc::clone(&barrier), tx.clone());
+        handles.push(thread::spawn(move || {
+            barrier.wait();
+            // Append and commit until the log refuses; report (highest acknowledged commit,
+            // the error that stopped us).
+            let mut acked = 0u64;
+            let err = loop {
+                let lsn = match log.append(&(tid as u64).to_le_bytes()) {
+                    Ok(l) => l,
+                    Err(e) => break e,
+                };
+                match log.commit() {
+                    Ok(c) => {
+                        assert!(c >= lsn, "commit {c} below own record {lsn}");
+                        acked = acked.max(c.get());
+                    }
+                    Err(e) => break e,
+                }
+            };
+            let _ = tx.send((acked, err));
+        }));
+    }
+    drop(tx);
+    let mut max_acked = 0;
+    for _ in 0..THREADS {
+        let (acked, err) = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a committer hung after the log was poisoned");
+        assert_poisoned(&err, dir.path(), 1, "a concurrent committer");
+        max_acked = max_acked.max(acked);
+    }
+    // Every thread has reported, so these joins return at once; they release the threads' Arcs.
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(faults.syncs(), 6, "no flush after the failed one");
+    let appended = log.last_lsn().get();
+    assert!(log.durable_lsn().get() >= max_acked);
+    drop(log);
+
+    // Every acknowledged commit survives (payloads here are thread ids, not `payload(i)`).
+    let log = Log::open(dir.path(), sync_opts()).unwrap();
+    let n = log.recovery_report().records;
+    assert!(
+        (max_acked..=appended).contains(&n),
+        "recovered {n}; acknowledged {max_acked}, appended {appended}"
+    );
+    assert_eq!(log.append(b"again").unwrap(), Lsn(n + 1));
+    assert!(log.commit().unwrap() >= Lsn(n + 1));
+}
