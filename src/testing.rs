@@ -5,8 +5,18 @@
 //! disk misbehaves: a failed flush poisons the log; a failed allocation is [`Error::NoSpace`](crate::Error::NoSpace)
 //! and leaves the log readable.
 
+use std::collections::BTreeMap;
+use std::fs;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::codec::frame::{
+    decode_frame, FrameKind, CRC_OFFSET, FRAME_ALIGN, FRAME_HEADER_LEN, LEN_OFFSET,
+};
+use crate::codec::header::SEGMENT_HEADER_LEN;
+use crate::codec::meta::{LogMeta, META_LEN};
+use crate::{format, Durability, Log, LogOptions, Lsn, RecoveryMode};
 
 /// Counts flushes and allocations down to an injected failure.
 #[derive(Debug)]
@@ -71,5 +81,784 @@ impl FaultInjector {
         }
         self.alloc_countdown.fetch_sub(1, Ordering::SeqCst);
         Ok(())
+    }
+}
+
+/// The crash-recovery fuzz harness, shared by the `log_recover` fuzz target (`fuzz/`) and the
+/// `fuzz_corpus` test that replays the seed corpus (`fuzz/corpus/log_recover/`).
+///
+/// `data` describes the contents of a log directory. The directory is written into a fresh
+/// temporary directory (under [`std::env::temp_dir`]: point `TMPDIR` at a tmpfs to fuzz fast) once
+/// for each [`RecoveryMode`], opened, and checked. Any violated invariant panics: that is how the
+/// fuzzer reports a finding.
+///
+/// # Input format
+///
+/// Integers are little-endian; reading past the end of `data` yields zeros (and empty slices).
+///
+/// * byte 0, the **selector**: bit 0 clear selects a raw image, set a generated one.
+/// * **Raw image** (selector bit 0 clear): the files are taken from the input.
+///   * flags byte: bits 0–1 give the segment count (`1 + bits % 3`); bits 2–3 the meta file
+///     (0: none, 1: raw bytes from the input, 2 and 3: derived from the first segment: its log id,
+///     segment range first..=last); bit 4 pads each segment with zeros to 4096 bytes; bit 5 fixes
+///     the checksums (segment header, every plausible frame, meta file) so that mutations get past
+///     them; bit 6 reads the first segment id from the next byte (otherwise 1); bit 7 writes the
+///     segments sparse (see below).
+///   * then per segment: a `u16` length and that many bytes, written as
+///     [`segment_file_name`](crate::format::segment_file_name)`(first + i)`;
+///   * then, for meta mode 1: a `u8` length and that many bytes, written as `log.meta`.
+/// * **Generated image** (selector bit 0 set): a valid log is written with the real writer, then
+///   damaged.
+///   * config byte: bits 0–5 are the number of writer ops; bit 6 closes the log at the end
+///     (flushing it) instead of dropping it; bit 7 writes the segments sparse.
+///   * writer ops, one byte `g` each: `g < 0x80` appends a record of `g` bytes; `0x80..0xc0`
+///     appends one of `(g & 0x3f) * 64` bytes (at most what fits a 4096-byte segment); from `0xc0`,
+///     `g & 3` is 0 or 1: commit (durability is `Sync`: a flush and a sync marker), 2: drop and
+///     reopen the log, 3: `delete_below(last_lsn * next_byte / 255)`. Payloads total at most
+///     12 KiB, so a log has at most four segments.
+///   * then up to 8 damage ops until the input ends, op byte `d`: the file is
+///     `files[(d >> 3) % files.len()]` (sorted names: segments, then `log.meta`), `d & 7` is
+///     0: overwrite at `u16 % (len + 1)` with `1 + u8 % 16` bytes from the input (may extend the
+///     file); 1: flip bit `u8 & 7` of byte `u16 % len`; 2: zero `u16` bytes from
+///     `u16 % (len + 1)`; 3: truncate to `u16 % (len + 1)`; 4: delete; 5: swap contents with
+///     `files[u8 % files.len()]`; 6: rename a segment to id `+ (u8 as i8)`; 7: copy
+///     `8 * (1 + u8 % 32)` bytes from `u16 % len` to `u16 % len` within the file.
+///
+/// A segment written sparse has its trailing zeros left as a hole (the data is written, then the
+/// file extended), the way a preallocated file system extent reads: recovery's search for the end
+/// of the data then takes its `SEEK_DATA`/`SEEK_HOLE` path.
+///
+/// # Invariants checked
+///
+/// * `Log::open` returns (no panic, no hang). An error is a corruption or unsupported-version
+///   error whose message is non-empty and names a file of the directory (`Error::path`). In
+///   `TolerateTornTail` and `Strict` mode an error leaves every file as it was (the open may only
+///   remove leftover segments below the meta file's first segment).
+/// * On success: reading from LSN 0 yields no error and LSNs increasing by one from `first_lsn`,
+///   consistent with the recovery report (record count, first and last LSN); files the report
+///   names as set aside exist; a clean report changed no segment byte. The log then reopens in
+///   `Strict` mode cleanly with the same records, takes one more append with the next LSN, and
+///   reopens cleanly with that record added.
+/// * Across modes: if `Strict` opens the image, the others open it cleanly with the same records;
+///   if `TolerateTornTail` does, `PointInTime` does with the same records and cuts; a clean open in
+///   any mode means `Strict` opens it too.
+/// * Generated images: with no damage every mode opens cleanly with exactly the written records;
+///   otherwise every written record whose frame lies wholly before the first damaged byte
+///   (ordered by segment id, then offset; damage to `log.meta` protects nothing) is recovered
+///   intact by every successful open. This covers the committed records when the damage only hit
+///   bytes after the last commit. A cleanly dropped log reopens cleanly (writer op 2).
+///
+/// Set `STATEJOURNAL_FUZZ_VERBOSE` to print what each mode's open did.
+///
+/// # Panics
+///
+/// When an invariant is violated, or the temporary directory cannot be written.
+pub fn fuzz_log_recover(data: &[u8]) {
+    /// Segment size of every log the harness writes: small, so that logs roll after a few records.
+    const SEGMENT_SIZE: usize = 4096;
+    /// Largest file a damage op may grow.
+    const MAX_FILE: usize = 64 << 10;
+    const MAX_DAMAGE_OPS: usize = 8;
+    const MAX_GENERATED_PAYLOAD: usize = 3 * SEGMENT_SIZE;
+    /// The header CRC is the header's last field (see `codec::header`).
+    const HEADER_CRC_AT: usize = SEGMENT_HEADER_LEN - 4;
+    /// The log id field of the segment header (see `codec::header`).
+    const HEADER_LOG_ID_AT: usize = 16;
+    /// The meta CRC covers bytes `0..40` and is followed by 4 reserved bytes (see `codec::meta`).
+    const META_CRC_AT: usize = META_LEN - 8;
+
+    /// File name to contents.
+    type Image = BTreeMap<String, Vec<u8>>;
+    /// `(lsn, payload)` of the records of a log.
+    type Records = Vec<(u64, Vec<u8>)>;
+
+    struct Input<'a>(&'a [u8]);
+
+    impl<'a> Input<'a> {
+        fn is_empty(&self) -> bool {
+            self.0.is_empty()
+        }
+
+        fn u8(&mut self) -> u8 {
+            match self.0.split_first() {
+                Some((&b, rest)) => {
+                    self.0 = rest;
+                    b
+                }
+                None => 0,
+            }
+        }
+
+        fn u16(&mut self) -> u16 {
+            u16::from_le_bytes([self.u8(), self.u8()])
+        }
+
+        fn bytes(&mut self, n: usize) -> &'a [u8] {
+            let (head, rest) = self.0.split_at(n.min(self.0.len()));
+            self.0 = rest;
+            head
+        }
+    }
+
+    /// A uniquely named directory under the system's temporary directory, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            loop {
+                let n = NEXT.fetch_add(1, Ordering::Relaxed);
+                let name = format!("statejournal-fuzz-{}-{n}", std::process::id());
+                let path = std::env::temp_dir().join(name);
+                match fs::create_dir(&path) {
+                    Ok(()) => return TempDir(path),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => panic!("cannot create {}: {e}", path.display()),
+                }
+            }
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// What a generated image promises.
+    struct Expected {
+        /// Every record the writer left in the log.
+        written: Records,
+        /// Whether no damage op was applied.
+        undamaged: bool,
+        /// The written records that lie wholly before the first damaged byte.
+        protected: Records,
+    }
+
+    /// What one successful recovery produced.
+    struct Outcome {
+        records: Records,
+        clean: bool,
+        cuts: usize,
+    }
+
+    fn le_u32(buf: &[u8], at: usize) -> Option<u32> {
+        let b = buf.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn write_image(image: &Image, dir: &Path, sparse: bool) {
+        for (name, bytes) in image {
+            let path = dir.join(name);
+            let data = match format::parse_segment_file_name(name) {
+                Some(_) if sparse => bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1),
+                _ => bytes.len(),
+            };
+            fs::write(&path, &bytes[..data])
+                .and_then(|()| fs::File::options().write(true).open(&path))
+                .and_then(|f| f.set_len(bytes.len() as u64))
+                .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        }
+    }
+
+    /// Every regular file of `dir` but the lock file.
+    fn read_image(dir: &Path) -> Image {
+        let mut image = Image::new();
+        let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("list {}: {e}", dir.display()));
+        for entry in entries {
+            let entry = entry.unwrap_or_else(|e| panic!("list {}: {e}", dir.display()));
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == format::LOCK_FILE || !entry.path().is_file() {
+                continue;
+            }
+            let bytes = fs::read(entry.path())
+                .unwrap_or_else(|e| panic!("read {}: {e}", entry.path().display()));
+            image.insert(name, bytes);
+        }
+        image
+    }
+
+    /// Data frames of a segment image as `(lsn, end of the frame and its padding)`, walked from
+    /// the header as recovery does, up to the first frame that does not decode.
+    fn data_frames(buf: &[u8]) -> Vec<(u64, usize)> {
+        let mut frames = Vec::new();
+        let mut at = SEGMENT_HEADER_LEN;
+        while let Ok(f) = decode_frame(buf, at) {
+            if f.kind == FrameKind::Data {
+                frames.push((f.lsn, f.next));
+            }
+            at = f.next;
+        }
+        frames
+    }
+
+    /// Rewrites the header CRC and the CRC of every plausible frame (any aligned offset whose
+    /// length field fits), so that mutated fields are judged by recovery's logic, not its CRCs.
+    fn fix_segment_checksums(buf: &mut [u8]) {
+        if buf.len() >= SEGMENT_HEADER_LEN {
+            let crc = crc32fast::hash(&buf[..HEADER_CRC_AT]);
+            buf[HEADER_CRC_AT..SEGMENT_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+        }
+        let mut at = SEGMENT_HEADER_LEN;
+        while at + FRAME_HEADER_LEN <= buf.len() {
+            let len = le_u32(buf, at + LEN_OFFSET).map_or(0, |l| l as usize);
+            if len >= FRAME_HEADER_LEN && len <= buf.len() - at {
+                let crc = crc32fast::hash(&buf[at + LEN_OFFSET..at + len]);
+                buf[at + CRC_OFFSET..at + CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+                at = (at + len + FRAME_ALIGN - 1) & !(FRAME_ALIGN - 1);
+            } else {
+                at += FRAME_ALIGN;
+            }
+        }
+    }
+
+    /// The files of a raw input, and whether to write them sparse.
+    fn raw_image(inp: &mut Input) -> (Image, bool) {
+        let flags = inp.u8();
+        let sparse = flags & 0x80 != 0;
+        let segments = 1 + u64::from(flags & 3) % 3;
+        let meta_mode = (flags >> 2) & 3;
+        let pad = flags & 0x10 != 0;
+        let fix = flags & 0x20 != 0;
+        let first = if flags & 0x40 != 0 {
+            u64::from(inp.u8())
+        } else {
+            1
+        };
+        let mut image = Image::new();
+        let mut log_id = 0;
+        for i in 0..segments {
+            let len = usize::from(inp.u16());
+            let mut bytes = inp.bytes(len).to_vec();
+            if fix {
+                fix_segment_checksums(&mut bytes);
+            }
+            if pad && bytes.len() < SEGMENT_SIZE {
+                bytes.resize(SEGMENT_SIZE, 0);
+            }
+            if i == 0 {
+                if let Some(id) = bytes.get(HEADER_LOG_ID_AT..HEADER_LOG_ID_AT + 8) {
+                    log_id = id.iter().rev().fold(0u64, |a, &b| a << 8 | u64::from(b));
+                }
+            }
+            image.insert(format::segment_file_name(first + i), bytes);
+        }
+        let meta = match meta_mode {
+            0 => return (image, sparse),
+            1 => {
+                let len = usize::from(inp.u8());
+                let mut bytes = inp.bytes(len).to_vec();
+                if fix && bytes.len() >= META_CRC_AT + 4 {
+                    let crc = crc32fast::hash(&bytes[..META_CRC_AT]);
+                    bytes[META_CRC_AT..META_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+                }
+                bytes
+            }
+            _ => LogMeta {
+                log_id,
+                first_segment: first,
+                last_segment: first + segments - 1,
+            }
+            .encode()
+            .to_vec(),
+        };
+        image.insert(format::META_FILE.to_string(), meta);
+        (image, sparse)
+    }
+
+    /// Writes a log as the writer ops say; returns its files, its records and whether to write
+    /// the files sparse.
+    fn generate(inp: &mut Input) -> (Image, Records, bool) {
+        let config = inp.u8();
+        let ops = config & 0x3f;
+        let close = config & 0x40 != 0;
+        let sparse = config & 0x80 != 0;
+        let dir = TempDir::new();
+        let opts = LogOptions::default()
+            .segment_size(SEGMENT_SIZE as u64)
+            .durability(Durability::Sync);
+        let open = || {
+            Log::open(dir.path(), opts.clone())
+                .unwrap_or_else(|e| panic!("the writer could not open its log: {e}"))
+        };
+        let max_payload =
+            (SEGMENT_SIZE - SEGMENT_HEADER_LEN - FRAME_HEADER_LEN) & !(FRAME_ALIGN - 1);
+        let mut budget = MAX_GENERATED_PAYLOAD;
+        let mut log = open();
+        for _ in 0..ops {
+            let g = inp.u8();
+            let len = match g >> 6 {
+                0 | 1 => usize::from(g),
+                2 => (usize::from(g & 0x3f) * 64).min(max_payload),
+                _ => {
+                    match g & 3 {
+                        0 | 1 => {
+                            log.commit()
+                                .unwrap_or_else(|e| panic!("commit failed: {e}"));
+                        }
+                        2 => {
+                            drop(log);
+                            log = open();
+                            let report = log.recovery_report();
+                            assert!(
+                                report.is_clean(),
+                                "a log dropped without damage reopened with cuts: {report}"
+                            );
+                        }
+                        _ => {
+                            let last = log.last_lsn().get();
+                            let below = last * u64::from(inp.u8()) / 255;
+                            log.delete_below(Lsn(below))
+                                .unwrap_or_else(|e| panic!("delete_below({below}) failed: {e}"));
+                        }
+                    }
+                    continue;
+                }
+            };
+            if len > budget {
+                continue;
+            }
+            budget -= len;
+            let lsn = log.last_lsn().get() + 1;
+            let payload: Vec<u8> = (0..len)
+                .map(|i| (lsn as u8).wrapping_mul(31).wrapping_add(i as u8))
+                .collect();
+            let got = log
+                .append(&payload)
+                .unwrap_or_else(|e| panic!("append failed: {e}"));
+            assert_eq!(got, Lsn(lsn), "append returned the wrong LSN");
+        }
+        let written: Records = log
+            .read_from(Lsn(0))
+            .map(|r| match r {
+                Ok(r) => (r.lsn.get(), r.payload.to_vec()),
+                Err(e) => panic!("reading back the written log failed: {e}"),
+            })
+            .collect();
+        if close {
+            log.close().unwrap_or_else(|e| panic!("close failed: {e}"));
+        } else {
+            drop(log);
+        }
+        (read_image(dir.path()), written, sparse)
+    }
+
+    /// Lowers `first` to where damage to file `name` at `offset` starts. Damage to anything but a
+    /// segment (the meta file) protects nothing.
+    fn damaged_at(first: &mut Option<(u64, usize)>, name: &str, offset: usize) {
+        let at = match format::parse_segment_file_name(name) {
+            Some(id) => (id, offset & !(FRAME_ALIGN - 1)),
+            None => (0, 0),
+        };
+        *first = Some(first.map_or(at, |f| f.min(at)));
+    }
+
+    /// Applies the damage ops; returns where the earliest damage is, `None` if none was applied.
+    fn damage(image: &mut Image, inp: &mut Input) -> Option<(u64, usize)> {
+        let mut first = None;
+        for _ in 0..MAX_DAMAGE_OPS {
+            if inp.is_empty() {
+                break;
+            }
+            let op = inp.u8();
+            let names: Vec<String> = image.keys().cloned().collect();
+            let Some(name) = names
+                .get(usize::from(op >> 3) % names.len().max(1))
+                .cloned()
+            else {
+                break;
+            };
+            let Some(file) = image.get_mut(&name) else {
+                break;
+            };
+            let len = file.len();
+            match op & 7 {
+                0 => {
+                    let at = usize::from(inp.u16()) % (len + 1);
+                    let n = 1 + usize::from(inp.u8() % 16);
+                    let bytes = inp.bytes(n);
+                    let end = (at + bytes.len()).min(MAX_FILE);
+                    if file.len() < end {
+                        file.resize(end, 0);
+                    }
+                    let n = end.saturating_sub(at);
+                    file[at..end].copy_from_slice(&bytes[..n]);
+                    damaged_at(&mut first, &name, at.min(len));
+                }
+                1 => {
+                    let at = usize::from(inp.u16());
+                    let bit = inp.u8() & 7;
+                    if len > 0 {
+                        file[at % len] ^= 1 << bit;
+                        damaged_at(&mut first, &name, at % len);
+                    }
+                }
+                2 => {
+                    let at = usize::from(inp.u16()) % (len + 1);
+                    let end = at.saturating_add(usize::from(inp.u16())).min(len);
+                    file[at..end].fill(0);
+                    damaged_at(&mut first, &name, at);
+                }
+                3 => {
+                    let to = usize::from(inp.u16()) % (len + 1);
+                    file.truncate(to);
+                    damaged_at(&mut first, &name, to);
+                }
+                4 => {
+                    image.remove(&name);
+                    damaged_at(&mut first, &name, 0);
+                }
+                5 => {
+                    let other = names[usize::from(inp.u8()) % names.len()].clone();
+                    if other != name {
+                        let a = image.remove(&name).unwrap_or_default();
+                        let b = image.insert(other.clone(), a).unwrap_or_default();
+                        image.insert(name.clone(), b);
+                        damaged_at(&mut first, &name, 0);
+                        damaged_at(&mut first, &other, 0);
+                    }
+                }
+                6 => {
+                    let delta = i64::from(inp.u8() as i8);
+                    let target = format::parse_segment_file_name(&name)
+                        .and_then(|id| id.checked_add_signed(delta));
+                    if let Some(target) = target {
+                        let to = format::segment_file_name(target);
+                        if let Some(bytes) = image.remove(&name) {
+                            image.insert(to.clone(), bytes);
+                        }
+                        damaged_at(&mut first, &name, 0);
+                        damaged_at(&mut first, &to, 0);
+                    }
+                }
+                _ => {
+                    let from = usize::from(inp.u16());
+                    let to = usize::from(inp.u16());
+                    let n = 8 * (1 + usize::from(inp.u8() % 32));
+                    if len > 0 {
+                        let (from, to) = (from % len, to % len);
+                        let n = n.min(len - from).min(len - to);
+                        file.copy_within(from..from + n, to);
+                        damaged_at(&mut first, &name, to);
+                    }
+                }
+            }
+        }
+        first
+    }
+
+    /// The written records whose frames lie wholly before `first_damage`.
+    fn protected(image: &Image, written: &Records, first_damage: (u64, usize)) -> Records {
+        let mut safe = BTreeMap::new();
+        for (name, bytes) in image {
+            let Some(id) = format::parse_segment_file_name(name) else {
+                continue;
+            };
+            for (lsn, end) in data_frames(bytes) {
+                if (id, end) <= first_damage {
+                    safe.insert(lsn, ());
+                }
+            }
+        }
+        written
+            .iter()
+            .filter(|(lsn, _)| safe.contains_key(lsn))
+            .cloned()
+            .collect()
+    }
+
+    fn read_all(log: &Log, what: &str) -> Records {
+        log.read_from(Lsn(0))
+            .map(|r| match r {
+                Ok(r) => (r.lsn.get(), r.payload.to_vec()),
+                Err(e) => panic!("{what}: reading the recovered log failed: {e}"),
+            })
+            .collect()
+    }
+
+    /// Records and report agree: LSNs consecutive from `first_lsn`, count, last LSN.
+    fn check_records(log: &Log, records: &Records, what: &str) {
+        let report = log.recovery_report();
+        let first = log.first_lsn().get();
+        assert_eq!(
+            report.first_lsn.get(),
+            first,
+            "{what}: report vs log first LSN"
+        );
+        for (i, (lsn, _)) in records.iter().enumerate() {
+            assert_eq!(
+                u128::from(*lsn),
+                u128::from(first) + i as u128,
+                "{what}: record {i} has LSN {lsn}, first LSN is {first}"
+            );
+        }
+        assert_eq!(
+            report.records,
+            records.len() as u64,
+            "{what}: the report counts other records than were read ({report})"
+        );
+        let last = u128::from(first) + records.len() as u128 - 1;
+        assert_eq!(
+            u128::from(report.last_lsn.get()),
+            last,
+            "{what}: report's last LSN ({report})"
+        );
+        assert_eq!(
+            log.last_lsn(),
+            report.last_lsn,
+            "{what}: log vs report last LSN"
+        );
+    }
+
+    fn check_error(e: &crate::Error, dir: &Path, what: &str) {
+        let msg = e.to_string();
+        assert!(!msg.trim().is_empty(), "{what}: empty error message: {e:?}");
+        assert!(
+            matches!(
+                e,
+                crate::Error::Corruption(_) | crate::Error::UnsupportedVersion { .. }
+            ),
+            "{what}: recovery failed with an unexpected kind of error: {e:?}"
+        );
+        let path = e
+            .path()
+            .unwrap_or_else(|| panic!("{what}: the error names no file: {e:?}"));
+        assert!(
+            path.starts_with(dir),
+            "{what}: the error names a file outside the log directory: {e}"
+        );
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        assert!(
+            name.is_some_and(|n| msg.contains(&n)),
+            "{what}: the message does not name the file: {msg}"
+        );
+    }
+
+    /// A failed open changed nothing but may have removed leftovers of an interrupted deletion.
+    fn check_unchanged(before: &Image, after: &Image, e: &crate::Error, what: &str) {
+        for (name, bytes) in after {
+            assert!(
+                before.get(name) == Some(bytes),
+                "{what}: the open failed ({e}) but created or changed {name}"
+            );
+        }
+        let first_segment = before
+            .get(format::META_FILE)
+            .and_then(|m| LogMeta::decode(m).ok())
+            .map(|m| m.first_segment);
+        for name in before.keys().filter(|n| !after.contains_key(*n)) {
+            let leftover = format::parse_segment_file_name(name)
+                .zip(first_segment)
+                .is_some_and(|(id, first)| id < first);
+            assert!(leftover, "{what}: the open failed ({e}) but removed {name}");
+        }
+    }
+
+    fn run(
+        image: &Image,
+        sparse: bool,
+        mode: RecoveryMode,
+        expected: Option<&Expected>,
+    ) -> Result<Outcome, String> {
+        let what = format!("{mode:?}");
+        let what = what.as_str();
+        let dir = TempDir::new();
+        write_image(image, dir.path(), sparse);
+        let opts = LogOptions::default()
+            .segment_size(SEGMENT_SIZE as u64)
+            .recovery_mode(mode);
+        let strict = opts.clone().recovery_mode(RecoveryMode::Strict);
+        let log = match Log::open(dir.path(), opts) {
+            Ok(log) => log,
+            Err(e) => {
+                check_error(&e, dir.path(), what);
+                if mode != RecoveryMode::PointInTime {
+                    check_unchanged(image, &read_image(dir.path()), &e, what);
+                }
+                if let Some(x) = expected {
+                    assert!(!x.undamaged, "{what}: an undamaged log failed to open: {e}");
+                }
+                return Err(e.to_string());
+            }
+        };
+        let report = log.recovery_report().clone();
+        let records = read_all(&log, what);
+        check_records(&log, &records, what);
+        for cut in &report.cuts {
+            if let Some(backup) = &cut.backup {
+                assert!(backup.is_file(), "{what}: cut backup missing: {report}");
+            }
+        }
+        for aside in &report.discarded_segments {
+            assert!(
+                aside.is_file(),
+                "{what}: discarded segment missing: {report}"
+            );
+        }
+        if report.is_clean() {
+            let after = read_image(dir.path());
+            for (name, bytes) in image {
+                if format::parse_segment_file_name(name).is_none() {
+                    continue;
+                }
+                let removed = report.removed_files.contains(&dir.path().join(name));
+                assert!(
+                    after.get(name) == Some(bytes) || (removed && !after.contains_key(name)),
+                    "{what}: a clean recovery changed {name}: {report}"
+                );
+            }
+        }
+        if let Some(x) = expected {
+            if x.undamaged {
+                assert!(
+                    report.is_clean(),
+                    "{what}: undamaged log recovered with cuts: {report}"
+                );
+                assert!(
+                    records == x.written,
+                    "{what}: undamaged log lost records: {report}"
+                );
+            }
+            let got: BTreeMap<u64, &Vec<u8>> = records.iter().map(|(l, p)| (*l, p)).collect();
+            for (lsn, payload) in &x.protected {
+                assert!(
+                    got.get(lsn) == Some(&payload),
+                    "{what}: record {lsn}, intact before the first damaged byte, was not \
+                     recovered intact: {report}"
+                );
+            }
+        }
+        drop(log);
+
+        let reopen = |step: &str| {
+            let log = Log::open(dir.path(), strict.clone()).unwrap_or_else(|e| {
+                panic!("{what}: reopening in Strict mode {step} failed: {e}\nrecovery: {report}")
+            });
+            let again = log.recovery_report();
+            assert!(
+                again.is_clean(),
+                "{what}: reopened {step} with cuts: {again}\nrecovery: {report}"
+            );
+            log
+        };
+        let log = reopen("after recovery");
+        let again = read_all(&log, what);
+        check_records(&log, &again, what);
+        assert!(again == records, "{what}: reopening changed the records");
+        let next = log.last_lsn().get().checked_add(1);
+        if let Some(next) = next {
+            let payload = b"appended after recovery";
+            let lsn = log
+                .append(payload)
+                .unwrap_or_else(|e| panic!("{what}: append after recovery failed: {e}"));
+            assert_eq!(
+                lsn,
+                Lsn(next),
+                "{what}: append after recovery got the wrong LSN"
+            );
+            log.sync()
+                .unwrap_or_else(|e| panic!("{what}: sync after recovery failed: {e}"));
+            drop(log);
+            let log = reopen("after an append");
+            let mut with_new = records.clone();
+            with_new.push((next, payload.to_vec()));
+            let got = read_all(&log, what);
+            check_records(&log, &got, what);
+            assert!(
+                got == with_new,
+                "{what}: the appended record did not survive a reopen"
+            );
+        }
+        Ok(Outcome {
+            records,
+            clean: report.is_clean(),
+            cuts: report.cuts.len(),
+        })
+    }
+
+    let mut inp = Input(data);
+    let (image, sparse, expected) = if inp.u8() & 1 == 0 {
+        let (image, sparse) = raw_image(&mut inp);
+        (image, sparse, None)
+    } else {
+        let (written_image, written, sparse) = generate(&mut inp);
+        let mut image = written_image.clone();
+        let first_damage = damage(&mut image, &mut inp);
+        let protected = match first_damage {
+            Some(at) => protected(&written_image, &written, at),
+            None => written.clone(),
+        };
+        let expected = Expected {
+            undamaged: first_damage.is_none(),
+            written,
+            protected,
+        };
+        (image, sparse, Some(expected))
+    };
+    let [torn, pit, strict] = [
+        RecoveryMode::TolerateTornTail,
+        RecoveryMode::PointInTime,
+        RecoveryMode::Strict,
+    ]
+    .map(|mode| {
+        let outcome = run(&image, sparse, mode, expected.as_ref());
+        if std::env::var_os("STATEJOURNAL_FUZZ_VERBOSE").is_some() {
+            match &outcome {
+                Ok(o) => eprintln!(
+                    "{mode:?}: ok, {} records, {}",
+                    o.records.len(),
+                    if o.clean {
+                        "clean".to_string()
+                    } else {
+                        format!("{} cuts", o.cuts)
+                    }
+                ),
+                Err(e) => eprintln!("{mode:?}: error: {e}"),
+            }
+        }
+        outcome
+    });
+
+    if let Ok(s) = &strict {
+        assert!(s.clean, "Strict recovery reported cuts");
+        for (what, other) in [("TolerateTornTail", &torn), ("PointInTime", &pit)] {
+            let o = other
+                .as_ref()
+                .unwrap_or_else(|e| panic!("Strict opened the log but {what} failed: {e}"));
+            assert!(o.clean, "Strict opened the log cleanly but {what} cut");
+            assert!(
+                o.records == s.records,
+                "Strict and {what} recovered other records"
+            );
+        }
+    }
+    if let Ok(t) = &torn {
+        let p = pit.as_ref().unwrap_or_else(|e| {
+            panic!("TolerateTornTail opened the log but PointInTime failed: {e}")
+        });
+        assert!(
+            p.records == t.records,
+            "TolerateTornTail and PointInTime recovered other records"
+        );
+        assert_eq!(
+            p.cuts, t.cuts,
+            "TolerateTornTail and PointInTime cut differently"
+        );
+        assert_eq!(
+            p.clean, t.clean,
+            "TolerateTornTail and PointInTime disagree on cleanliness"
+        );
+    }
+    for (what, outcome) in [("TolerateTornTail", &torn), ("PointInTime", &pit)] {
+        if let (Ok(o), Err(e)) = (outcome, &strict) {
+            assert!(
+                !o.clean,
+                "{what} found nothing to cut but Strict failed: {e}"
+            );
+        }
     }
 }
