@@ -44,7 +44,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Another open log (in this process or another) holds the directory lock.
+    /// Another open log (in this process or another) holds the directory lock. (A log dropped a
+    /// moment ago can still hold it if the process forked a child in the meantime: the child
+    /// shares the lock until it execs.)
     #[error("{} is locked: the log is open elsewhere (in this or another process)", path.display())]
     Locked {
         /// The lock file.
@@ -83,6 +85,12 @@ pub enum Error {
         /// Largest payload that fits.
         max: usize,
     },
+    /// The log has used every LSN up to [`MAX_LSN`](crate::codec::frame::MAX_LSN).
+    #[error("the log has reached the largest LSN ({max}); start a new log")]
+    LsnExhausted {
+        /// The limit.
+        max: u64,
+    },
     /// An option is out of range.
     #[error("invalid option {name}: {reason}")]
     InvalidOptions {
@@ -103,7 +111,9 @@ impl Error {
             | Error::Poisoned { path, .. }
             | Error::UnsupportedVersion { path, .. } => Some(path),
             Error::Corruption(c) => Some(&c.path),
-            Error::RecordTooLarge { .. } | Error::InvalidOptions { .. } => None,
+            Error::RecordTooLarge { .. }
+            | Error::InvalidOptions { .. }
+            | Error::LsnExhausted { .. } => None,
         }
     }
 

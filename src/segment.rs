@@ -425,7 +425,7 @@ impl Segment {
     /// LSN of the last data record reserved in this segment (the one before `base_lsn` if none).
     pub fn last_reserved_lsn(&self) -> u64 {
         let count = (self.reserve.load(Ordering::Acquire) >> COUNT_SHIFT) & COUNT_MASK;
-        (self.header.base_lsn + count).saturating_sub(1)
+        self.header.base_lsn.saturating_add(count).saturating_sub(1)
     }
 
     /// Walks the frames published since the last walk and returns the end of the contiguous
@@ -573,6 +573,28 @@ impl Segment {
     /// `fdatasync` of the whole file: makes durable whatever the page cache holds for it.
     pub fn sync_file(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    /// Recovery's step for a segment that will not be appended to: everything from `end` on is
+    /// unreadable from now on, and the bytes in `[end, dirty_end)` (debris after the segment's
+    /// last record) are zeroed and flushed. Needs a writable mapping when there is debris.
+    pub fn seal_at(&mut self, end: usize, dirty_end: usize) -> io::Result<()> {
+        let end = end.min(self.len);
+        let dirty_end = dirty_end.min(self.len);
+        if dirty_end > end {
+            // SAFETY: `&mut self` proves no view of the mapping is alive and no other thread can
+            // append (the segment is sealed and unshared); the range is within the mapping.
+            unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(end), 0, dirty_end - end) };
+            self.map.flush_range(end, dirty_end - end)?;
+        }
+        *self.published.get_mut() = end;
+        *self.synced.get_mut() = end;
+        *self.reserve.get_mut() = SEALED | end as u64;
+        *self.scan.get_mut().unwrap_or_else(PoisonError::into_inner) = ScanPos {
+            pos: end,
+            last_data: None,
+        };
+        Ok(())
     }
 
     /// Recovery's last step on the tail segment: zero every byte from `end` to `dirty_end` (a torn

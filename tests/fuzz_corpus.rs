@@ -464,9 +464,16 @@ const BASE: [W; 10] = [
     W::Small(7),
 ];
 
-/// Inputs that fail the harness because of library bugs not fixed yet. Once fixed, move each to
-/// `seeds` (and regenerate) so that it guards against regressions.
-fn library_bug_reproducers() -> Vec<(&'static str, Vec<u8>)> {
+/// Inputs that failed the harness because of library bugs, each fixed since; they are also in the
+/// corpus as `regression-<name>`, so the fuzzer starts from them.
+///
+/// * The two "non-tail" inputs: recovery accepted a segment whose successor proved it complete
+///   without looking at bytes after its last record, so a damaged trailing sync marker gave a clean
+///   report (even in Strict mode) and then every full read failed. Such debris is now an error in
+///   Strict mode and set aside (reported as `CutReason::DebrisAfterCompleteSegment`) otherwise.
+/// * The three "lsn-overflow" inputs: LSN arithmetic overflowed on forged LSNs near `u64::MAX`.
+///   Headers with a base LSN above `MAX_LSN` are now refused and the scans use saturating math.
+fn fuzz_regressions() -> Vec<(&'static str, Vec<u8>)> {
     let flags = META_DERIVED | PAD | FIX;
     let max = u64::MAX;
     vec![
@@ -549,9 +556,8 @@ fn segment(base_lsn: u64, frames: &[(u64, FrameKind, &[u8])]) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "library bugs found by fuzzing, not fixed yet"]
-fn library_bug_reproducers_pass() {
-    let failing: Vec<&str> = library_bug_reproducers()
+fn fuzz_regressions_stay_fixed() {
+    let failing: Vec<&str> = fuzz_regressions()
         .into_iter()
         .filter(|(name, data)| {
             eprintln!("replaying {name}");
@@ -559,7 +565,17 @@ fn library_bug_reproducers_pass() {
         })
         .map(|(name, _)| name)
         .collect();
-    assert!(failing.is_empty(), "still failing: {failing:?}");
+    assert!(failing.is_empty(), "failing again: {failing:?}");
+    // And they are in the corpus the fuzzer starts from.
+    for (name, data) in fuzz_regressions() {
+        let path = corpus_dir().join(format!("regression-{name}"));
+        assert_eq!(
+            fs::read(&path).ok().as_deref(),
+            Some(&data[..]),
+            "{} missing or stale",
+            path.display()
+        );
+    }
 }
 
 #[test]
@@ -578,5 +594,8 @@ fn regenerate_seed_corpus() {
     for (name, data) in seeds() {
         assert!(data.len() < 64 << 10, "seed {name} is too large");
         fs::write(dir.join(format!("seed-{name}")), &data).expect("write a seed");
+    }
+    for (name, data) in fuzz_regressions() {
+        fs::write(dir.join(format!("regression-{name}")), &data).expect("write a regression input");
     }
 }

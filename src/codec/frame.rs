@@ -19,6 +19,10 @@
 
 use super::{get_u32, get_u64, put_u32, put_u64};
 
+/// The largest LSN a log may reach (2^62: 14,000 years at ten million records a second). Headers
+/// naming a larger base LSN are refused, so LSN arithmetic never overflows.
+pub const MAX_LSN: u64 = 1 << 62;
+
 /// Frames start at multiples of this many bytes.
 pub const FRAME_ALIGN: usize = 8;
 /// Byte offset of the CRC field within a frame.

@@ -154,7 +154,10 @@ impl SegmentHeader {
             prev_last_crc: get_u32(head, PREV_LAST_CRC_OFFSET).unwrap_or(0),
             predecessor_unsynced: flags & FLAG_PREDECESSOR_UNSYNCED != 0,
         };
-        if h.base_lsn == 0 || h.prev_last_lsn != h.base_lsn - 1 {
+        if h.base_lsn == 0
+            || h.base_lsn > super::frame::MAX_LSN
+            || h.prev_last_lsn != h.base_lsn - 1
+        {
             return Err(HeaderError::Invalid(
                 "base LSN does not follow the previous segment's last LSN",
             ));

@@ -32,7 +32,7 @@ pub use options::{Durability, LogOptions, RecoveryMode, DEFAULT_SEGMENT_SIZE};
 pub use reader::{LogReader, Record};
 pub use recovery::{CutReason, RecoveryReport, TailCut};
 
-use crate::codec::frame::FrameKind;
+use crate::codec::frame::{FrameKind, MAX_LSN};
 use crate::codec::header::{SegmentHeader, FORMAT_VERSION};
 use crate::codec::meta::LogMeta;
 use crate::error::{Error, Result};
@@ -376,6 +376,9 @@ impl Shared {
             self.flush_segments(full, end)?;
             let mut d = lock(&self.dur);
             d.durable = d.durable.max(prev_last_lsn);
+        }
+        if prev_last_lsn >= MAX_LSN {
+            return Err(Error::LsnExhausted { max: MAX_LSN });
         }
         let header = SegmentHeader {
             version: FORMAT_VERSION,

@@ -123,6 +123,9 @@ impl fmt::Display for TailCut {
         let why = match &self.reason {
             CutReason::TornTail => "torn tail".to_string(),
             CutReason::DurableDataDamaged(c) => format!("point-in-time recovery past damage: {c}"),
+            CutReason::DebrisAfterCompleteSegment => {
+                "debris after the last record of a complete segment, no record lost".to_string()
+            }
         };
         write!(
             f,
@@ -150,6 +153,10 @@ pub enum CutReason {
     TornTail,
     /// The damage is in durable data and [`RecoveryMode::PointInTime`] chose to stop before it.
     DurableDataDamaged(Box<Corruption>),
+    /// Damaged or stray bytes after the last record of a segment whose successor proves it
+    /// complete (for instance a damaged sync marker): nothing is lost; the bytes are set aside so
+    /// that no reader trips over them.
+    DebrisAfterCompleteSegment,
 }
 
 pub(super) struct Recovered {
@@ -290,7 +297,7 @@ pub(crate) fn scan_ahead(buf: &[u8], from: usize, to: usize, expected_lsn: u64) 
                             .map_or((f.lsn, f.lsn), |(lo, hi)| (lo.min(f.lsn), hi.max(f.lsn))),
                     );
                 }
-                FrameKind::SyncMarker if f.lsn + 1 >= expected_lsn => {
+                FrameKind::SyncMarker if f.lsn.saturating_add(1) >= expected_lsn => {
                     let w = buf
                         .get(f.payload_start..f.payload_end)
                         .and_then(decode_sync_marker);
@@ -399,6 +406,24 @@ fn damaged(
     )
 }
 
+/// `path`, or `path.1`, `path.2`, ... : the first name not yet taken, so that an earlier recovery's
+/// set-aside bytes are never overwritten by a later one's.
+fn unused_name(path: PathBuf) -> PathBuf {
+    if !path.exists() {
+        return path;
+    }
+    let mut n = 1u32;
+    loop {
+        let mut candidate = path.clone().into_os_string();
+        candidate.push(format!(".{n}"));
+        let candidate = PathBuf::from(candidate);
+        if !candidate.exists() {
+            return candidate;
+        }
+        n += 1;
+    }
+}
+
 /// Saves `[from, to)` of a segment next to it before recovery zeroes it.
 fn backup_cut(dir: &Path, seg: &Segment, from: usize, to: usize) -> Result<Option<PathBuf>> {
     if to <= from {
@@ -407,7 +432,7 @@ fn backup_cut(dir: &Path, seg: &Segment, from: usize, to: usize) -> Result<Optio
     let Some(bytes) = seg.bytes(from, to) else {
         return Ok(None);
     };
-    let path = format::cut_backup_path(dir, seg.id(), from as u64);
+    let path = unused_name(format::cut_backup_path(dir, seg.id(), from as u64));
     let tmp = format::tmp_path(
         dir,
         &path
@@ -521,7 +546,39 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         };
         let claim = (next.header().prev_last_lsn, next.header().prev_last_crc);
         if last == claim {
+            // Every record the successor names is here. Anything after them (a damaged sync
+            // marker, stray bytes) is debris: no record is lost, but it must not be read.
             prev_last = Some(last);
+            let dirty = segment_dirty_end(&seg, buf, scan.end);
+            let mut seg = seg;
+            if dirty > scan.end {
+                let damage = scan.damage.unwrap_or(RecordDamage::GarbageAfterEnd);
+                if opts.recovery_mode == RecoveryMode::Strict {
+                    return Err(damaged(
+                        &seg,
+                        scan.end,
+                        scan.next_lsn,
+                        damage,
+                        DurabilityEvidence::StrictMode,
+                    ));
+                }
+                let (path, id) = (seg.path().to_path_buf(), seg.id());
+                drop(seg);
+                seg = Segment::open(&path, id, true)?;
+                let backup = backup_cut(dir, &seg, scan.end, dirty)?;
+                report.cuts.push(TailCut {
+                    path,
+                    offset: scan.end as u64,
+                    bytes: (dirty - scan.end) as u64,
+                    damage,
+                    reason: CutReason::DebrisAfterCompleteSegment,
+                    first_cut_lsn: Lsn(scan.next_lsn),
+                    intact_records_cut: None,
+                    backup,
+                });
+            }
+            seg.seal_at(scan.end, dirty)
+                .map_err(|e| Error::io("msync", seg.path(), e))?;
             recovered.push(Arc::new(seg));
             continue;
         }
@@ -606,7 +663,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         meta.last_segment = id;
         write_meta(dir, &meta)?;
         for p in later {
-            let aside = p.with_extension("seg.discarded");
+            let aside = unused_name(p.with_extension("seg.discarded"));
             fs::rename(&p, &aside).map_err(|e| Error::io("rename", &p, e))?;
             report.discarded_segments.push(aside);
         }
