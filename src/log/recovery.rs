@@ -348,6 +348,7 @@ fn create_new(
     mut report: RecoveryReport,
     started: Instant,
 ) -> Result<Recovered> {
+    remove_leftovers(&report)?;
     let header = SegmentHeader {
         version: FORMAT_VERSION,
         log_id: random_log_id(),
@@ -453,10 +454,10 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
     let listing = list_dir(dir)?;
-    for tmp in listing.temporaries {
-        fs::remove_file(&tmp).map_err(|e| Error::io("remove", &tmp, e))?;
-        report.removed_files.push(tmp);
-    }
+    // Removed only once recovery succeeds (see `remove_leftovers`): a failed open changes nothing.
+    report
+        .removed_files
+        .extend(listing.temporaries.iter().cloned());
 
     let meta_path = dir.join(format::META_FILE);
     let mut meta = match fs::read(&meta_path) {
@@ -477,7 +478,6 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
     let mut ids = Vec::new();
     for (id, path) in &listing.segments {
         if *id < meta.first_segment {
-            fs::remove_file(path).map_err(|e| Error::io("remove", path, e))?;
             report.removed_files.push(path.clone());
         } else {
             ids.push(*id);
@@ -762,6 +762,19 @@ fn cut_tail(
     Ok(())
 }
 
+/// Deletes the temporaries and deletion leftovers listed in the report, once recovery has
+/// succeeded: a failed open leaves the directory exactly as it found it.
+fn remove_leftovers(report: &RecoveryReport) -> Result<()> {
+    for path in &report.removed_files {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", path, e)),
+        }
+    }
+    Ok(())
+}
+
 fn finish(
     dir: &Path,
     mut meta: LogMeta,
@@ -770,6 +783,7 @@ fn finish(
     mut report: RecoveryReport,
     started: Instant,
 ) -> Result<Recovered> {
+    remove_leftovers(&report)?;
     let (Some(first), Some(tail)) = (recovered.first(), recovered.last()) else {
         return Err(Error::corrupt(
             dir.join(format::META_FILE),
