@@ -1,5 +1,9 @@
-//! Appends 128-byte records in Buffered mode for a few seconds: a target for `perf record`.
-//! `cargo run --release --example append_profile -- DIR SECONDS`
+//! Appends 128-byte records in Buffered mode from N threads for a few seconds, and reports
+//! throughput, stalls and the page faults the appending threads took: a target for `perf record`
+//! and a quick check between benchmark runs.
+//!
+//! `cargo run --release --example append_profile -- [DIR] [SECONDS] [THREADS]`
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn main() -> Result<(), statejournal::Error> {
@@ -8,39 +12,54 @@ fn main() -> Result<(), statejournal::Error> {
         .get(1)
         .map_or("target/tmp/append-profile", String::as_str);
     let secs: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let threads: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
     let _ = std::fs::remove_dir_all(dir);
-    let log = statejournal::Log::open(dir, statejournal::LogOptions::default())?;
-    let payload = [7u8; 128];
-    let mut batches = Vec::new();
-    let faults0 = thread_minor_faults();
+    let log = Arc::new(statejournal::Log::open(
+        dir,
+        statejournal::LogOptions::default(),
+    )?);
     let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < Duration::from_secs(secs) {
-        let t = Instant::now();
-        for _ in 0..10_000 {
-            log.append(&payload)?;
-        }
-        batches.push(t.elapsed());
-        n += 10_000;
-        let segs = log.last_lsn().get();
-        if segs > 200_000_000 {
-            // keep the disk footprint bounded
-            log.delete_below(log.last_lsn())?;
-        }
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(
+                move || -> Result<(u64, Vec<Duration>, u64), statejournal::Error> {
+                    let payload = [7u8; 128];
+                    let faults0 = thread_minor_faults();
+                    let mut batches = Vec::new();
+                    let mut n = 0u64;
+                    while start.elapsed() < Duration::from_secs(secs) {
+                        let t = Instant::now();
+                        for _ in 0..10_000 {
+                            log.append(&payload)?;
+                        }
+                        batches.push(t.elapsed());
+                        n += 10_000;
+                    }
+                    Ok((n, batches, thread_minor_faults() - faults0))
+                },
+            )
+        })
+        .collect();
+    let mut total = 0u64;
+    let mut batches = Vec::new();
+    let mut faults = 0u64;
+    for w in workers {
+        let (n, b, f) = w.join().expect("worker panicked")?;
+        total += n;
+        batches.extend(b);
+        faults += f;
     }
     let el = start.elapsed().as_secs_f64();
     batches.sort();
     let med = batches[batches.len() / 2];
     let slow: Duration = batches.iter().filter(|b| **b > med * 3).sum();
     println!(
-        "batches of 10k: min {:?} median {:?} p99 {:?} max {:?}; time in batches slower than 3x median: {:?} of {:.2}s",
-        batches[0], med, batches[batches.len() * 99 / 100], batches[batches.len() - 1], slow, el
-    );
-    println!(
-        "{:.2} M records/s; page faults taken by the appending thread: {} ({:.1} per MiB)",
-        n as f64 / el / 1e6,
-        thread_minor_faults() - faults0,
-        (thread_minor_faults() - faults0) as f64 / (n as f64 * 152.0 / 1048576.0)
+        "{threads} thread(s): {:.2} M records/s; batches of 10k: min {:?} median {med:?} max {:?}; \
+         time in batches slower than 3x median: {slow:?}; page faults in appenders: {faults}",
+        total as f64 / el / 1e6,
+        batches[0],
+        batches[batches.len() - 1],
     );
     Ok(())
 }

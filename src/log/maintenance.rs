@@ -72,6 +72,8 @@ fn run(shared: &Shared, wake: &Receiver<()>) {
             }
         }
         if !shared.poisoned.load(Ordering::Acquire) {
+            // Prefaulting first: an appender that overtakes it pays for page faults itself.
+            prefault(shared, &mut progress);
             // A failure poisons the log; the owner sees it on its next call.
             let _ = shared.settle_creations();
             tend(shared, &mut progress);
@@ -79,8 +81,8 @@ fn run(shared: &Shared, wake: &Receiver<()>) {
     }
 }
 
-/// One round of prefaulting, writeback and preparation.
-fn tend(shared: &Shared, p: &mut Progress) {
+/// Faults in the pages up to [`PREFAULT_AHEAD`] past the appenders.
+fn prefault(shared: &Shared, p: &mut Progress) {
     let seg = shared.current.load_full();
     if seg.id() != p.segment {
         *p = Progress {
@@ -95,6 +97,15 @@ fn tend(shared: &Shared, p: &mut Progress) {
         seg.prefault(p.prefaulted.max(reserved), ahead);
         p.prefaulted = ahead;
     }
+}
+
+/// One round of writeback and preparation of the next segment.
+fn tend(shared: &Shared, p: &mut Progress) {
+    let seg = shared.current.load_full();
+    if seg.id() != p.segment {
+        return; // rolled meanwhile: the next round starts with the new segment
+    }
+    let reserved = seg.reserved_end();
     // Advancing the published-prefix walk here also keeps the roll's final walk short.
     let published = seg.published_prefix().end;
     if shared.opts.durability != Durability::Sync && published >= p.written_back + WRITEBACK_BATCH {
