@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use memmap2::{Advice, MmapOptions, MmapRaw};
+use memmap2::{Advice, MmapOptions, MmapRaw, UncheckedAdvice};
 
 use crate::codec::frame::{
     frame_crc, frame_size, FrameKind, CRC_OFFSET, FRAME_ALIGN, FRAME_HEADER_LEN, KIND_OFFSET,
@@ -548,6 +548,27 @@ impl Segment {
     /// Faults in the pages of `[from, to)` for writing ahead of the appenders (best effort).
     pub fn prefault(&self, from: usize, to: usize) {
         prefault(&self.map, self.len, from, to);
+    }
+
+    /// Drops this process's page-table entries for the pages inside `[from, to)` (`MADV_DONTNEED`
+    /// on a shared file mapping). The data stays in the page cache, dirty pages stay dirty, and
+    /// the next access faults the page back in. Done behind the appenders before writeback:
+    /// writeback write-protects every mapped page it cleans, one TLB-shootdown IPI per 4 KiB
+    /// page, which interrupts the appending threads; unmapped pages need none.
+    pub fn release_pages(&self, from: usize, to: usize) {
+        const PAGE: usize = 4096;
+        let from = from.next_multiple_of(PAGE);
+        let to = to.min(self.len) & !(PAGE - 1);
+        if to > from {
+            // SAFETY: MADV_DONTNEED is "unchecked" in memmap2 because on a *private* mapping it
+            // discards modifications. This mapping is MAP_SHARED over a file: dropping the page
+            // table entries discards nothing (the page cache keeps the data, dirty or not), and any
+            // later access, including through a live `&[u8]` view, faults the same bytes back in.
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise_range(UncheckedAdvice::DontNeed, from, to - from)
+            };
+        }
     }
 
     /// Starts writing back the dirty pages of `[from, to)` without waiting

@@ -110,6 +110,7 @@ fn tend(shared: &Shared, p: &mut Progress) {
     let published = seg.published_prefix().end;
     if shared.opts.durability != Durability::Sync && published >= p.written_back + WRITEBACK_BATCH {
         let to = published & !(4096 - 1);
+        seg.release_pages(p.written_back, to);
         seg.start_writeback(p.written_back, to);
         p.written_back = to;
     }
