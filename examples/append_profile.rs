@@ -14,10 +14,16 @@ fn main() -> Result<(), statejournal::Error> {
     let secs: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
     let threads: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
     let _ = std::fs::remove_dir_all(dir);
-    let log = Arc::new(statejournal::Log::open(
-        dir,
-        statejournal::LogOptions::default(),
-    )?);
+    // SJ_COMMIT_EVERY=N: Sync durability with a commit every N appends (default: Buffered).
+    let commit_every: u64 = std::env::var("SJ_COMMIT_EVERY")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut opts = statejournal::LogOptions::default();
+    if commit_every > 0 {
+        opts = opts.durability(statejournal::Durability::Sync);
+    }
+    let log = Arc::new(statejournal::Log::open(dir, opts)?);
     let start = Instant::now();
     let workers: Vec<_> = (0..threads)
         .map(|_| {
@@ -30,8 +36,11 @@ fn main() -> Result<(), statejournal::Error> {
                     let mut n = 0u64;
                     while start.elapsed() < Duration::from_secs(secs) {
                         let t = Instant::now();
-                        for _ in 0..10_000 {
+                        for i in 0..10_000u64 {
                             log.append(&payload)?;
+                            if commit_every > 0 && i % commit_every == commit_every - 1 {
+                                log.commit()?;
+                            }
                         }
                         batches.push(t.elapsed());
                         n += 10_000;
