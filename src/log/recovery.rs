@@ -517,6 +517,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
     }
 
     let mut watermark = 0u64;
+    let mut debris: Vec<Debris> = Vec::new();
     let mut prev_last: Option<(u64, u32)> = None;
     let mut recovered: Vec<Arc<Segment>> = Vec::with_capacity(segs.len());
     let mut tail: Option<(Segment, SegmentScan)> = None;
@@ -562,22 +563,18 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
                         DurabilityEvidence::StrictMode,
                     ));
                 }
-                let (path, id) = (seg.path().to_path_buf(), seg.id());
-                drop(seg);
-                seg = Segment::open(&path, id, true)?;
-                let backup = backup_cut(dir, &seg, scan.end, dirty)?;
-                report.cuts.push(TailCut {
-                    path,
-                    offset: scan.end as u64,
-                    bytes: (dirty - scan.end) as u64,
+                // Set aside in `finish`, once the whole log is known to recover: a failed open
+                // changes nothing.
+                debris.push(Debris {
+                    path: seg.path().to_path_buf(),
+                    id: seg.id(),
+                    from: scan.end,
+                    to: dirty,
                     damage,
-                    reason: CutReason::DebrisAfterCompleteSegment,
-                    first_cut_lsn: Lsn(scan.next_lsn),
-                    intact_records_cut: None,
-                    backup,
+                    next_lsn: scan.next_lsn,
                 });
             }
-            seg.seal_at(scan.end, dirty)
+            seg.seal_at(scan.end, scan.end)
                 .map_err(|e| Error::io("msync", seg.path(), e))?;
             recovered.push(Arc::new(seg));
             continue;
@@ -668,7 +665,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
             report.discarded_segments.push(aside);
         }
         sync_dir(dir)?;
-        return finish(dir, meta, recovered, watermark, report, started);
+        return finish(dir, meta, recovered, debris, watermark, report, started);
     }
 
     let (seg, scan) = tail.ok_or_else(|| {
@@ -730,7 +727,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
             write_meta(dir, &meta)?;
         }
     }
-    finish(dir, meta, recovered, watermark, report, started)
+    finish(dir, meta, recovered, debris, watermark, report, started)
 }
 
 /// Cuts `seg` at `scan.end` (saving the cut bytes) and makes it the appendable tail.
@@ -775,15 +772,50 @@ fn remove_leftovers(report: &RecoveryReport) -> Result<()> {
     Ok(())
 }
 
+/// Bytes after the last record of a segment its successor proves complete.
+struct Debris {
+    path: PathBuf,
+    id: u64,
+    from: usize,
+    to: usize,
+    damage: RecordDamage,
+    next_lsn: u64,
+}
+
+/// Saves and zeroes debris (through a second, writable mapping: the recovered segment is already
+/// capped below it and never reads it).
+fn clear_debris(dir: &Path, d: Debris, report: &mut RecoveryReport) -> Result<()> {
+    let mut seg = Segment::open(&d.path, d.id, true)?;
+    let backup = backup_cut(dir, &seg, d.from, d.to)?;
+    seg.seal_at(d.from, d.to)
+        .map_err(|e| Error::io("msync", &d.path, e))?;
+    report.cuts.push(TailCut {
+        path: d.path,
+        offset: d.from as u64,
+        bytes: (d.to - d.from) as u64,
+        damage: d.damage,
+        reason: CutReason::DebrisAfterCompleteSegment,
+        first_cut_lsn: Lsn(d.next_lsn),
+        intact_records_cut: None,
+        backup,
+    });
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn finish(
     dir: &Path,
     mut meta: LogMeta,
     recovered: Vec<Arc<Segment>>,
+    debris: Vec<Debris>,
     watermark: u64,
     mut report: RecoveryReport,
     started: Instant,
 ) -> Result<Recovered> {
     remove_leftovers(&report)?;
+    for d in debris {
+        clear_debris(dir, d, &mut report)?;
+    }
     let (Some(first), Some(tail)) = (recovered.first(), recovered.last()) else {
         return Err(Error::corrupt(
             dir.join(format::META_FILE),
