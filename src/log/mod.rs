@@ -550,6 +550,10 @@ impl Shared {
     }
 
     fn delete_below(&self, lsn: u64) -> Result<usize> {
+        // Rolls in Buffered/Periodic mode record new segments in the meta file lazily; bring it
+        // up to date first, or moving `first_segment` past a stale `last_segment` would write an
+        // invalid meta file (a bug `tests/model.rs` found).
+        self.settle_creations()?;
         let mut meta = lock(&self.meta);
         let doomed: Vec<Arc<Segment>> = {
             let segs = lock(&self.segments);
