@@ -91,6 +91,55 @@ pub enum Error {
         /// The limit.
         max: u64,
     },
+    /// A state is registered under this name with another kind.
+    #[error("state {name:?} is a {existing} state; it cannot be opened as a {requested} state")]
+    StateConflict {
+        /// The state's name.
+        name: String,
+        /// Its registered kind.
+        existing: crate::StateKind,
+        /// The kind asked for.
+        requested: crate::StateKind,
+    },
+    /// The key belongs to a key group this journal does not serve.
+    #[error("key group {key_group} is not served by this journal (it serves {range})")]
+    KeyGroupNotOwned {
+        /// The key's group.
+        key_group: crate::KeyGroup,
+        /// The groups the journal serves.
+        range: crate::KeyGroupRange,
+    },
+    /// The journal was created with another number of key groups.
+    #[error("the journal in {} has {stored} key groups, not {requested}: the number is fixed when a journal is created", path.display())]
+    KeyGroupsMismatch {
+        /// The journal directory.
+        path: PathBuf,
+        /// The stored number.
+        stored: u16,
+        /// The number asked for.
+        requested: u16,
+    },
+    /// A key, namespace or value could not be encoded or decoded (for instance a value written as
+    /// another type).
+    #[error("state {state:?}: {source}")]
+    Codec {
+        /// The state.
+        state: String,
+        /// What the codec said.
+        #[source]
+        source: crate::CodecError,
+    },
+    /// A log record passed its checksum but is not a valid state mutation (written by a foreign
+    /// program, or a bug).
+    #[error("{}: the record with LSN {lsn} is not a valid state record: {detail}", path.display())]
+    InvalidRecord {
+        /// The journal directory.
+        path: PathBuf,
+        /// The record.
+        lsn: u64,
+        /// What is wrong.
+        detail: String,
+    },
     /// An option is out of range.
     #[error("invalid option {name}: {reason}")]
     InvalidOptions {
@@ -109,11 +158,16 @@ impl Error {
             | Error::NoSpace { path, .. }
             | Error::Locked { path }
             | Error::Poisoned { path, .. }
-            | Error::UnsupportedVersion { path, .. } => Some(path),
+            | Error::UnsupportedVersion { path, .. }
+            | Error::KeyGroupsMismatch { path, .. }
+            | Error::InvalidRecord { path, .. } => Some(path),
             Error::Corruption(c) => Some(&c.path),
             Error::RecordTooLarge { .. }
             | Error::InvalidOptions { .. }
-            | Error::LsnExhausted { .. } => None,
+            | Error::LsnExhausted { .. }
+            | Error::StateConflict { .. }
+            | Error::KeyGroupNotOwned { .. }
+            | Error::Codec { .. } => None,
         }
     }
 

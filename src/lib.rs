@@ -31,15 +31,26 @@
 pub mod codec;
 mod error;
 pub mod format;
+mod journal;
+mod keygroup;
 mod log;
 mod segment;
+mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use error::{Corruption, CorruptionKind, DurabilityEvidence, Error, RecordDamage, Result};
+pub use journal::{Journal, JournalOptions, Registrar, StateStats};
+pub use keygroup::{
+    key_group_of, key_hash, KeyGroup, KeyGroupRange, DEFAULT_MAX_KEY_GROUPS, MAX_KEY_GROUPS,
+};
 pub use log::{
     CutReason, Durability, Log, LogOptions, LogReader, Lsn, Record, RecoveryMode, RecoveryReport,
     TailCut, DEFAULT_SEGMENT_SIZE,
+};
+pub use state::{
+    AggregateFunction, AggregatingState, Clock, Codec, CodecError, ListState, ManualClock,
+    MapState, Postcard, ReducingState, StateKind, StateTtl, SystemClock, ValueState,
 };
 
 /// The README's examples are compiled and run as doctests.

@@ -7,6 +7,7 @@
 pub mod frame;
 pub mod header;
 pub mod meta;
+pub mod record;
 
 /// Reads a little-endian `u32` at `at`. `None` if the slice is too short.
 #[inline]

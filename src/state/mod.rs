@@ -1,0 +1,382 @@
+//! Keyed state: the state registry, the in-memory tables, and applying mutation records to them.
+//!
+//! Every mutation reaches the tables the same way, live or in recovery: it is encoded as a record
+//! ([`crate::codec::record`]), appended to the log, and then applied from the encoded bytes by
+//! [`Store::apply`]. Replay therefore rebuilds exactly the state the live path built.
+
+mod codec;
+mod handles;
+// `retain`, `update`, `with_capacity`, `stats` and `compact_all` serve TTL cleanup, compaction and
+// snapshot loading (the next layers); the journal uses the rest today.
+#[allow(dead_code)]
+mod table;
+mod ttl;
+
+use std::collections::HashMap;
+
+pub use codec::{Codec, CodecError, Postcard};
+pub use handles::{
+    AggregateFunction, AggregatingState, ListState, MapState, ReducingState, ValueState,
+};
+pub use ttl::{Clock, ManualClock, StateTtl, SystemClock};
+
+pub(crate) use table::Table;
+pub(crate) use ttl::{split_expiry, EXPIRY_LEN};
+
+use crate::codec::record::{decode_record, split_composite, Op, RecordError};
+use crate::keygroup::{key_hash, KeyGroup, KeyGroupRange};
+
+/// The kinds of state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StateKind {
+    /// One value per key.
+    Value,
+    /// A list per key; adds log only the added elements.
+    List,
+    /// A map per key; entries are logged one by one.
+    Map,
+    /// One value per key, combined with each added value by a reduce function.
+    Reducing,
+    /// An accumulator per key, fed by an aggregate function.
+    Aggregating,
+}
+
+impl StateKind {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            StateKind::Value => 1,
+            StateKind::List => 2,
+            StateKind::Map => 3,
+            StateKind::Reducing => 4,
+            StateKind::Aggregating => 5,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Self> {
+        Some(match c {
+            1 => StateKind::Value,
+            2 => StateKind::List,
+            3 => StateKind::Map,
+            4 => StateKind::Reducing,
+            5 => StateKind::Aggregating,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for StateKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            StateKind::Value => "value",
+            StateKind::List => "list",
+            StateKind::Map => "map",
+            StateKind::Reducing => "reducing",
+            StateKind::Aggregating => "aggregating",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A registered state.
+#[derive(Debug, Clone)]
+pub(crate) struct StateMeta {
+    pub name: String,
+    pub kind: StateKind,
+    pub ttl: Option<StateTtl>,
+}
+
+/// A map state's tables: `outer` maps a composite key to the index of its entries' table.
+#[derive(Debug, Default)]
+pub(crate) struct MapData {
+    pub outer: Table,
+    pub inner: Vec<Table>,
+    free: Vec<u32>,
+}
+
+impl MapData {
+    /// The entries of a composite key, if it has any.
+    pub fn entries(&self, hash: u64, key: &[u8]) -> Option<&Table> {
+        let idx = self.outer.get(hash, key)?;
+        let idx = u32::from_le_bytes(idx.try_into().ok()?) as usize;
+        self.inner.get(idx)
+    }
+
+    fn entries_mut(&mut self, hash: u64, key: &[u8], create: bool) -> Option<&mut Table> {
+        let idx = match self
+            .outer
+            .get(hash, key)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        {
+            Some(b) => u32::from_le_bytes(b),
+            None if create => {
+                let idx = match self.free.pop() {
+                    Some(i) => i,
+                    None => {
+                        self.inner.push(Table::new());
+                        (self.inner.len() - 1) as u32
+                    }
+                };
+                self.outer.insert(hash, key, &idx.to_le_bytes());
+                idx
+            }
+            None => return None,
+        };
+        self.inner.get_mut(idx as usize)
+    }
+
+    fn remove_key(&mut self, hash: u64, key: &[u8]) {
+        if let Some(b) = self
+            .outer
+            .get(hash, key)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        {
+            let idx = u32::from_le_bytes(b);
+            if let Some(t) = self.inner.get_mut(idx as usize) {
+                t.clear();
+                self.free.push(idx);
+            }
+            self.outer.remove(hash, key);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.outer.clear();
+        self.inner.clear();
+        self.free.clear();
+    }
+}
+
+/// The tables of one state.
+#[derive(Debug)]
+pub(crate) enum Data {
+    /// Value, list, reducing and aggregating states: composite key → stored value.
+    Plain(Table),
+    /// Map states.
+    Map(MapData),
+}
+
+/// Every state of a journal.
+#[derive(Debug)]
+pub(crate) struct Store {
+    pub states: Vec<(StateMeta, Data)>,
+    pub by_name: HashMap<String, u32>,
+    /// Set by the journal's `Init` record.
+    pub max_key_groups: Option<u16>,
+    /// The key groups this journal loads and serves.
+    pub range: KeyGroupRange,
+}
+
+/// The hash the tables use for a composite key: the key's own hash when there is no namespace
+/// (then it is also the key-group hash, computed once), the composite's hash otherwise.
+#[inline]
+pub(crate) fn table_hash(composite: &[u8], ns_start: usize, key_hash_value: u64) -> u64 {
+    if ns_start >= composite.len() {
+        key_hash_value
+    } else {
+        key_hash(composite)
+    }
+}
+
+fn hash_of_composite(composite: &[u8]) -> Result<u64, RecordError> {
+    let (key, ns) = split_composite(composite)?;
+    Ok(if ns.is_empty() {
+        key_hash(key)
+    } else {
+        key_hash(composite)
+    })
+}
+
+fn bad(what: &'static str) -> RecordError {
+    RecordError { offset: 0, what }
+}
+
+impl Store {
+    pub fn new(range: KeyGroupRange) -> Self {
+        Store {
+            states: Vec::new(),
+            by_name: HashMap::new(),
+            max_key_groups: None,
+            range,
+        }
+    }
+
+    /// Applies one record (every op of it). Ops on key groups outside `range` are skipped.
+    pub fn apply(&mut self, payload: &[u8]) -> Result<(), RecordError> {
+        for op in decode_record(payload)? {
+            self.apply_op(op?, None)?;
+        }
+        Ok(())
+    }
+
+    fn owned(&self, kg: u16) -> bool {
+        self.range.contains(KeyGroup(kg))
+    }
+
+    fn data(&mut self, state_id: u32) -> Result<&mut Data, RecordError> {
+        self.states
+            .get_mut(state_id as usize)
+            .map(|(_, d)| d)
+            .ok_or(bad("op on an unregistered state"))
+    }
+
+    /// Applies one op. `hash` is the table hash of the op's composite key when the caller
+    /// already knows it (the live path); replay computes it.
+    pub fn apply_op(&mut self, op: Op<'_>, hash: Option<u64>) -> Result<(), RecordError> {
+        let hash_of = |key: &[u8]| hash.map_or_else(|| hash_of_composite(key), Ok);
+        match op {
+            Op::Init { max_key_groups } => match self.max_key_groups {
+                Some(m) if m != max_key_groups => {
+                    return Err(bad("a second Init record disagrees"))
+                }
+                _ => self.max_key_groups = Some(max_key_groups),
+            },
+            Op::Register {
+                state_id,
+                kind,
+                flags,
+                ttl_millis,
+                name,
+            } => {
+                let kind = StateKind::from_code(kind).ok_or(bad("unknown state kind"))?;
+                let name = std::str::from_utf8(name).map_err(|_| bad("state name is not UTF-8"))?;
+                let ttl = (ttl_millis > 0).then_some(StateTtl {
+                    ttl_millis,
+                    refresh_on_read: flags & 1 != 0,
+                });
+                let meta = StateMeta {
+                    name: name.to_string(),
+                    kind,
+                    ttl,
+                };
+                let count = self.states.len();
+                match self.states.get_mut(state_id as usize) {
+                    // Re-registration: the kind is fixed, the TTL may change.
+                    Some((existing, _)) if existing.name == meta.name && existing.kind == kind => {
+                        existing.ttl = ttl;
+                    }
+                    Some(_) => return Err(bad("registration conflicts with an existing state")),
+                    None if state_id as usize == count => {
+                        let data = match kind {
+                            StateKind::Map => Data::Map(MapData::default()),
+                            _ => Data::Plain(Table::new()),
+                        };
+                        self.by_name.insert(meta.name.clone(), state_id);
+                        self.states.push((meta, data));
+                    }
+                    None => return Err(bad("state ids are not dense")),
+                }
+            }
+            Op::Put {
+                state_id,
+                kg,
+                key,
+                value,
+            } => {
+                if !self.owned(kg) {
+                    self.data(state_id)?;
+                    return Ok(());
+                }
+                let h = hash_of(key)?;
+                match self.data(state_id)? {
+                    Data::Plain(t) => {
+                        t.insert(h, key, value);
+                    }
+                    Data::Map(_) => return Err(bad("Put on a map state")),
+                }
+            }
+            Op::Delete { state_id, kg, key } => {
+                if !self.owned(kg) {
+                    self.data(state_id)?;
+                    return Ok(());
+                }
+                let h = hash_of(key)?;
+                match self.data(state_id)? {
+                    Data::Plain(t) => {
+                        t.remove(h, key);
+                    }
+                    Data::Map(m) => m.remove_key(h, key),
+                }
+            }
+            Op::Append {
+                state_id,
+                kg,
+                key,
+                expiry,
+                element,
+            } => {
+                if !self.owned(kg) {
+                    self.data(state_id)?;
+                    return Ok(());
+                }
+                let h = hash_of(key)?;
+                let Data::Plain(t) = self.data(state_id)? else {
+                    return Err(bad("Append on a map state"));
+                };
+                if expiry == 0 {
+                    t.append(h, key, element);
+                } else {
+                    // A list with a TTL carries its expiry in front: rewrite it, keep the elements.
+                    let old = t
+                        .get(h, key)
+                        .and_then(split_expiry)
+                        .map_or(&[][..], |(_, rest)| rest);
+                    let mut v = Vec::with_capacity(EXPIRY_LEN + old.len() + element.len());
+                    v.extend_from_slice(&expiry.to_le_bytes());
+                    v.extend_from_slice(old);
+                    v.extend_from_slice(element);
+                    t.insert(h, key, &v);
+                }
+            }
+            Op::ClearState { state_id } => match self.data(state_id)? {
+                Data::Plain(t) => t.clear(),
+                Data::Map(m) => m.clear(),
+            },
+            Op::MapPut {
+                state_id,
+                kg,
+                key,
+                map_key,
+                value,
+            } => {
+                if !self.owned(kg) {
+                    self.data(state_id)?;
+                    return Ok(());
+                }
+                let h = hash_of(key)?;
+                let Data::Map(m) = self.data(state_id)? else {
+                    return Err(bad("MapPut on a state that is not a map"));
+                };
+                if let Some(entries) = m.entries_mut(h, key, true) {
+                    entries.insert(key_hash(map_key), map_key, value);
+                }
+            }
+            Op::MapRemove {
+                state_id,
+                kg,
+                key,
+                map_key,
+            } => {
+                if !self.owned(kg) {
+                    self.data(state_id)?;
+                    return Ok(());
+                }
+                let h = hash_of(key)?;
+                let Data::Map(m) = self.data(state_id)? else {
+                    return Err(bad("MapRemove on a state that is not a map"));
+                };
+                let now_empty = match m.entries_mut(h, key, false) {
+                    Some(entries) => {
+                        entries.remove(key_hash(map_key), map_key);
+                        entries.is_empty()
+                    }
+                    None => false,
+                };
+                if now_empty {
+                    m.remove_key(h, key);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,123 @@
+//! The state registry (durable, kinds fixed), TTL expiry with a driven clock, and codec errors
+//! on values written as another type.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use statejournal::{Error, Journal, JournalOptions, ManualClock, StateKind, StateTtl};
+
+#[test]
+fn registrations_are_durable_and_kinds_cannot_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+    j.value_state::<u8, u8>("a").unwrap();
+    j.list_state::<u8, u8>("b").unwrap();
+    let err = j.map_state::<u8, u8, u8>("a").unwrap_err();
+    assert!(
+        matches!(&err, Error::StateConflict { name, existing: StateKind::Value, requested: StateKind::Map } if name == "a"),
+        "{err}"
+    );
+    drop(j);
+    let mut j = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+    assert!(
+        j.list_state::<u8, u8>("a").is_err(),
+        "the registration survived the reopen"
+    );
+    assert!(j.list_state::<u8, u8>("b").is_ok());
+}
+
+#[test]
+fn ttl_expires_values_and_refreshes_on_write_or_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let opts = || JournalOptions::default().clock(clock.clone());
+    let mut j = Journal::open(dir.path(), opts()).unwrap();
+    let minute = Duration::from_secs(60);
+    let on_write = j
+        .with_ttl(StateTtl::after_write(minute))
+        .value_state::<u8, u32>("w")
+        .unwrap();
+    let on_read = j
+        .with_ttl(StateTtl::after_access(minute))
+        .value_state::<u8, u32>("r")
+        .unwrap();
+    let list = j
+        .with_ttl(StateTtl::after_write(minute))
+        .list_state::<u8, u32>("l")
+        .unwrap();
+    let map = j
+        .with_ttl(StateTtl::after_write(minute))
+        .map_state::<u8, u8, u32>("m")
+        .unwrap();
+    on_write.set(&mut j, &1, &10).unwrap();
+    on_read.set(&mut j, &1, &20).unwrap();
+    list.add(&mut j, &1, &30).unwrap();
+    map.put(&mut j, &1, &9, &40).unwrap();
+
+    clock.advance(Duration::from_secs(40));
+    assert_eq!(on_write.get(&mut j, &1).unwrap(), Some(10));
+    assert_eq!(on_read.get(&mut j, &1).unwrap(), Some(20)); // refreshed: now expires at +100 s
+    list.add(&mut j, &1, &31).unwrap(); // refreshes the list
+    clock.advance(Duration::from_secs(30)); // +70 s
+    assert_eq!(
+        on_write.get(&mut j, &1).unwrap(),
+        None,
+        "expired 60 s after its write"
+    );
+    assert_eq!(map.get(&mut j, &1, &9).unwrap(), None);
+    assert_eq!(
+        on_read.get(&mut j, &1).unwrap(),
+        Some(20),
+        "the read at +40 s refreshed it"
+    );
+    assert_eq!(list.get(&mut j, &1).unwrap(), vec![30, 31]);
+    assert!(
+        on_write.keys(&j).unwrap().is_empty(),
+        "expired keys are not listed"
+    );
+    drop(j);
+
+    // Expiry survives recovery: it is part of the logged value.
+    let mut j = Journal::open(dir.path(), opts()).unwrap();
+    let on_read = j
+        .with_ttl(StateTtl::after_access(minute))
+        .value_state::<u8, u32>("r")
+        .unwrap();
+    let list = j
+        .with_ttl(StateTtl::after_write(minute))
+        .list_state::<u8, u32>("l")
+        .unwrap();
+    let on_write = j
+        .with_ttl(StateTtl::after_write(minute))
+        .value_state::<u8, u32>("w")
+        .unwrap();
+    assert_eq!(on_write.get(&mut j, &1).unwrap(), None);
+    clock.advance(Duration::from_secs(45)); // +115 s: the read at +70 s refreshed to +130 s
+    assert_eq!(on_read.get(&mut j, &1).unwrap(), Some(20));
+    assert_eq!(
+        list.get(&mut j, &1).unwrap(),
+        Vec::<u32>::new(),
+        "the list expired at +100 s"
+    );
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(on_read.get(&mut j, &1).unwrap(), None);
+}
+
+#[test]
+fn a_value_written_as_another_type_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+    let as_string = j.value_state::<u8, String>("x").unwrap();
+    as_string
+        .set(&mut j, &1, &"not a number, quite long".to_string())
+        .unwrap();
+    drop(j);
+    let mut j = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+    let as_u8 = j.value_state::<u8, u8>("x").unwrap();
+    let err = as_u8.get(&mut j, &1).unwrap_err();
+    assert!(
+        matches!(&err, Error::Codec { state, .. } if state == "x"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("\"x\""), "names the state: {err}");
+}
