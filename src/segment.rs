@@ -596,18 +596,24 @@ impl Segment {
         self.file.sync_data()
     }
 
+    /// Zeroes `[from, to)` and flushes it (recovery only: `&mut self` proves no view is alive).
+    fn zero_durably(&mut self, from: usize, to: usize) -> io::Result<()> {
+        if to > from {
+            // SAFETY: `&mut self` proves no view of the mapping is alive and no other thread can
+            // append (the segment is sealed and unshared); callers clamp the range to the mapping.
+            unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(from), 0, to - from) };
+            self.map.flush_range(from, to - from)?;
+        }
+        Ok(())
+    }
+
     /// Recovery's step for a segment that will not be appended to: everything from `end` on is
     /// unreadable from now on, and the bytes in `[end, dirty_end)` (debris after the segment's
     /// last record) are zeroed and flushed. Needs a writable mapping when there is debris.
     pub fn seal_at(&mut self, end: usize, dirty_end: usize) -> io::Result<()> {
         let end = end.min(self.len);
         let dirty_end = dirty_end.min(self.len);
-        if dirty_end > end {
-            // SAFETY: `&mut self` proves no view of the mapping is alive and no other thread can
-            // append (the segment is sealed and unshared); the range is within the mapping.
-            unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(end), 0, dirty_end - end) };
-            self.map.flush_range(end, dirty_end - end)?;
-        }
+        self.zero_durably(end, dirty_end)?;
         *self.published.get_mut() = end;
         *self.synced.get_mut() = end;
         *self.reserve.get_mut() = SEALED | end as u64;
@@ -632,12 +638,7 @@ impl Segment {
     ) -> io::Result<()> {
         let end = end.min(self.len);
         let dirty_end = dirty_end.min(self.len);
-        if dirty_end > end {
-            // SAFETY: `&mut self` proves no view of the mapping is alive and no other thread can
-            // append (the segment is sealed and unshared); the range is within the mapping.
-            unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(end), 0, dirty_end - end) };
-            self.map.flush_range(end, dirty_end - end)?;
-        }
+        self.zero_durably(end, dirty_end)?;
         *self.published.get_mut() = end;
         *self.synced.get_mut() = end;
         *self.reserve.get_mut() = ((data_count & COUNT_MASK) << COUNT_SHIFT) | end as u64;

@@ -622,27 +622,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         } else {
             None
         };
-        let reason = match (opts.recovery_mode, evidence) {
-            (RecoveryMode::Strict, ev) => {
-                return Err(damaged(
-                    &seg,
-                    scan.end,
-                    scan.next_lsn,
-                    damage,
-                    ev.unwrap_or(DurabilityEvidence::StrictMode),
-                ))
-            }
-            (RecoveryMode::TolerateTornTail, Some(ev)) => {
-                return Err(damaged(&seg, scan.end, scan.next_lsn, damage, ev))
-            }
-            (_, None) => CutReason::TornTail,
-            (RecoveryMode::PointInTime, Some(ev)) => {
-                match damaged(&seg, scan.end, scan.next_lsn, damage, ev) {
-                    Error::Corruption(c) => CutReason::DurableDataDamaged(c),
-                    other => return Err(other),
-                }
-            }
-        };
+        let reason = cut_reason(opts.recovery_mode, evidence, &seg, &scan, damage)?;
         // This segment becomes the tail; everything after it is set aside.
         let path = seg.path().to_path_buf();
         let id = seg.id();
@@ -695,27 +675,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         } else {
             None
         };
-        let reason = match (opts.recovery_mode, evidence) {
-            (RecoveryMode::Strict, ev) => {
-                return Err(damaged(
-                    &seg,
-                    scan.end,
-                    scan.next_lsn,
-                    damage,
-                    ev.unwrap_or(DurabilityEvidence::StrictMode),
-                ))
-            }
-            (RecoveryMode::TolerateTornTail, Some(ev)) => {
-                return Err(damaged(&seg, scan.end, scan.next_lsn, damage, ev))
-            }
-            (_, None) => CutReason::TornTail,
-            (RecoveryMode::PointInTime, Some(ev)) => {
-                match damaged(&seg, scan.end, scan.next_lsn, damage, ev) {
-                    Error::Corruption(c) => CutReason::DurableDataDamaged(c),
-                    other => return Err(other),
-                }
-            }
-        };
+        let reason = cut_reason(opts.recovery_mode, evidence, &seg, &scan, damage)?;
         cut_tail(dir, seg, scan, damage, reason, &mut report, &mut recovered)?;
         if let Some(cut) = report.cuts.last_mut() {
             cut.intact_records_cut = ahead.data.map(|(a, b)| (Lsn(a), Lsn(b)));
@@ -728,6 +688,27 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         }
     }
     finish(dir, meta, recovered, debris, watermark, report, started)
+}
+
+/// What the recovery mode makes of damage at `scan.end`, given the evidence that it is durable:
+/// the reason to cut there, or the error to refuse with.
+fn cut_reason(
+    mode: RecoveryMode,
+    evidence: Option<DurabilityEvidence>,
+    seg: &Segment,
+    scan: &SegmentScan,
+    damage: RecordDamage,
+) -> Result<CutReason> {
+    let refuse = |ev| damaged(seg, scan.end, scan.next_lsn, damage, ev);
+    match (mode, evidence) {
+        (RecoveryMode::Strict, ev) => Err(refuse(ev.unwrap_or(DurabilityEvidence::StrictMode))),
+        (RecoveryMode::TolerateTornTail, Some(ev)) => Err(refuse(ev)),
+        (_, None) => Ok(CutReason::TornTail),
+        (RecoveryMode::PointInTime, Some(ev)) => match refuse(ev) {
+            Error::Corruption(c) => Ok(CutReason::DurableDataDamaged(c)),
+            other => Err(other),
+        },
+    }
 }
 
 /// Cuts `seg` at `scan.end` (saving the cut bytes) and makes it the appendable tail.

@@ -187,6 +187,18 @@ fn hash_of_composite(composite: &[u8]) -> Result<u64, RecordError> {
     })
 }
 
+/// The state and key group of an op that addresses a key.
+fn keyed(op: &Op<'_>) -> Option<(u32, u16)> {
+    match *op {
+        Op::Put { state_id, kg, .. }
+        | Op::Delete { state_id, kg, .. }
+        | Op::Append { state_id, kg, .. }
+        | Op::MapPut { state_id, kg, .. }
+        | Op::MapRemove { state_id, kg, .. } => Some((state_id, kg)),
+        Op::Init { .. } | Op::Register { .. } | Op::ClearState { .. } => None,
+    }
+}
+
 fn bad(what: &'static str) -> RecordError {
     RecordError { offset: 0, what }
 }
@@ -224,6 +236,14 @@ impl Store {
     /// already knows it (the live path); replay computes it.
     pub fn apply_op(&mut self, op: Op<'_>, hash: Option<u64>) -> Result<(), RecordError> {
         let hash_of = |key: &[u8]| hash.map_or_else(|| hash_of_composite(key), Ok);
+        // Keyed ops of key groups this journal does not serve are skipped (after checking the
+        // state exists): a restore of a key-group range loads only its own keys.
+        if let Some((state_id, kg)) = keyed(&op) {
+            if !self.owned(kg) {
+                self.data(state_id)?;
+                return Ok(());
+            }
+        }
         match op {
             Op::Init { max_key_groups } => match self.max_key_groups {
                 Some(m) if m != max_key_groups => {
@@ -269,14 +289,10 @@ impl Store {
             }
             Op::Put {
                 state_id,
-                kg,
+                kg: _,
                 key,
                 value,
             } => {
-                if !self.owned(kg) {
-                    self.data(state_id)?;
-                    return Ok(());
-                }
                 let h = hash_of(key)?;
                 match self.data(state_id)? {
                     Data::Plain(t) => {
@@ -285,11 +301,11 @@ impl Store {
                     Data::Map(_) => return Err(bad("Put on a map state")),
                 }
             }
-            Op::Delete { state_id, kg, key } => {
-                if !self.owned(kg) {
-                    self.data(state_id)?;
-                    return Ok(());
-                }
+            Op::Delete {
+                state_id,
+                kg: _,
+                key,
+            } => {
                 let h = hash_of(key)?;
                 match self.data(state_id)? {
                     Data::Plain(t) => {
@@ -300,15 +316,11 @@ impl Store {
             }
             Op::Append {
                 state_id,
-                kg,
+                kg: _,
                 key,
                 expiry,
                 element,
             } => {
-                if !self.owned(kg) {
-                    self.data(state_id)?;
-                    return Ok(());
-                }
                 let h = hash_of(key)?;
                 let Data::Plain(t) = self.data(state_id)? else {
                     return Err(bad("Append on a map state"));
@@ -334,15 +346,11 @@ impl Store {
             },
             Op::MapPut {
                 state_id,
-                kg,
+                kg: _,
                 key,
                 map_key,
                 value,
             } => {
-                if !self.owned(kg) {
-                    self.data(state_id)?;
-                    return Ok(());
-                }
                 let h = hash_of(key)?;
                 let Data::Map(m) = self.data(state_id)? else {
                     return Err(bad("MapPut on a state that is not a map"));
@@ -353,14 +361,10 @@ impl Store {
             }
             Op::MapRemove {
                 state_id,
-                kg,
+                kg: _,
                 key,
                 map_key,
             } => {
-                if !self.owned(kg) {
-                    self.data(state_id)?;
-                    return Ok(());
-                }
                 let h = hash_of(key)?;
                 let Data::Map(m) = self.data(state_id)? else {
                     return Err(bad("MapRemove on a state that is not a map"));
