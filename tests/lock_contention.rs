@@ -10,7 +10,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{mpsc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -114,30 +113,11 @@ fn child(dir: &Path) {
 
 /// Runs the child in a new process and returns its report line (after the prefix).
 fn run_child(dir: &Path) -> String {
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(exe)
-        .args(["--exact", CROSS_PROCESS_TEST, "--nocapture"])
-        .env(CHILD_DIR_ENV, dir)
-        .output()
-        .expect("spawn the child test process");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "child failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    let reports: Vec<&str> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix(REPORT))
-        .map(str::trim)
-        .collect();
-    assert_eq!(
-        reports.len(),
-        1,
-        "expected one report line from the child:\n{stdout}\n{stderr}"
-    );
-    reports[0].to_string()
+    run_test_in_child(
+        CROSS_PROCESS_TEST,
+        &[(CHILD_DIR_ENV, dir.as_os_str())],
+        REPORT,
+    )
 }
 
 #[test]

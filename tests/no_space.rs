@@ -16,7 +16,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use common::*;
@@ -68,31 +67,11 @@ fn limit_file_size(bytes: u64) {
 
 /// Runs this test binary again as a child playing `role` on `dir`; returns its report line.
 fn run_child(test: &str, role: &str, dir: &Path) -> String {
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(exe)
-        .args(["--exact", test, "--nocapture"])
-        .env(ROLE_ENV, role)
-        .env(DIR_ENV, dir)
-        .output()
-        .expect("spawn the child test process");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "child {role} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    let reports: Vec<&str> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix(REPORT))
-        .map(str::trim)
-        .collect();
-    assert_eq!(
-        reports.len(),
-        1,
-        "expected one report line from child {role}:\n{stdout}\n{stderr}"
-    );
-    reports[0].to_string()
+    run_test_in_child(
+        test,
+        &[(ROLE_ENV, role.as_ref()), (DIR_ENV, dir.as_os_str())],
+        REPORT,
+    )
 }
 
 /// If this process is a child, plays its role and returns true.

@@ -65,3 +65,34 @@ pub fn write_records(dir: &Path, n: u64, every: u64) {
     }
     log.commit().unwrap();
 }
+
+/// Runs this test binary again, as a child process that runs only `test` with the environment
+/// variables `envs`, and returns the one line it printed after `report` (the child's verdict).
+/// Fails if the child fails or does not print exactly one such line.
+pub fn run_test_in_child(test: &str, envs: &[(&str, &std::ffi::OsStr)], report: &str) -> String {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["--exact", test, "--nocapture"]);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("spawn the child test process");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "child {test} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let reports: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(report))
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        reports.len(),
+        1,
+        "expected one report line from child {test}:\n{stdout}\n{stderr}"
+    );
+    reports[0].to_string()
+}
