@@ -24,10 +24,10 @@
 //!     which also measures the floor. (The allocator counts only while structures are built for
 //!     this measurement; while timing, it costs one relaxed load per allocation.)
 //!
-//! Hashing: the table takes the caller's 64-bit hash of each key (xxh3 in the library; not a
-//! dependency yet). Here it is splitmix64 folded over the key's 8-byte words and its length,
-//! computed for every operation inside the timed loop. `HashMap` uses std's default hasher
-//! (SipHash-1-3), which is part of the floor's cost.
+//! Hashing: the table takes the caller's 64-bit hash of each key; as in the library, it is XXH3-64
+//! of the encoded key (`xxhash_rust::xxh3::xxh3_64`, what `keygroup::key_hash` computes), computed
+//! for every operation inside the timed loop. `HashMap` uses std's default hasher (SipHash-1-3),
+//! which is part of the floor's cost. Keys and the random order come from splitmix64.
 //!
 //! Environment: `SJ_BENCH_QUICK=1` divides every operation count by 10. Under `cargo test
 //! --benches` (or `--test`) everything runs once at 1/1000 size.
@@ -170,15 +170,9 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// The benchmark's key hash (stand-in for xxh3): `mix` folded over 8-byte words and the length.
+/// The key hash the library uses (`keygroup::key_hash`): XXH3-64 of the encoded key.
 fn hash_key(key: &[u8]) -> u64 {
-    let mut h = mix(key.len() as u64);
-    for word in key.chunks(8) {
-        let mut w = [0; 8];
-        w[..word.len()].copy_from_slice(word);
-        h = mix(h ^ u64::from_le_bytes(w));
-    }
-    h
+    xxhash_rust::xxh3::xxh3_64(key)
 }
 
 /// Key `i`: 16 bytes (the index and a scrambled copy, like an encoded key and namespace).
@@ -447,7 +441,7 @@ fn summary(s: Sizes, table: &mut Table, map: &mut Map) {
     println!();
     println!("=================== statejournal state_table summary ===================");
     println!(
-        "{} keys of 16 bytes, {}-byte values; hash: splitmix64 over the key (xxh3 stand-in)",
+        "{} keys of 16 bytes, {}-byte values; table hash: XXH3-64 of the key",
         s.keys, VALUE_LEN
     );
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
