@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -93,24 +92,6 @@ fn check_log(log: &Log, lsns: &[Vec<u64>], what: &str) {
         next_seq[tid as usize] += 1;
     }
     assert_eq!(log.last_lsn(), Lsn(total), "{what}");
-}
-
-/// Runs `f` on its own thread and fails if it does not finish within a generous deadline, so a
-/// concurrency bug that deadlocks or spins forever fails the test instead of hanging it.
-fn within_deadline(f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = mpsc::channel();
-    let worker = thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(()) => worker.join().unwrap(),
-        // `f` panicked: report its panic.
-        Err(RecvTimeoutError::Disconnected) => {
-            std::panic::resume_unwind(worker.join().unwrap_err())
-        }
-        Err(RecvTimeoutError::Timeout) => panic!("no progress for 60 s: deadlock or livelock"),
-    }
 }
 
 fn appenders(threads: u32, per_thread: u32) {

@@ -9,10 +9,9 @@
 
 mod common;
 
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use statejournal::testing::FaultInjector;
@@ -48,24 +47,6 @@ fn check_reopened(dir: &std::path::Path, records: u64) {
         .iter()
         .enumerate()
         .all(|(i, (lsn, _))| *lsn == i as u64 + 1));
-}
-
-/// Runs `f` on its own thread and fails if it does not finish within a generous deadline, so a
-/// group-commit bug that leaves a committer waiting forever fails the test instead of hanging it.
-fn within_deadline(f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = mpsc::channel();
-    let worker = thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(()) => worker.join().unwrap(),
-        // `f` panicked: report its panic.
-        Err(RecvTimeoutError::Disconnected) => {
-            std::panic::resume_unwind(worker.join().unwrap_err())
-        }
-        Err(RecvTimeoutError::Timeout) => panic!("no progress for 60 s: a committer hangs"),
-    }
 }
 
 /// In each round all 16 threads append, wait for each other, then all commit at once: every
@@ -173,15 +154,6 @@ fn free_running() {
     eprintln!("free-running: {syncs} flushes for {total} commits");
     Arc::try_unwrap(log).unwrap().close().unwrap();
     check_reopened(dir.path(), total);
-}
-
-/// Polls `cond` until it holds, failing after a generous deadline.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::yield_now();
-    }
 }
 
 #[test]

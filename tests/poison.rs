@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use statejournal::format::{segment_file_name, segment_path};
@@ -185,15 +185,6 @@ fn a_failed_flush_at_roll_time_poisons_the_log() {
     // process did not crash, so the page cache still holds it: all of it comes back.
     let n = reopen_and_check(dir.path(), durable, appended);
     assert_eq!(n, appended);
-}
-
-/// Polls `cond` until it holds, failing after a generous deadline.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::yield_now();
-    }
 }
 
 #[test]

@@ -96,3 +96,37 @@ pub fn run_test_in_child(test: &str, envs: &[(&str, &std::ffi::OsStr)], report: 
     );
     reports[0].to_string()
 }
+
+/// Runs `f` on its own thread and fails if it does not finish within a generous deadline, so a
+/// concurrency bug that deadlocks, spins forever or leaves a committer waiting fails the test
+/// instead of hanging it.
+pub fn within_deadline(f: impl FnOnce() + Send + 'static) {
+    use std::sync::mpsc::{self, RecvTimeoutError};
+    let (tx, rx) = mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(()) => worker.join().unwrap(),
+        // `f` panicked: report its panic.
+        Err(RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(worker.join().unwrap_err())
+        }
+        Err(RecvTimeoutError::Timeout) => {
+            panic!("no progress for 60 s: deadlock, livelock or a hung committer")
+        }
+    }
+}
+
+/// Polls `cond` until it holds, failing after a generous deadline.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::yield_now();
+    }
+}
