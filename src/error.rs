@@ -282,6 +282,16 @@ pub enum CorruptionKind {
         /// Why the damage is known to be in durable data (or `Strict` mode, which allows none).
         evidence: DurabilityEvidence,
     },
+    /// A snapshot file is damaged or not ours (header, block, footer or trailer).
+    BadSnapshot {
+        /// What is wrong there.
+        detail: String,
+    },
+    /// A checkpoint manifest is damaged or not ours, or names something that is not there.
+    BadManifest {
+        /// What is wrong there.
+        detail: String,
+    },
 }
 
 /// What is wrong with a record's bytes.
@@ -362,6 +372,8 @@ impl fmt::Display for CorruptionKind {
                     ),
                 }
             }
+            CorruptionKind::BadSnapshot { detail } => write!(f, "bad snapshot: {detail}"),
+            CorruptionKind::BadManifest { detail } => write!(f, "bad checkpoint manifest: {detail}"),
         }
     }
 }

@@ -6,6 +6,8 @@
 //! | `log.meta`                  | identity and segment range ([`crate::codec::meta`])          |
 //! | `{id:020}.seg`              | segment number `id`                                          |
 //! | `{id:020}.seg.cut-{offset}` | bytes recovery cut from segment `id` at `offset`, kept aside |
+//! | `{lsn:020}.snap`            | full snapshot of the state through LSN `lsn` ([`crate::snapshot`]) |
+//! | `{id:020}.ckpt`             | manifest of checkpoint `id` ([`crate::checkpoint`])          |
 //! | `*.tmp`                     | a file being created (`{id:020}.seg.next.tmp`: a segment prepared ahead of need); removed by recovery |
 
 use std::path::{Path, PathBuf};
@@ -31,11 +33,38 @@ pub fn segment_path(dir: &Path, id: u64) -> PathBuf {
 
 /// The segment id a file name denotes, or `None` if the name is not exactly a segment's.
 pub fn parse_segment_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    parse_numbered(name, SEGMENT_SUFFIX)
+}
+
+const SNAPSHOT_SUFFIX: &str = ".snap";
+const MANIFEST_SUFFIX: &str = ".ckpt";
+
+fn parse_numbered(name: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_suffix(suffix)?;
     if digits.len() != SEGMENT_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
+}
+
+/// File name of the snapshot covering the state through LSN `lsn`.
+pub fn snapshot_file_name(lsn: u64) -> String {
+    format!("{lsn:0SEGMENT_DIGITS$}{SNAPSHOT_SUFFIX}")
+}
+
+/// The LSN a snapshot file name denotes, or `None` if the name is not exactly a snapshot's.
+pub fn parse_snapshot_file_name(name: &str) -> Option<u64> {
+    parse_numbered(name, SNAPSHOT_SUFFIX)
+}
+
+/// File name of the manifest of checkpoint `id`.
+pub fn manifest_file_name(id: u64) -> String {
+    format!("{id:0SEGMENT_DIGITS$}{MANIFEST_SUFFIX}")
+}
+
+/// The checkpoint id a manifest file name denotes, or `None` if the name is not exactly one.
+pub fn parse_manifest_file_name(name: &str) -> Option<u64> {
+    parse_numbered(name, MANIFEST_SUFFIX)
 }
 
 /// Where recovery keeps the bytes it cut from segment `id` at `offset`.
@@ -74,5 +103,15 @@ mod tests {
         ] {
             assert_eq!(parse_segment_file_name(bad), None, "{bad}");
         }
+        for n in [0u64, 7, u64::MAX] {
+            assert_eq!(parse_snapshot_file_name(&snapshot_file_name(n)), Some(n));
+            assert_eq!(parse_manifest_file_name(&manifest_file_name(n)), Some(n));
+            assert_eq!(parse_segment_file_name(&snapshot_file_name(n)), None);
+            assert_eq!(parse_snapshot_file_name(&manifest_file_name(n)), None);
+        }
+        assert_eq!(
+            parse_snapshot_file_name("00000000000000000001.snap.tmp"),
+            None
+        );
     }
 }
