@@ -6,7 +6,7 @@
 //! | `log.meta`                  | identity and segment range ([`crate::codec::meta`])          |
 //! | `{id:020}.seg`              | segment number `id`                                          |
 //! | `{id:020}.seg.cut-{offset}` | bytes recovery cut from segment `id` at `offset`, kept aside |
-//! | `{lsn:020}.snap`            | full snapshot of the state through LSN `lsn` ([`crate::snapshot`]) |
+//! | `{lsn:020}.snap`            | full snapshot of the state through LSN `lsn` (`src/snapshot/`) |
 //! | `{id:020}.ckpt`             | manifest of checkpoint `id` ([`crate::checkpoint`])          |
 //! | `*.tmp`                     | a file being created (`{id:020}.seg.next.tmp`: a segment prepared ahead of need); removed by recovery |
 

@@ -4,6 +4,9 @@
 //! makes chosen flushes or segment allocations fail, so tests can prove what the log does when the
 //! disk misbehaves: a failed flush poisons the log; a failed allocation is [`Error::NoSpace`](crate::Error::NoSpace)
 //! and leaves the log readable.
+//!
+//! Also the fuzz harnesses ([`fuzz_log_recover`], [`fuzz_snapshot_decode`] and its seeds), and the
+//! `bench_*` helpers through which `benches/snapshot.rs` drives the crate-private snapshot files.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,7 +19,8 @@ use crate::codec::frame::{
 };
 use crate::codec::header::SEGMENT_HEADER_LEN;
 use crate::codec::meta::{LogMeta, META_LEN};
-use crate::{format, Durability, Log, LogOptions, Lsn, RecoveryMode};
+use crate::snapshot::{self, SnapshotReader, SnapshotWriter, StateInfo};
+use crate::{format, Durability, KeyGroup, KeyGroupRange, Log, LogOptions, Lsn, RecoveryMode};
 
 /// Counts flushes and allocations down to an injected failure.
 #[derive(Debug)]
@@ -81,6 +85,35 @@ impl FaultInjector {
         }
         self.alloc_countdown.fetch_sub(1, Ordering::SeqCst);
         Ok(())
+    }
+}
+
+/// A uniquely named directory under the system's temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let name = format!("statejournal-fuzz-{}-{n}", std::process::id());
+            let path = std::env::temp_dir().join(name);
+            match fs::create_dir(&path) {
+                Ok(()) => return TempDir(path),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => panic!("cannot create {}: {e}", path.display()),
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
     }
 }
 
@@ -197,35 +230,6 @@ pub fn fuzz_log_recover(data: &[u8]) {
             let (head, rest) = self.0.split_at(n.min(self.0.len()));
             self.0 = rest;
             head
-        }
-    }
-
-    /// A uniquely named directory under the system's temporary directory, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> TempDir {
-            static NEXT: AtomicU64 = AtomicU64::new(0);
-            loop {
-                let n = NEXT.fetch_add(1, Ordering::Relaxed);
-                let name = format!("statejournal-fuzz-{}-{n}", std::process::id());
-                let path = std::env::temp_dir().join(name);
-                match fs::create_dir(&path) {
-                    Ok(()) => return TempDir(path),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                    Err(e) => panic!("cannot create {}: {e}", path.display()),
-                }
-            }
-        }
-
-        fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
         }
     }
 
@@ -861,4 +865,541 @@ pub fn fuzz_log_recover(data: &[u8]) {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshot files
+
+/// An owned snapshot entry, ordered as snapshots are: (key group, state id, key, map key, value).
+type SnapEntry = (u16, u32, Vec<u8>, Option<Vec<u8>>, Vec<u8>);
+
+fn snap_entry(e: snapshot::Entry<'_>) -> SnapEntry {
+    (
+        e.kg,
+        e.state_id,
+        e.key.to_vec(),
+        e.map_key.map(<[u8]>::to_vec),
+        e.value.to_vec(),
+    )
+}
+
+fn snap_cursor(r: &SnapshotReader, range: KeyGroupRange) -> crate::Result<Vec<SnapEntry>> {
+    let mut c = r.cursor(range);
+    let mut v = Vec::new();
+    while c.advance()? {
+        let e = c
+            .entry()
+            .unwrap_or_else(|| panic!("advance returned true but the cursor has no entry"));
+        v.push(snap_entry(e));
+    }
+    Ok(v)
+}
+
+fn snap_bulk(r: &SnapshotReader, range: KeyGroupRange) -> crate::Result<Vec<SnapEntry>> {
+    let mut v = Vec::new();
+    r.for_each_block(range, |kg, entries| {
+        let before = v.len();
+        for e in entries.by_ref() {
+            let e = e?;
+            assert_eq!(e.kg, kg, "an entry of another key group in a block");
+            v.push(snap_entry(e));
+        }
+        assert_eq!(
+            v.len() - before,
+            entries.entry_count() as usize,
+            "a verified block yielded another number of entries than its header says"
+        );
+        Ok(())
+    })?;
+    Ok(v)
+}
+
+/// Checks that an error from reading `path` (of `len` bytes) is one the reader may return for
+/// damaged or foreign bytes: a corruption naming the file and an offset within it, or a newer
+/// version.
+fn check_snapshot_error(e: &crate::Error, path: &Path, len: u64) {
+    assert!(!e.to_string().is_empty(), "an error without a message");
+    match e {
+        crate::Error::Corruption(c) => {
+            assert_eq!(c.path, path, "the corruption names another file: {e}");
+            assert!(
+                c.offset < len.max(1),
+                "the corruption offset {} lies outside the {len}-byte file: {e}",
+                c.offset
+            );
+        }
+        crate::Error::UnsupportedVersion {
+            path: p,
+            found,
+            supported,
+        } => {
+            assert_eq!(p, path, "{e}");
+            assert!(found > supported, "{e}");
+        }
+        other => panic!("unexpected kind of error for damaged bytes: {other:?}"),
+    }
+}
+
+/// The snapshot decoding fuzz harness, shared by the `snapshot_decode` fuzz target (`fuzz/`) and
+/// the `fuzz_corpus` test that replays its seed corpus (`fuzz/corpus/snapshot_decode/`).
+///
+/// # Input format
+///
+/// * byte 0, flags: bit 0 set rewrites every checksum of the image before it is written (the
+///   header's, every block's found by walking the blocks from offset 32, the footer's when the
+///   trailer points to a plausible footer), so that mutations are judged by the decoder's
+///   structural checks rather than stopped by its CRCs. Other bits are ignored.
+/// * the rest: the file, written into a fresh temporary directory (under [`std::env::temp_dir`])
+///   as `{lsn:020}.snap`, `lsn` being the header's (bytes 16..24, 0 when the file is shorter), so
+///   that the reader's file-name check passes.
+///
+/// # Invariants checked
+///
+/// * `SnapshotReader::open` returns; an error is a corruption naming the file and an offset within
+///   it, or `UnsupportedVersion` (never a panic, an I/O error or an allocation beyond the file's
+///   size).
+/// * A full sorted-cursor pass and a full bulk (`for_each_block`) pass agree: the same entries, or
+///   both fail at the same offset, with an error as above.
+/// * When they succeed: entries are in strictly increasing (key group, state, key, map key) order,
+///   in the snapshot's key-group range, of registered states, with a map key exactly for map
+///   states; there are `meta.entries` of them; the registry's per-state counts and payload bytes
+///   and the index's per-key-group counts are right; a cursor over one key group of the index
+///   yields exactly that group's entries, and reading the range in two halves yields the whole.
+/// * Writing those entries again with `SnapshotWriter` (same LSN, key groups and registry)
+///   succeeds, and the new file reads back to the same metadata and entries.
+///
+/// Set `STATEJOURNAL_FUZZ_VERBOSE` to print the outcome.
+///
+/// # Panics
+///
+/// When an invariant is violated, or the temporary directory cannot be written.
+pub fn fuzz_snapshot_decode(data: &[u8]) {
+    /// Key groups read one by one, at most.
+    const MAX_SINGLE_GROUP_READS: usize = 64;
+    let verbose = std::env::var_os("STATEJOURNAL_FUZZ_VERBOSE").is_some();
+
+    let (flags, image) = data.split_first().map_or((0, &[][..]), |(f, r)| (*f, r));
+    let mut bytes = image.to_vec();
+    if flags & 1 != 0 {
+        snapshot::codec::fix_checksums(&mut bytes);
+    }
+    let lsn = crate::codec::get_u64(&bytes, 16).unwrap_or(0);
+    let dir = TempDir::new();
+    let path = dir.path().join(format::snapshot_file_name(lsn));
+    fs::write(&path, &bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    let len = bytes.len() as u64;
+
+    let reader = match SnapshotReader::open(&path) {
+        Ok(r) => r,
+        Err(e) => {
+            if verbose {
+                eprintln!("open failed: {e}");
+            }
+            return check_snapshot_error(&e, &path, len);
+        }
+    };
+    let meta = reader.meta().clone();
+    let index = reader.index().to_vec();
+    assert_eq!(reader.path(), path);
+    let everything = KeyGroupRange::new(0, u16::MAX);
+    let entries = match (
+        snap_cursor(&reader, everything),
+        snap_bulk(&reader, everything),
+    ) {
+        (Ok(a), Ok(b)) => {
+            assert!(
+                a == b,
+                "the cursor and the bulk path read different entries"
+            );
+            a
+        }
+        (Err(a), Err(b)) => {
+            if verbose {
+                eprintln!("opened; reading failed: {a}");
+            }
+            check_snapshot_error(&a, &path, len);
+            check_snapshot_error(&b, &path, len);
+            assert_eq!(
+                a.offset(),
+                b.offset(),
+                "the cursor and the bulk path fail differently: {a} / {b}"
+            );
+            return;
+        }
+        (a, b) => panic!(
+            "the cursor and the bulk path disagree: {:?} / {:?}",
+            a.map(|v| v.len()),
+            b.map(|v| v.len())
+        ),
+    };
+
+    if verbose {
+        eprintln!(
+            "read {} entries of {} states in {} key groups",
+            entries.len(),
+            meta.states.len(),
+            index.len()
+        );
+    }
+    // The entries are what the footer says.
+    assert_eq!(entries.len() as u64, meta.entries, "entry count");
+    for w in entries.windows(2) {
+        let key = |e: &SnapEntry| (e.0, e.1, e.2.clone(), e.3.clone());
+        assert!(key(&w[0]) < key(&w[1]), "entries out of order");
+    }
+    for s in &meta.states {
+        let of = entries.iter().filter(|e| e.1 == s.id);
+        let bytes: usize = of
+            .clone()
+            .map(|e| e.2.len() + e.3.as_ref().map_or(0, Vec::len) + e.4.len())
+            .sum();
+        assert_eq!(of.count() as u64, s.entries, "entries of state {}", s.id);
+        assert_eq!(bytes as u64, s.payload_bytes, "bytes of state {}", s.id);
+    }
+    for e in &entries {
+        assert!(meta.key_groups.contains(KeyGroup(e.0)), "key group {}", e.0);
+        let state = meta.states.iter().find(|s| s.id == e.1);
+        assert!(
+            state.is_some_and(|s| s.is_map() == e.3.is_some()),
+            "state {}",
+            e.1
+        );
+    }
+    let mut groups: Vec<u16> = entries.iter().map(|e| e.0).collect();
+    groups.dedup();
+    assert_eq!(index.iter().map(|g| g.kg).collect::<Vec<_>>(), groups);
+
+    // Reading part of the range.
+    for g in index.iter().take(MAX_SINGLE_GROUP_READS) {
+        let want: Vec<SnapEntry> = entries.iter().filter(|e| e.0 == g.kg).cloned().collect();
+        assert_eq!(
+            want.len() as u64,
+            g.entries,
+            "index count of key group {}",
+            g.kg
+        );
+        let one = KeyGroupRange::new(g.kg, g.kg + 1);
+        let got = snap_cursor(&reader, one)
+            .unwrap_or_else(|e| panic!("key group {} alone fails to read: {e}", g.kg));
+        assert!(got == want, "key group {} alone reads other entries", g.kg);
+    }
+    if let Some(mid) = index.get(index.len() / 2).map(|g| g.kg) {
+        let mut halves = snap_cursor(&reader, KeyGroupRange::new(0, mid))
+            .unwrap_or_else(|e| panic!("the first half fails to read: {e}"));
+        halves.extend(
+            snap_bulk(&reader, KeyGroupRange::new(mid, u16::MAX))
+                .unwrap_or_else(|e| panic!("the second half fails to read: {e}")),
+        );
+        assert!(
+            halves == entries,
+            "two halves read other entries than the whole"
+        );
+    }
+
+    // Writing them again.
+    let again = dir.path().join("again");
+    fs::create_dir(&again).unwrap_or_else(|e| panic!("mkdir {}: {e}", again.display()));
+    let mut w = SnapshotWriter::create(
+        &again,
+        meta.lsn,
+        meta.max_key_groups,
+        meta.key_groups,
+        meta.states.clone(),
+    )
+    .unwrap_or_else(|e| panic!("a valid snapshot's metadata is refused by the writer: {e}"));
+    for e in &entries {
+        w.add(snapshot::Entry {
+            kg: e.0,
+            state_id: e.1,
+            key: &e.2,
+            map_key: e.3.as_deref(),
+            value: &e.4,
+        })
+        .unwrap_or_else(|err| panic!("a valid snapshot's entry is refused by the writer: {err}"));
+    }
+    let file = w
+        .finish()
+        .unwrap_or_else(|e| panic!("rewriting failed: {e}"));
+    let copy = SnapshotReader::open(&file.path)
+        .unwrap_or_else(|e| panic!("the rewritten snapshot does not open: {e}"));
+    assert_eq!(
+        copy.meta(),
+        &meta,
+        "the rewritten snapshot's metadata differs"
+    );
+    let reread = snap_bulk(&copy, everything)
+        .unwrap_or_else(|e| panic!("the rewritten snapshot does not read: {e}"));
+    assert!(
+        reread == entries,
+        "the rewritten snapshot holds other entries"
+    );
+}
+
+/// The seed inputs of the `snapshot_decode` fuzz target (flags byte, then the file), valid and
+/// damaged, as `(name, input)`. `tests/fuzz_corpus.rs` writes them to
+/// `fuzz/corpus/snapshot_decode/seed-<name>`.
+///
+/// # Panics
+///
+/// If a snapshot cannot be written to the temporary directory.
+pub fn snapshot_fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    fn state(id: u32, name: &str, kind: u8, ttl_millis: u64) -> StateInfo {
+        StateInfo {
+            id,
+            name: name.into(),
+            kind,
+            flags: u8::from(ttl_millis > 0),
+            ttl_millis,
+            entries: 0,
+            payload_bytes: 0,
+        }
+    }
+    type Seed<'a> = (u16, u32, &'a [u8], Option<&'a [u8]>, &'a [u8]);
+    fn build(
+        dir: &Path,
+        lsn: u64,
+        range: KeyGroupRange,
+        states: Vec<StateInfo>,
+        block: usize,
+        entries: &[Seed<'_>],
+    ) -> Vec<u8> {
+        let mut w = SnapshotWriter::create(dir, lsn, 16, range, states)
+            .unwrap_or_else(|e| panic!("create: {e}"))
+            .with_block_size(block);
+        for &(kg, state_id, key, map_key, value) in entries {
+            w.add(snapshot::Entry {
+                kg,
+                state_id,
+                key,
+                map_key,
+                value,
+            })
+            .unwrap_or_else(|e| panic!("add: {e}"));
+        }
+        let f = w.finish().unwrap_or_else(|e| panic!("finish: {e}"));
+        fs::read(&f.path).unwrap_or_else(|e| panic!("read {}: {e}", f.path.display()))
+    }
+    fn with_flags(flags: u8, file: &[u8]) -> Vec<u8> {
+        let mut v = vec![flags];
+        v.extend_from_slice(file);
+        v
+    }
+
+    let dir = TempDir::new();
+    let registry = || {
+        vec![
+            state(0, "counts", 1, 0),
+            state(1, "sessions", 3, 0),
+            state(2, "events", 2, 30_000),
+        ]
+    };
+    let small: Vec<Seed<'_>> = vec![
+        (1, 0, b"\x01a", None, b"\x05"),
+        (1, 0, b"\x01b", None, b"\x07"),
+        (1, 1, b"\x01a", Some(b"k1"), b"v1"),
+        (1, 1, b"\x01a", Some(b"k2"), b"v2"),
+        (1, 1, b"\x02ab", Some(b"k1"), b""),
+        (
+            3,
+            2,
+            b"\x01z\x00",
+            None,
+            b"\x00\x00\x00\x00\x00\x00\x00\x09\x01e",
+        ),
+        (
+            3,
+            2,
+            b"\x01z\x01",
+            None,
+            b"\x00\x00\x00\x00\x00\x00\x00\x09\x01f",
+        ),
+        (4, 0, b"\x03key", None, b"value"),
+        (4, 1, b"\x03key", Some(b""), b"empty map key"),
+    ];
+    let empty = build(dir.path(), 1, KeyGroupRange::new(0, 16), vec![], 1024, &[]);
+    let small_blocks = build(
+        dir.path(),
+        2,
+        KeyGroupRange::new(0, 8),
+        registry(),
+        20,
+        &small,
+    );
+    let one_block = build(
+        dir.path(),
+        3,
+        KeyGroupRange::new(1, 5),
+        registry(),
+        4096,
+        &small,
+    );
+    let map_keys: Vec<[u8; 2]> = (0..40u16).map(u16::to_be_bytes).collect();
+    let maps: Vec<Seed<'_>> = map_keys
+        .iter()
+        .map(|k| (7, 1, &b"\x04user"[..], Some(&k[..]), &b"x"[..]))
+        .collect();
+    let map_heavy = build(dir.path(), 4, KeyGroupRange::all(16), registry(), 64, &maps);
+
+    let mut seeds = vec![
+        ("empty", with_flags(0, &empty)),
+        ("small-blocks", with_flags(0, &small_blocks)),
+        ("small-blocks-fix", with_flags(1, &small_blocks)),
+        ("one-block-fix", with_flags(1, &one_block)),
+        ("map-heavy-fix", with_flags(1, &map_heavy)),
+    ];
+    let damaged = |at: usize, xor: u8| {
+        let mut b = small_blocks.clone();
+        if let Some(x) = b.get_mut(at) {
+            *x ^= xor;
+        }
+        b
+    };
+    // The first block's payload starts at 32 + 16 = 48.
+    seeds.push(("block-bit-flip", with_flags(0, &damaged(50, 0x04))));
+    seeds.push(("block-tag-fixed", with_flags(1, &damaged(48, 0x02))));
+    seeds.push(("block-count-fixed", with_flags(1, &damaged(44, 0x01))));
+    let footer_at = small_blocks.len() - 24;
+    let footer_offset = crate::codec::get_u64(&small_blocks, footer_at).unwrap_or(0) as usize;
+    seeds.push((
+        "footer-bit-flip",
+        with_flags(0, &damaged(footer_offset + 3, 0x10)),
+    ));
+    seeds.push((
+        "footer-state-count-fixed",
+        with_flags(1, &damaged(footer_offset + 22, 0x01)),
+    ));
+    seeds.push((
+        "trailer-magic",
+        with_flags(0, &damaged(small_blocks.len() - 1, 0x20)),
+    ));
+    seeds.push(("header-version-2-fixed", with_flags(1, &damaged(8, 0x03))));
+    seeds.push((
+        "truncated-mid-block",
+        with_flags(0, &small_blocks[..small_blocks.len() / 2]),
+    ));
+    seeds.push(("truncated-header", with_flags(0, &small_blocks[..20])));
+    seeds.push((
+        "garbage",
+        with_flags(1, &b"not a snapshot at all".repeat(4)),
+    ));
+    seeds
+}
+
+/// Benchmark support (`benches/snapshot.rs`): writes `{lsn}.snap` into `dir` holding
+/// `entries` entries of one state over `key_groups` key groups, keys of `key_len` bytes (as a
+/// composite key without namespace) and values of `value_len` bytes. With `map_keys_per_key > 0`
+/// the state is a map and each key holds that many 8-byte map keys. Returns the path and length.
+///
+/// # Errors
+///
+/// Those of the snapshot writer.
+pub fn bench_write_snapshot(
+    dir: &Path,
+    entries: u64,
+    key_groups: u16,
+    key_len: usize,
+    value_len: usize,
+    map_keys_per_key: u64,
+) -> crate::Result<(PathBuf, u64)> {
+    let kind = if map_keys_per_key > 0 {
+        crate::StateKind::Map
+    } else {
+        crate::StateKind::Value
+    };
+    let states = vec![StateInfo {
+        id: 0,
+        name: "bench".into(),
+        kind: kind.code(),
+        flags: 0,
+        ttl_millis: 0,
+        entries: 0,
+        payload_bytes: 0,
+    }];
+    let mut w = SnapshotWriter::create(dir, 1, key_groups, KeyGroupRange::all(key_groups), states)?;
+    let per_key = map_keys_per_key.max(1);
+    let keys = entries.div_ceil(per_key);
+    let per_group = keys.div_ceil(u64::from(key_groups.max(1)));
+    let mut key = Vec::with_capacity(key_len + 5);
+    let mut value = vec![0u8; value_len];
+    let mut written = 0;
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    'out: for kg in 0..key_groups {
+        for j in 0..per_group {
+            // Sorted within the group: the index first (big-endian), then pseudo-random bytes.
+            let mut raw = j.to_be_bytes().to_vec();
+            while raw.len() < key_len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                raw.push(x as u8);
+            }
+            raw.truncate(key_len);
+            crate::codec::record::composite_key(&mut key, &raw, &[]);
+            for m in 0..per_key {
+                if written == entries {
+                    break 'out;
+                }
+                for (i, b) in value.iter_mut().enumerate() {
+                    *b = (x >> (i % 8 * 8)) as u8 ^ m as u8;
+                }
+                let map_key = m.to_be_bytes();
+                w.add(snapshot::Entry {
+                    kg,
+                    state_id: 0,
+                    key: &key,
+                    map_key: (map_keys_per_key > 0).then_some(&map_key[..]),
+                    value: &value,
+                })?;
+                written += 1;
+            }
+        }
+    }
+    let f = w.finish()?;
+    Ok((f.path, f.len))
+}
+
+/// Benchmark support: reads every entry of a snapshot with the sorted cursor, touching each key
+/// and value. Returns the number of entries and a checksum of what was touched.
+///
+/// # Errors
+///
+/// Those of the snapshot reader.
+pub fn bench_read_snapshot_cursor(path: &Path) -> crate::Result<(u64, u64)> {
+    let r = SnapshotReader::open(path)?;
+    let mut c = r.cursor(r.meta().key_groups);
+    let (mut n, mut sum) = (0u64, 0u64);
+    while c.advance()? {
+        if let Some(e) = c.entry() {
+            n += 1;
+            sum = sum.wrapping_add(touch(&e));
+        }
+    }
+    Ok((n, sum))
+}
+
+/// Benchmark support: the same with the bulk path, `SnapshotReader::for_each_block`.
+///
+/// # Errors
+///
+/// Those of the snapshot reader.
+pub fn bench_read_snapshot_bulk(path: &Path) -> crate::Result<(u64, u64)> {
+    let r = SnapshotReader::open(path)?;
+    let (mut n, mut sum) = (0u64, 0u64);
+    r.for_each_block(r.meta().key_groups, |_, entries| {
+        for e in entries {
+            let e = e?;
+            n += 1;
+            sum = sum.wrapping_add(touch(&e));
+        }
+        Ok(())
+    })?;
+    Ok((n, sum))
+}
+
+/// What a loader reads of an entry at least: the lengths and the first and last bytes.
+#[inline]
+fn touch(e: &snapshot::Entry<'_>) -> u64 {
+    let edge =
+        |b: &[u8]| u64::from(b.first().copied().unwrap_or(0) ^ b.last().copied().unwrap_or(0));
+    (e.key.len() + e.value.len()) as u64 + edge(e.key) + edge(e.value) + e.map_key.map_or(0, edge)
 }

@@ -1,10 +1,13 @@
-//! Replays the seed corpus of the `log_recover` fuzz target (`fuzz/corpus/log_recover/`) through
-//! its harness, [`statejournal::testing::fuzz_log_recover`], so that the harness and the corpus
-//! keep working without a fuzzer. Needs the `testing` feature: `cargo test --all-features`.
+//! Replays the seed corpora of the fuzz targets through their harnesses, so that the harnesses and
+//! the corpora keep working without a fuzzer: `log_recover` (`fuzz/corpus/log_recover/`, harness
+//! [`statejournal::testing::fuzz_log_recover`]) and `snapshot_decode`
+//! (`fuzz/corpus/snapshot_decode/`, harness [`statejournal::testing::fuzz_snapshot_decode`]). Needs
+//! the `testing` feature: `cargo test --all-features`.
 //!
-//! The `seed-*` files of the corpus are written by `regenerate_seed_corpus` below; the input format
-//! they follow is documented on the harness. To regenerate them (after a format change, or to add a
-//! seed to the list):
+//! The `seed-*` files of the corpora are written by `regenerate_seed_corpus` below (the snapshot
+//! seeds come from [`statejournal::testing::snapshot_fuzz_seeds`]); the input formats they follow
+//! are documented on the harnesses. To regenerate them (after a format change, or to add a seed to
+//! the list):
 //!
 //! ```text
 //! cargo test --all-features --test fuzz_corpus -- --ignored regenerate_seed_corpus
@@ -19,15 +22,22 @@ use std::path::{Path, PathBuf};
 use statejournal::codec::frame::{encode_frame, frame_size, FrameKind};
 use statejournal::codec::header::{SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN};
 use statejournal::format::{parse_segment_file_name, META_FILE};
-use statejournal::testing::fuzz_log_recover;
+use statejournal::testing::{fuzz_log_recover, fuzz_snapshot_decode, snapshot_fuzz_seeds};
 use statejournal::{Durability, Log, LogOptions, Lsn};
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/log_recover")
 }
 
+fn snapshot_corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/snapshot_decode")
+}
+
 fn corpus_files() -> Vec<PathBuf> {
-    let dir = corpus_dir();
+    files_of(corpus_dir())
+}
+
+fn files_of(dir: PathBuf) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = match fs::read_dir(&dir) {
         Ok(entries) => entries
             .map(|e| e.expect("list the corpus").path())
@@ -65,6 +75,35 @@ fn corpus_passes_the_recovery_harness() {
         // Shown with the panic message if this input fails.
         eprintln!("replaying {}", file.display());
         fuzz_log_recover(&data);
+    }
+}
+
+#[test]
+fn snapshot_corpus_passes_the_decode_harness() {
+    let files = files_of(snapshot_corpus_dir());
+    assert!(
+        files.len() >= snapshot_fuzz_seeds().len(),
+        "the seed corpus {} lacks seeds",
+        snapshot_corpus_dir().display()
+    );
+    for file in &files {
+        let data = fs::read(file).expect("read a corpus file");
+        eprintln!("replaying {}", file.display());
+        fuzz_snapshot_decode(&data);
+    }
+}
+
+/// The committed snapshot seeds are what the writer produces today: a format change that forgot
+/// to regenerate them would leave the fuzzer starting from stale files.
+#[test]
+fn snapshot_seeds_are_current() {
+    for (name, data) in snapshot_fuzz_seeds() {
+        let path = snapshot_corpus_dir().join(format!("seed-{name}"));
+        assert!(
+            fs::read(&path).ok().as_deref() == Some(&data[..]),
+            "{} is missing or stale: run `cargo test --all-features --test fuzz_corpus -- --ignored regenerate_seed_corpus`",
+            path.display()
+        );
     }
 }
 
@@ -597,5 +636,20 @@ fn regenerate_seed_corpus() {
     }
     for (name, data) in fuzz_regressions() {
         fs::write(dir.join(format!("regression-{name}")), &data).expect("write a regression input");
+    }
+
+    let dir = snapshot_corpus_dir();
+    fs::create_dir_all(&dir).expect("create the corpus directory");
+    for old in files_of(dir.clone()) {
+        if old
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
+        {
+            fs::remove_file(&old).expect("remove an old seed");
+        }
+    }
+    for (name, data) in snapshot_fuzz_seeds() {
+        assert!(data.len() < 64 << 10, "seed {name} is too large");
+        fs::write(dir.join(format!("seed-{name}")), &data).expect("write a seed");
     }
 }
