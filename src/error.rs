@@ -195,6 +195,30 @@ impl Error {
         }
     }
 
+    /// A failed write or allocation of `len` bytes: [`Error::NoSpace`] when the file system is
+    /// full (or a quota or file-size limit was hit), [`Error::Io`] otherwise.
+    pub(crate) fn write_failed(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+        len: u64,
+        source: io::Error,
+    ) -> Self {
+        #[cfg(unix)]
+        {
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
+            ) {
+                return Error::NoSpace {
+                    path: path.into(),
+                    len,
+                    source,
+                };
+            }
+        }
+        Error::io(op, path, source)
+    }
+
     pub(crate) fn corrupt(path: impl Into<PathBuf>, offset: u64, kind: CorruptionKind) -> Self {
         Error::Corruption(Box::new(Corruption {
             path: path.into(),

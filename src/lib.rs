@@ -28,23 +28,27 @@
 //!
 //! The on-disk format is specified in `docs/FORMAT.md`, the design in `docs/DESIGN.md`.
 
+mod checkpoint;
 pub mod codec;
+mod compaction;
 mod error;
 pub mod format;
 mod journal;
 mod keygroup;
 mod log;
 mod segment;
-// The compaction that writes snapshots and the recovery that loads them are the next layers; until
-// they use it, the module's only users are its tests and the `testing` harnesses.
-#[allow(dead_code, unused_imports)]
 pub(crate) mod snapshot;
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use checkpoint::CheckpointInfo;
+pub use compaction::CompactionReport;
 pub use error::{Corruption, CorruptionKind, DurabilityEvidence, Error, RecordDamage, Result};
-pub use journal::{Journal, JournalOptions, Registrar, StateStats};
+pub use journal::{
+    CompactionPolicy, IoStats, Journal, JournalOptions, Registrar, StateRecovery, StateStats,
+    DEFAULT_REPLAY_BYTES_PER_SEC, DEFAULT_RETAINED_CHECKPOINTS,
+};
 pub use keygroup::{
     key_group_of, key_hash, KeyGroup, KeyGroupRange, DEFAULT_MAX_KEY_GROUPS, MAX_KEY_GROUPS,
 };

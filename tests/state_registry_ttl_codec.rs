@@ -121,3 +121,40 @@ fn a_value_written_as_another_type_is_a_clear_error() {
     );
     assert!(err.to_string().contains("\"x\""), "names the state: {err}");
 }
+
+/// Found by `tests/compaction_model.rs`: adding to a list whose TTL had expired brought its
+/// expired elements back (the append kept them and refreshed the expiry). An expired list is
+/// gone; an add starts a new one — live, after replay, inside a batch, and across a compaction.
+#[test]
+fn adding_to_an_expired_list_starts_a_new_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(5_000_000));
+    let opts = || JournalOptions::default().clock(clock.clone());
+    let mut j = Journal::open(dir.path(), opts()).unwrap();
+    let minute = Duration::from_secs(60);
+    let list = j
+        .with_ttl(StateTtl::after_write(minute))
+        .list_state::<u8, u32>("l")
+        .unwrap();
+    list.add(&mut j, &1, &1).unwrap();
+    list.add(&mut j, &2, &1).unwrap();
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(list.get(&mut j, &1).unwrap(), Vec::<u32>::new());
+    list.add(&mut j, &1, &2).unwrap();
+    assert_eq!(list.get(&mut j, &1).unwrap(), [2]);
+    // Two adds in one batch to an expired list: both land, nothing older comes back.
+    j.write_batch(|j| {
+        list.add(j, &2, &3)?;
+        list.add(j, &2, &4)
+    })
+    .unwrap();
+    assert_eq!(list.get(&mut j, &2).unwrap(), [3, 4]);
+    // Still alive a bit later: adds keep what is there.
+    clock.advance(Duration::from_secs(30));
+    list.add(&mut j, &1, &5).unwrap();
+    assert_eq!(list.get(&mut j, &1).unwrap(), [2, 5]);
+    drop(j);
+    let mut j = Journal::open(dir.path(), opts()).unwrap();
+    assert_eq!(list.get(&mut j, &1).unwrap(), [2, 5]);
+    assert_eq!(list.get(&mut j, &2).unwrap(), [3, 4]);
+}

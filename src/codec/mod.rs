@@ -6,6 +6,7 @@
 
 pub mod frame;
 pub mod header;
+pub mod manifest;
 pub mod meta;
 pub mod record;
 

@@ -249,6 +249,16 @@ impl Log {
             .map_or(1, |s| s.header().base_lsn))
     }
 
+    /// The identity of the log (random, fixed when it was created; every segment carries it).
+    pub fn id(&self) -> u64 {
+        self.shared.log_id
+    }
+
+    /// Every live segment, oldest first (the last is being appended to).
+    pub(crate) fn segments(&self) -> Vec<Arc<Segment>> {
+        lock(&self.shared.segments).clone()
+    }
+
     /// Reads the records with LSN ≥ `from`, in order, as zero-copy views of the mapping. The reader
     /// follows the log: after it has returned `None`, later calls return records appended since.
     pub fn read_from(&self, from: Lsn) -> LogReader {

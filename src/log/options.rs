@@ -48,6 +48,7 @@ pub struct LogOptions {
     pub(crate) durability: Durability,
     pub(crate) recovery_mode: RecoveryMode,
     pub(crate) create_if_missing: bool,
+    pub(crate) discard_after: Option<u64>,
     #[cfg(feature = "testing")]
     pub(crate) faults: Option<std::sync::Arc<crate::testing::FaultInjector>>,
 }
@@ -62,6 +63,7 @@ impl Default for LogOptions {
             durability: Durability::default(),
             recovery_mode: RecoveryMode::default(),
             create_if_missing: true,
+            discard_after: None,
             #[cfg(feature = "testing")]
             faults: None,
         }
@@ -91,6 +93,16 @@ impl LogOptions {
     /// Whether `open` creates a new log in an empty or missing directory (default true).
     pub fn create_if_missing(mut self, yes: bool) -> Self {
         self.create_if_missing = yes;
+        self
+    }
+
+    /// Opens the log as it was at `lsn`: every record after it is set aside — its bytes saved to
+    /// `*.cut-OFFSET` files, whole later segments renamed `*.discarded`, as recovery does with a
+    /// torn tail — and appends continue at `lsn + 1`. This is how a journal restores a checkpoint
+    /// (exactly-once restore discards what was written after it). An `lsn` at or past the end
+    /// of the log changes nothing.
+    pub fn discard_after(mut self, lsn: super::Lsn) -> Self {
+        self.discard_after = Some(lsn.0);
         self
     }
 

@@ -1,5 +1,6 @@
 //! Reading records from an LSN onwards, zero-copy.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -124,5 +125,137 @@ impl Iterator for LogReader {
                 }
             }
         }
+    }
+}
+
+/// Frames of one segment checked by the scanning thread: `(lsn, payload start, payload end)`.
+struct Checked {
+    seg: Arc<Segment>,
+    end: usize,
+    records: Vec<(u64, usize, usize)>,
+}
+
+/// Walks the frames of `segs` from LSN `from` on, checking each, and hands over the data records
+/// in batches of up to `batch`. Returns early (`Ok`) when `give` returns false.
+fn walk_frames(
+    segs: &[Arc<Segment>],
+    from: u64,
+    batch: usize,
+    mut give: impl FnMut(Result<Checked>) -> bool,
+) {
+    let first = segs
+        .partition_point(|s| s.header().base_lsn <= from)
+        .saturating_sub(1);
+    for seg in segs.iter().skip(first) {
+        let end = seg.published_prefix().end;
+        let buf = seg.bytes(0, end).unwrap_or(&[]);
+        let mut pos = SEGMENT_HEADER_LEN;
+        let mut expected = seg.header().base_lsn;
+        let mut records = Vec::with_capacity(batch);
+        while pos < end {
+            match decode_frame(buf, pos) {
+                Ok(fr) => {
+                    pos = fr.next;
+                    if fr.kind != FrameKind::Data {
+                        continue;
+                    }
+                    expected = fr.lsn + 1;
+                    if fr.lsn >= from {
+                        records.push((fr.lsn, fr.payload_start, fr.payload_end));
+                        if records.len() >= batch {
+                            let full = std::mem::replace(&mut records, Vec::with_capacity(batch));
+                            let seg = Arc::clone(seg);
+                            if !give(Ok(Checked {
+                                seg,
+                                end,
+                                records: full,
+                            })) {
+                                return;
+                            }
+                        }
+                    }
+                }
+                Err(FrameError::End) => break,
+                Err(e) => {
+                    give(Err(Error::corrupt(
+                        seg.path(),
+                        pos as u64,
+                        CorruptionKind::DamagedRecord {
+                            expected_lsn: expected,
+                            damage: RecordDamage::Frame(e),
+                            evidence: DurabilityEvidence::AlreadyRead,
+                        },
+                    )));
+                    return;
+                }
+            }
+        }
+        if !records.is_empty()
+            && !give(Ok(Checked {
+                seg: Arc::clone(seg),
+                end,
+                records,
+            }))
+        {
+            return;
+        }
+    }
+}
+
+impl super::Log {
+    /// Calls `f` with the data records with LSN ≥ `from` published so far, in order, in batches
+    /// of up to `batch` records, with payloads borrowed from the mappings: no reference count or
+    /// allocation per record, which is what replaying millions of records at open needs
+    /// ([`Log::read_from`](super::Log::read_from) hands out owned [`Bytes`] instead). Frames are
+    /// checked as the reader checks them. `f` returns whether to go on.
+    ///
+    /// Where a second core is available, a scanning thread walks and checks the frames (CRC,
+    /// lengths) while `f` runs on the calling thread: replay applies one batch while the next
+    /// is being verified.
+    pub(crate) fn scan_from(
+        &self,
+        from: Lsn,
+        batch: usize,
+        mut f: impl FnMut(&[(u64, &[u8])]) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        let segs: Vec<Arc<Segment>> = lock(&self.shared.segments).clone();
+        let batch = batch.max(1);
+        let mut deliver = |c: &Checked| {
+            let buf = c.seg.bytes(0, c.end).unwrap_or(&[]);
+            let slices: Vec<(u64, &[u8])> = c
+                .records
+                .iter()
+                .map(|&(lsn, a, b)| (lsn, buf.get(a..b).unwrap_or(&[])))
+                .collect();
+            f(&slices)
+        };
+        let parallel = std::thread::available_parallelism().map_or(1, |n| n.get()) > 1;
+        if !parallel {
+            let mut outcome = Ok(());
+            walk_frames(&segs, from.0, batch, |c| {
+                let step = c.and_then(|c| deliver(&c));
+                match step {
+                    Ok(ControlFlow::Continue(())) => true,
+                    Ok(ControlFlow::Break(())) => false,
+                    Err(e) => {
+                        outcome = Err(e);
+                        false
+                    }
+                }
+            });
+            return outcome;
+        }
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Checked>>(4);
+            let segs = &segs;
+            scope.spawn(move || walk_frames(segs, from.0, batch, |c| tx.send(c).is_ok()));
+            for checked in rx {
+                let checked = checked?;
+                if deliver(&checked)?.is_break() {
+                    break; // dropping `rx` stops the scanning thread
+                }
+            }
+            Ok(())
+        })
     }
 }

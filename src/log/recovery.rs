@@ -106,8 +106,9 @@ pub struct TailCut {
     pub offset: u64,
     /// How many bytes (up to the last non-zero byte) were cut.
     pub bytes: u64,
-    /// What was wrong at `offset`.
-    pub damage: RecordDamage,
+    /// What was wrong at `offset` (`None` when the cut was asked for, not forced by damage: see
+    /// [`CutReason::Discarded`]).
+    pub damage: Option<RecordDamage>,
     /// Why cutting was allowed.
     pub reason: CutReason,
     /// The LSN the first cut record would have had: the log continues from here.
@@ -126,16 +127,21 @@ impl fmt::Display for TailCut {
             CutReason::DebrisAfterCompleteSegment => {
                 "debris after the last record of a complete segment, no record lost".to_string()
             }
+            CutReason::Discarded { after } => {
+                format!("records after LSN {after} discarded as asked (checkpoint restore)")
+            }
         };
         write!(
             f,
-            "cut {} bytes of {} at offset {} ({why}; {}), log continues at LSN {}",
+            "cut {} bytes of {} at offset {} ({why}",
             self.bytes,
             self.path.display(),
             self.offset,
-            self.damage,
-            self.first_cut_lsn
         )?;
+        if let Some(d) = &self.damage {
+            write!(f, "; {d}")?;
+        }
+        write!(f, "), log continues at LSN {}", self.first_cut_lsn)?;
         if let Some((a, b)) = self.intact_records_cut {
             write!(f, "; intact records {a}..={b} after the damage were cut")?;
         }
@@ -157,6 +163,12 @@ pub enum CutReason {
     /// complete (for instance a damaged sync marker): nothing is lost; the bytes are set aside so
     /// that no reader trips over them.
     DebrisAfterCompleteSegment,
+    /// [`LogOptions::discard_after`](super::LogOptions::discard_after) asked for every record
+    /// after this LSN to be set aside.
+    Discarded {
+        /// The last LSN kept.
+        after: Lsn,
+    },
 }
 
 pub(super) struct Recovered {
@@ -186,6 +198,11 @@ pub(crate) struct SegmentScan {
 
 /// Scans the frames of a segment image. Pure: no I/O, never panics.
 pub(crate) fn scan_frames(buf: &[u8], base_lsn: u64) -> SegmentScan {
+    scan_frames_through(buf, base_lsn, u64::MAX)
+}
+
+/// [`scan_frames`], stopping (without damage) at the first data record past LSN `stop`.
+fn scan_frames_through(buf: &[u8], base_lsn: u64, stop: u64) -> SegmentScan {
     let mut s = SegmentScan {
         end: SEGMENT_HEADER_LEN,
         damage: None,
@@ -209,6 +226,7 @@ pub(crate) fn scan_frames(buf: &[u8], base_lsn: u64) -> SegmentScan {
                     return s;
                 }
                 match f.kind {
+                    FrameKind::Data if f.lsn > stop => return s,
                     FrameKind::Data => {
                         s.data_records += 1;
                         s.last_data = Some((f.lsn, f.crc));
@@ -631,7 +649,15 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         let seg = Segment::open(&path, id, true)?;
         let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
         let scan = scan_frames(buf, h.base_lsn);
-        cut_tail(dir, seg, scan, damage, reason, &mut report, &mut recovered)?;
+        cut_tail(
+            dir,
+            seg,
+            scan,
+            Some(damage),
+            reason,
+            &mut report,
+            &mut recovered,
+        )?;
         if let Some(cut) = report.cuts.last_mut() {
             cut.intact_records_cut = intact_after.data.map(|(a, b)| (Lsn(a), Lsn(b)));
         }
@@ -645,7 +671,9 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
             report.discarded_segments.push(aside);
         }
         sync_dir(dir)?;
-        return finish(dir, meta, recovered, debris, watermark, report, started);
+        return finish(
+            dir, opts, meta, recovered, debris, watermark, report, started,
+        );
     }
 
     let (seg, scan) = tail.ok_or_else(|| {
@@ -676,7 +704,15 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
             None
         };
         let reason = cut_reason(opts.recovery_mode, evidence, &seg, &scan, damage)?;
-        cut_tail(dir, seg, scan, damage, reason, &mut report, &mut recovered)?;
+        cut_tail(
+            dir,
+            seg,
+            scan,
+            Some(damage),
+            reason,
+            &mut report,
+            &mut recovered,
+        )?;
         if let Some(cut) = report.cuts.last_mut() {
             cut.intact_records_cut = ahead.data.map(|(a, b)| (Lsn(a), Lsn(b)));
         }
@@ -687,7 +723,9 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
             write_meta(dir, &meta)?;
         }
     }
-    finish(dir, meta, recovered, debris, watermark, report, started)
+    finish(
+        dir, opts, meta, recovered, debris, watermark, report, started,
+    )
 }
 
 /// What the recovery mode makes of damage at `scan.end`, given the evidence that it is durable:
@@ -716,7 +754,7 @@ fn cut_tail(
     dir: &Path,
     mut seg: Segment,
     scan: SegmentScan,
-    damage: RecordDamage,
+    damage: Option<RecordDamage>,
     reason: CutReason,
     report: &mut RecoveryReport,
     recovered: &mut Vec<Arc<Segment>>,
@@ -774,7 +812,7 @@ fn clear_debris(dir: &Path, d: Debris, report: &mut RecoveryReport) -> Result<()
         path: d.path,
         offset: d.from as u64,
         bytes: (d.to - d.from) as u64,
-        damage: d.damage,
+        damage: Some(d.damage),
         reason: CutReason::DebrisAfterCompleteSegment,
         first_cut_lsn: Lsn(d.next_lsn),
         intact_records_cut: None,
@@ -786,8 +824,9 @@ fn clear_debris(dir: &Path, d: Debris, report: &mut RecoveryReport) -> Result<()
 #[allow(clippy::too_many_arguments)]
 fn finish(
     dir: &Path,
+    opts: &LogOptions,
     mut meta: LogMeta,
-    recovered: Vec<Arc<Segment>>,
+    mut recovered: Vec<Arc<Segment>>,
     debris: Vec<Debris>,
     watermark: u64,
     mut report: RecoveryReport,
@@ -796,6 +835,9 @@ fn finish(
     remove_leftovers(&report)?;
     for d in debris {
         clear_debris(dir, d, &mut report)?;
+    }
+    if let Some(stop) = opts.discard_after {
+        discard_after(dir, stop, &mut meta, &mut recovered, &mut report)?;
     }
     let (Some(first), Some(tail)) = (recovered.first(), recovered.last()) else {
         return Err(Error::corrupt(
@@ -836,6 +878,68 @@ fn finish(
         watermark,
         report,
     })
+}
+
+/// Sets aside every record after `stop` (see [`LogOptions::discard_after`]). Crash-safe in this
+/// order: the meta file forgets the later segments first (a crash now leaves them adoptable, as if
+/// nothing happened), then they are renamed aside, then the segment holding `stop + 1` is cut.
+fn discard_after(
+    dir: &Path,
+    stop: u64,
+    meta: &mut LogMeta,
+    recovered: &mut Vec<Arc<Segment>>,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let (Some(first), Some(tail)) = (recovered.first(), recovered.last()) else {
+        return Ok(());
+    };
+    let last = tail.last_reserved_lsn();
+    if last <= stop {
+        return Ok(());
+    }
+    if first.header().base_lsn > stop.saturating_add(1) {
+        // The records up to `stop` are deleted: keeping "the log through `stop`" is impossible.
+        return Err(Error::corrupt(
+            first.path(),
+            0,
+            CorruptionKind::MissingSegment {
+                segment_id: first.id().saturating_sub(1),
+            },
+        ));
+    }
+    // The segment holding record `stop + 1`: the last one starting at or before it.
+    let k = recovered
+        .partition_point(|s| s.header().base_lsn <= stop + 1)
+        .saturating_sub(1);
+    let later: Vec<PathBuf> = recovered
+        .split_off(k + 1)
+        .iter()
+        .map(|s| s.path().to_path_buf())
+        .collect();
+    let Some(seg) = recovered.pop() else {
+        return Ok(());
+    };
+    let (path, id, base) = (seg.path().to_path_buf(), seg.id(), seg.header().base_lsn);
+    drop(seg);
+    if meta.last_segment != id {
+        meta.last_segment = id;
+        write_meta(dir, meta)?;
+    }
+    for p in later {
+        let aside = unused_name(p.with_extension("seg.discarded"));
+        fs::rename(&p, &aside).map_err(|e| Error::io("rename", &p, e))?;
+        report.discarded_segments.push(aside);
+    }
+    sync_dir(dir)?;
+    let seg = Segment::open(&path, id, true)?;
+    let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
+    let scan = scan_frames_through(buf, base, stop);
+    let reason = CutReason::Discarded { after: Lsn(stop) };
+    cut_tail(dir, seg, scan, None, reason, report, recovered)?;
+    if let Some(cut) = report.cuts.last_mut() {
+        cut.intact_records_cut = Some((Lsn(stop + 1), Lsn(last)));
+    }
+    Ok(())
 }
 
 /// A crash between creating the first segment and writing the meta file leaves one empty

@@ -515,6 +515,7 @@ impl Cursor<'_> {
     }
 
     /// Bytes of the file read so far (only the range's blocks are ever read).
+    #[cfg(test)]
     pub fn bytes_read(&self) -> u64 {
         self.walker.bytes_read
     }
@@ -527,6 +528,7 @@ pub(crate) struct BlockEntries<'a> {
     payload: &'a [u8],
     kg: u16,
     offset: u64,
+    #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
     entry_count: u32,
     path: &'a Path,
     decoder: BlockDecoder,
@@ -535,24 +537,10 @@ pub(crate) struct BlockEntries<'a> {
 }
 
 impl BlockEntries<'_> {
-    /// The block's key group.
-    pub fn kg(&self) -> u16 {
-        self.kg
-    }
-
-    /// Entries the block holds (from its verified header), to size tables before loading.
+    /// Entries the block holds (from its verified header).
+    #[cfg(any(test, feature = "testing"))]
     pub fn entry_count(&self) -> u32 {
         self.entry_count
-    }
-
-    /// Bytes of entries in the block.
-    pub fn payload_len(&self) -> usize {
-        self.payload.len()
-    }
-
-    /// File offset of the block.
-    pub fn offset(&self) -> u64 {
-        self.offset
     }
 
     /// Decodes whatever was not iterated, so that the whole block is verified.

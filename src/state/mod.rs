@@ -6,8 +6,8 @@
 
 mod codec;
 mod handles;
-// `retain`, `update`, `with_capacity`, `stats` and `compact_all` serve TTL cleanup, compaction and
-// snapshot loading (the next layers); the journal uses the rest today.
+// `retain`, `update`, `stats` and `compact_all` serve TTL cleanup and compaction of the arenas
+// (not used yet); the journal uses the rest.
 #[allow(dead_code)]
 mod table;
 mod ttl;
@@ -178,6 +178,16 @@ pub(crate) fn table_hash(composite: &[u8], ns_start: usize, key_hash_value: u64)
     }
 }
 
+/// The elements a list append with `expiry` builds on: those of `stored` (after its expiry
+/// prefix), or none if the list had expired when the append was made. The append was made at
+/// `expiry - ttl_millis` (the expiry is the time of the append plus the TTL), so replay decides
+/// exactly as the live path did, without a clock.
+pub(crate) fn list_base(stored: &[u8], expiry: u64, ttl_millis: u64) -> Option<&[u8]> {
+    let (old_expiry, rest) = split_expiry(stored)?;
+    let appended_at = expiry.saturating_sub(ttl_millis);
+    (ttl_millis == 0 || old_expiry > appended_at).then_some(rest)
+}
+
 fn hash_of_composite(composite: &[u8]) -> Result<u64, RecordError> {
     let (key, ns) = split_composite(composite)?;
     Ok(if ns.is_empty() {
@@ -203,7 +213,102 @@ fn bad(what: &'static str) -> RecordError {
     RecordError { offset: 0, what }
 }
 
+/// What loading a snapshot did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Loaded {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
 impl Store {
+    /// Loads a snapshot into an empty store: its registry and number of key groups, and the
+    /// entries of the key groups this store serves (only their blocks are read). Tables are sized
+    /// from the snapshot's per-state counts first, so loading never rehashes.
+    pub fn load_snapshot(
+        &mut self,
+        snap: &crate::snapshot::SnapshotReader,
+    ) -> crate::Result<Loaded> {
+        let meta = snap.meta();
+        let corrupt = |detail: String| {
+            crate::Error::corrupt(
+                snap.path(),
+                0,
+                crate::CorruptionKind::BadSnapshot { detail },
+            )
+        };
+        self.max_key_groups = Some(meta.max_key_groups);
+        // The share of the snapshot's entries in the key groups this store loads, to size its
+        // tables (the footer counts entries per state and per key group).
+        let (ours, total) = snap.index().iter().fold((0u64, 0u64), |(o, t), g| {
+            let mine = self.range.contains(KeyGroup(g.kg));
+            (o + if mine { g.entries } else { 0 }, t + g.entries)
+        });
+        let share = |n: u64| (u128::from(n) * u128::from(ours) / u128::from(total.max(1))) as usize;
+        for (i, info) in meta.states.iter().enumerate() {
+            if info.id as usize != i {
+                return Err(corrupt(format!("state ids are not dense at {}", info.id)));
+            }
+            let kind = StateKind::from_code(info.kind)
+                .ok_or_else(|| corrupt(format!("unknown state kind {}", info.kind)))?;
+            let ttl = (info.ttl_millis > 0).then_some(StateTtl {
+                ttl_millis: info.ttl_millis,
+                refresh_on_read: info.flags & 1 != 0,
+            });
+            let data = match kind {
+                StateKind::Map => Data::Map(MapData::default()),
+                _ => Data::Plain(Table::with_capacity(
+                    share(info.entries),
+                    share(info.payload_bytes),
+                )),
+            };
+            if self.by_name.insert(info.name.clone(), info.id).is_some() {
+                return Err(corrupt(format!(
+                    "state {:?} is registered twice",
+                    info.name
+                )));
+            }
+            self.states.push((
+                StateMeta {
+                    name: info.name.clone(),
+                    kind,
+                    ttl,
+                },
+                data,
+            ));
+        }
+        let mut loaded = Loaded::default();
+        let states = &mut self.states;
+        snap.for_each_block(self.range, |_, block| {
+            for e in block {
+                let e = e?;
+                let bad_entry = |what: &str| {
+                    corrupt(format!(
+                        "an entry of key group {} (state {}) {what}",
+                        e.kg, e.state_id
+                    ))
+                };
+                let h = hash_of_composite(e.key).map_err(|err| bad_entry(err.what))?;
+                match (states.get_mut(e.state_id as usize), e.map_key) {
+                    (Some((_, Data::Plain(t))), None) => {
+                        t.insert(h, e.key, e.value);
+                    }
+                    (Some((_, Data::Map(m))), Some(mk)) => {
+                        if let Some(entries) = m.entries_mut(h, e.key, true) {
+                            entries.insert(key_hash(mk), mk, e.value);
+                        }
+                    }
+                    (None, _) => return Err(bad_entry("names an unregistered state")),
+                    (Some(_), _) => return Err(bad_entry("does not match its state's kind")),
+                }
+                loaded.entries += 1;
+                loaded.bytes +=
+                    (e.key.len() + e.value.len() + e.map_key.map_or(0, <[u8]>::len)) as u64;
+            }
+            Ok(())
+        })?;
+        Ok(loaded)
+    }
+
     pub fn new(range: KeyGroupRange) -> Self {
         Store {
             states: Vec::new(),
@@ -322,17 +427,23 @@ impl Store {
                 element,
             } => {
                 let h = hash_of(key)?;
+                let ttl_millis = self
+                    .states
+                    .get(state_id as usize)
+                    .and_then(|(m, _)| m.ttl)
+                    .map_or(0, |t| t.ttl_millis);
                 let Data::Plain(t) = self.data(state_id)? else {
                     return Err(bad("Append on a map state"));
                 };
                 if expiry == 0 {
                     t.append(h, key, element);
                 } else {
-                    // A list with a TTL carries its expiry in front: rewrite it, keep the elements.
+                    // A list with a TTL carries its expiry in front: rewrite it, and keep the
+                    // elements unless the list had expired when this append was made.
                     let old = t
                         .get(h, key)
-                        .and_then(split_expiry)
-                        .map_or(&[][..], |(_, rest)| rest);
+                        .and_then(|v| list_base(v, expiry, ttl_millis))
+                        .unwrap_or(&[]);
                     let mut v = Vec::with_capacity(EXPIRY_LEN + old.len() + element.len());
                     v.extend_from_slice(&expiry.to_le_bytes());
                     v.extend_from_slice(old);

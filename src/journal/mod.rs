@@ -1,7 +1,18 @@
 //! The facade users hold: a [`Journal`] owns a [`Log`] and the keyed state recovered from it.
 
+mod background;
+mod recovery;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+pub use background::{CompactionPolicy, DEFAULT_REPLAY_BYTES_PER_SEC};
+pub use recovery::StateRecovery;
+
+use crate::checkpoint::{write_manifest, Catalog, CheckpointInfo};
+use crate::codec::manifest::{Manifest, StateRef};
+use crate::compaction::CompactionReport;
+use background::{lock, Compactor, Context};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -28,6 +39,8 @@ use crate::state::{
 /// | key-group range | all of them |
 /// | codec | [`Postcard`] |
 /// | clock (for TTL) | [`SystemClock`] |
+/// | compaction | automatic: log since the snapshot ≥ 64 MiB and ≥ 100% of the snapshot ([`CompactionPolicy`]) |
+/// | checkpoints kept | 3 |
 #[derive(Debug, Clone)]
 pub struct JournalOptions<C: Codec = Postcard> {
     log: LogOptions,
@@ -35,7 +48,12 @@ pub struct JournalOptions<C: Codec = Postcard> {
     key_groups: Option<KeyGroupRange>,
     codec: C,
     clock: Arc<dyn Clock>,
+    compaction: CompactionPolicy,
+    retain_checkpoints: usize,
 }
+
+/// Checkpoints kept by default.
+pub const DEFAULT_RETAINED_CHECKPOINTS: usize = 3;
 
 impl Default for JournalOptions<Postcard> {
     fn default() -> Self {
@@ -45,6 +63,8 @@ impl Default for JournalOptions<Postcard> {
             key_groups: None,
             codec: Postcard,
             clock: Arc::new(SystemClock),
+            compaction: CompactionPolicy::default(),
+            retain_checkpoints: DEFAULT_RETAINED_CHECKPOINTS,
         }
     }
 }
@@ -96,7 +116,23 @@ impl<C: Codec> JournalOptions<C> {
             key_groups: self.key_groups,
             codec,
             clock: self.clock,
+            compaction: self.compaction,
+            retain_checkpoints: self.retain_checkpoints,
         }
+    }
+
+    /// When the journal compacts its log into a new snapshot on its own (see
+    /// [`CompactionPolicy`]).
+    pub fn compaction(mut self, policy: CompactionPolicy) -> Self {
+        self.compaction = policy;
+        self
+    }
+
+    /// How many checkpoints to keep (default 3, at least 1). Older ones are deleted with every
+    /// file only they needed.
+    pub fn retain_checkpoints(mut self, n: usize) -> Self {
+        self.retain_checkpoints = n;
+        self
     }
 
     /// The clock TTL expiry is measured with.
@@ -160,7 +196,7 @@ pub(crate) struct Loc {
 /// ```
 #[derive(Debug)]
 pub struct Journal<C: Codec = Postcard> {
-    pub(crate) log: Log,
+    pub(crate) log: Arc<Log>,
     pub(crate) store: Store,
     pub(crate) codec: C,
     pub(crate) clock: Arc<dyn Clock>,
@@ -176,7 +212,56 @@ pub struct Journal<C: Codec = Postcard> {
     rec: Vec<u8>,
     /// The record of the open write batch.
     batch: Option<Vec<u8>>,
+    /// Files needed by checkpoints and the live log; shared with the compaction thread.
+    catalog: Arc<Mutex<Catalog>>,
+    compactor: Compactor,
+    policy: CompactionPolicy,
+    /// Bytes of log frames written since the newest snapshot (an estimate between compactions).
+    tail_bytes: u64,
+    /// `tail_bytes` when the running automatic compaction was requested.
+    tail_at_request: u64,
+    /// `tail_bytes` at which the policy is looked at next.
+    next_check: u64,
+    /// Size of the newest snapshot file.
+    snapshot_bytes: u64,
+    /// Replay speed (log bytes per second) measured when opened, for the recovery-time budget.
+    replay_rate: f64,
+    /// The outcome of the last automatic compaction.
+    last_compaction: Option<Result<CompactionReport>>,
+    io: IoStats,
+    recovery: StateRecovery,
 }
+
+/// Bytes a journal wrote since it was opened (see [`Journal::io_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoStats {
+    /// Bytes of mutation records (what the state changes amount to).
+    pub mutation_bytes: u64,
+    /// Bytes of log frames written for them (headers and alignment included).
+    pub log_bytes: u64,
+    /// Bytes of snapshot files written by compactions.
+    pub snapshot_bytes: u64,
+    /// Bytes of checkpoint manifests written.
+    pub manifest_bytes: u64,
+    /// Compactions completed.
+    pub compactions: u64,
+    /// Checkpoints taken.
+    pub checkpoints: u64,
+}
+
+impl IoStats {
+    /// Bytes written to files per byte of mutations (0 before any mutation).
+    pub fn write_amplification(&self) -> f64 {
+        if self.mutation_bytes == 0 {
+            return 0.0;
+        }
+        (self.log_bytes + self.snapshot_bytes + self.manifest_bytes) as f64
+            / self.mutation_bytes as f64
+    }
+}
+
+/// How often (in log bytes) the owner looks at the compaction policy.
+const POLICY_CHECK_BYTES: u64 = 1 << 20;
 
 impl Journal<Postcard> {
     /// Opens (or creates) the journal in `dir` and recovers its state: the log is replayed into
@@ -189,7 +274,24 @@ impl Journal<Postcard> {
 impl<C: Codec> Journal<C> {
     /// [`Journal::open`] with any codec.
     pub fn open_with(dir: impl AsRef<Path>, opts: JournalOptions<C>) -> Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::open_inner(dir.as_ref(), opts, None)
+    }
+
+    /// Opens the journal in `dir` exactly as it was at checkpoint `id` (Flink's exactly-once
+    /// restore): its snapshot, then the log through the checkpoint's LSN. Everything written after
+    /// the checkpoint is discarded — set aside, not deleted: log bytes go to `*.cut-OFFSET` and
+    /// `*.discarded` files, newer snapshots and manifests are renamed `*.discarded` — and appends
+    /// continue right after the checkpoint.
+    pub fn open_at_checkpoint(
+        dir: impl AsRef<Path>,
+        id: u64,
+        opts: JournalOptions<C>,
+    ) -> Result<Self> {
+        Self::open_inner(dir.as_ref(), opts, Some(id))
+    }
+
+    fn open_inner(dir: &Path, opts: JournalOptions<C>, checkpoint: Option<u64>) -> Result<Self> {
+        let dir = dir.to_path_buf();
         let max = opts.max_key_groups;
         if max == 0 || max > MAX_KEY_GROUPS {
             return Err(Error::InvalidOptions {
@@ -204,30 +306,40 @@ impl<C: Codec> Journal<C> {
                 reason: format!("{range} reaches past the {max} key groups"),
             });
         }
-        let log = Log::open(&dir, opts.log)?;
-        let mut store = Store::new(range);
-        let mut first = true;
-        for rec in log.read_from(Lsn(0)) {
-            let rec = rec?;
-            let lsn = rec.lsn.get();
-            let invalid = |detail: String| Error::InvalidRecord {
-                path: dir.clone(),
-                lsn,
-                detail,
-            };
-            store
-                .apply(&rec.payload)
-                .map_err(|e| invalid(e.to_string()))?;
-            if first && store.max_key_groups.is_none() {
-                return Err(invalid(
-                    "the first record of a journal is its Init record".into(),
-                ));
-            }
-            first = false;
+        if opts.retain_checkpoints == 0 {
+            return Err(Error::InvalidOptions {
+                name: "retain_checkpoints",
+                reason: "at least one checkpoint must be kept".into(),
+            });
         }
+        let opened = recovery::open(recovery::OpenArgs {
+            dir: &dir,
+            log: opts.log,
+            max_key_groups: max,
+            range,
+            retain: opts.retain_checkpoints,
+            checkpoint,
+        })?;
+        let log = Arc::new(opened.log);
+        let catalog = Arc::new(Mutex::new(opened.catalog));
+        let compactor = Compactor::spawn(Context {
+            dir: dir.clone(),
+            log: Arc::clone(&log),
+            catalog: Arc::clone(&catalog),
+            range,
+            max_key_groups: max,
+            clock: Arc::clone(&opts.clock),
+            block_size: opts.compaction.block_size,
+        })?;
+        let report = opened.report;
+        let replay_rate = if report.replayed_bytes >= 4 << 20 {
+            report.replayed_bytes as f64 / report.replay_time.as_secs_f64().max(1e-6)
+        } else {
+            DEFAULT_REPLAY_BYTES_PER_SEC
+        };
         let mut journal = Journal {
             log,
-            store,
+            store: opened.store,
             codec: opts.codec,
             clock: opts.clock,
             max_key_groups: max,
@@ -237,6 +349,17 @@ impl<C: Codec> Journal<C> {
             bufs: Bufs::default(),
             rec: Vec::new(),
             batch: None,
+            catalog,
+            compactor,
+            policy: opts.compaction,
+            tail_bytes: opened.tail_bytes,
+            tail_at_request: 0,
+            next_check: 0,
+            snapshot_bytes: opened.snapshot_file_bytes,
+            replay_rate,
+            last_compaction: None,
+            io: IoStats::default(),
+            recovery: report,
         };
         match journal.store.max_key_groups {
             Some(stored) if stored != max => {
@@ -256,7 +379,154 @@ impl<C: Codec> Journal<C> {
                 journal.commit_rec()?;
             }
         }
+        journal.check_policy();
         Ok(journal)
+    }
+
+    /// What opening the journal found and did: log recovery, the snapshot loaded, the records
+    /// replayed, any fallback.
+    pub fn recovery(&self) -> &StateRecovery {
+        &self.recovery
+    }
+
+    /// Bytes written since the journal was opened, and the write amplification they amount to.
+    pub fn io_stats(&self) -> IoStats {
+        self.io
+    }
+
+    /// Merges the newest snapshot with the log into a new snapshot now, and waits for it (after
+    /// an automatic compaction already running). Appends from other handles are not blocked: the
+    /// work happens on the compaction thread, from the files. Afterwards segments and snapshots
+    /// that no retained checkpoint needs are deleted.
+    pub fn compact(&mut self) -> Result<CompactionReport> {
+        let tail_before = self.tail_bytes;
+        let report = self.compactor.compact_now()?;
+        self.compacted(&report, tail_before);
+        Ok(report)
+    }
+
+    fn compacted(&mut self, report: &CompactionReport, tail_at_request: u64) {
+        if report.records == 0 {
+            return;
+        }
+        self.io.compactions += 1;
+        self.io.snapshot_bytes += report.bytes;
+        self.snapshot_bytes = report.bytes;
+        // What was appended since the request lies (mostly) after the new snapshot.
+        self.tail_bytes = self.tail_bytes.saturating_sub(tail_at_request);
+        self.next_check = self.tail_bytes;
+    }
+
+    /// The outcome of the last automatic compaction, if one finished since the last call: a
+    /// background failure (a full disk, say) does not fail writes, so look here for it.
+    pub fn last_compaction(&mut self) -> Option<Result<CompactionReport>> {
+        self.poll_compactor();
+        self.last_compaction.take()
+    }
+
+    /// Waits for the automatic compaction running in the background, if there is one, and
+    /// returns its outcome (or that of one that finished earlier and was not collected yet).
+    pub fn wait_for_compaction(&mut self) -> Option<Result<CompactionReport>> {
+        if let Some(result) = self.compactor.wait() {
+            if let Ok(report) = &result {
+                self.compacted(report, self.tail_at_request);
+            }
+            self.last_compaction = Some(result);
+        }
+        self.last_compaction.take()
+    }
+
+    fn poll_compactor(&mut self) {
+        if let Some(result) = self.compactor.poll() {
+            if let Ok(report) = &result {
+                self.compacted(report, self.tail_at_request);
+            }
+            self.last_compaction = Some(result);
+        }
+    }
+
+    /// Looks at the compaction policy (called every `POLICY_CHECK_BYTES` of log).
+    #[cold]
+    fn check_policy(&mut self) {
+        self.next_check = self.tail_bytes + POLICY_CHECK_BYTES;
+        self.poll_compactor();
+        if !self.compactor.in_flight
+            && self
+                .policy
+                .due(self.tail_bytes, self.snapshot_bytes, self.replay_rate)
+        {
+            self.tail_at_request = self.tail_bytes;
+            self.compactor.request();
+        }
+    }
+
+    /// Takes a checkpoint: makes the log durable through the current LSN `c` and publishes a
+    /// manifest naming the newest snapshot and the log segments after it through `c`. Its cost
+    /// grows with what was written since the previous checkpoint, not with the state: nothing is
+    /// copied, the segments' checksums are extended incrementally. Checkpoints beyond the
+    /// retention count are then dropped, with the files only they needed.
+    pub fn checkpoint(&mut self) -> Result<CheckpointInfo> {
+        if self.batch.is_some() {
+            return Err(Error::InvalidOptions {
+                name: "checkpoint",
+                reason: "a checkpoint cannot be taken inside a write batch".into(),
+            });
+        }
+        let c = self.log.sync()?.get();
+        let states = self
+            .store
+            .states
+            .iter()
+            .enumerate()
+            .map(|(i, (m, _))| StateRef {
+                id: i as u32,
+                kind: m.kind.code(),
+                flags: u8::from(m.ttl.is_some_and(|t| t.refresh_on_read)),
+                ttl_millis: m.ttl.map_or(0, |t| t.ttl_millis),
+                name: m.name.clone(),
+            })
+            .collect();
+        let created_millis = self.clock.now_millis();
+        let mut cat = lock(&self.catalog);
+        let snapshot = cat
+            .newest_snapshot()
+            .filter(|(lsn, _)| *lsn <= c)
+            .map(|(lsn, e)| crate::codec::manifest::SnapshotRef {
+                lsn,
+                len: e.len,
+                file: crate::format::snapshot_file_name(lsn),
+            });
+        let after = snapshot.as_ref().map_or(0, |s| s.lsn);
+        let segments = cat.segment_refs(&self.log, after, c)?;
+        let manifest = Manifest {
+            id: cat.last_id + 1,
+            lsn: c,
+            log_id: self.log.id(),
+            created_millis,
+            max_key_groups: self.max_key_groups,
+            kg_start: self.store.range.start(),
+            kg_end: self.store.range.end(),
+            snapshot,
+            segments,
+            states,
+        };
+        write_manifest(&self.dir, &manifest)?;
+        cat.last_id = manifest.id;
+        let info = CheckpointInfo::of(&self.dir, &manifest);
+        self.io.manifest_bytes += manifest.encode().len() as u64;
+        self.io.checkpoints += 1;
+        cat.checkpoints.insert(manifest.id, manifest);
+        cat.retain_and_collect(&self.log)?;
+        Ok(info)
+    }
+
+    /// The retained checkpoints, oldest first.
+    pub fn checkpoints(&self) -> Vec<CheckpointInfo> {
+        lock(&self.catalog)
+            .checkpoints
+            .values()
+            .map(|m| CheckpointInfo::of(&self.dir, m))
+            .collect()
     }
 
     /// What log recovery found and did when the journal was opened.
@@ -322,9 +592,17 @@ impl<C: Codec> Journal<C> {
         self.log.sync()
     }
 
-    /// Flushes and closes.
+    /// Waits for a running compaction, flushes and closes.
     pub fn close(self) -> Result<()> {
-        self.log.close()
+        let Journal {
+            log, mut compactor, ..
+        } = self;
+        compactor.stop(); // its thread holds the other reference to the log
+        drop(compactor);
+        match Arc::try_unwrap(log) {
+            Ok(log) => log.close(),
+            Err(log) => log.sync().map(|_| ()),
+        }
     }
 
     /// Runs `f` as one atomic write batch: every mutation `f` makes is logged as a single record,
@@ -462,6 +740,7 @@ impl<C: Codec> Journal<C> {
     /// Appends the record in `rec` to the log and applies it.
     fn commit_rec(&mut self) -> Result<()> {
         let lsn = self.log.append(&self.rec)?;
+        self.account(self.rec.len());
         self.store
             .apply(&self.rec)
             .map_err(|e| Error::InvalidRecord {
@@ -486,13 +765,28 @@ impl<C: Codec> Journal<C> {
         begin_record(&mut self.rec);
         op.encode(&mut self.rec);
         let lsn = self.log.append(&self.rec)?;
-        self.store
+        let applied = self
+            .store
             .apply_op(op, hash)
             .map_err(|e| Error::InvalidRecord {
                 path: self.dir.clone(),
                 lsn: lsn.get(),
                 detail: e.to_string(),
-            })
+            });
+        self.account(self.rec.len());
+        applied
+    }
+
+    /// Counts an appended record and looks at the compaction policy every MiB.
+    #[inline]
+    fn account(&mut self, payload: usize) {
+        let frame = crate::codec::frame::frame_size(payload).unwrap_or(payload) as u64;
+        self.io.mutation_bytes += payload as u64;
+        self.io.log_bytes += frame;
+        self.tail_bytes += frame;
+        if self.tail_bytes >= self.next_check {
+            self.check_policy();
+        }
     }
 
     fn state_name(&self, id: u32) -> String {

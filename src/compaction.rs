@@ -1,0 +1,706 @@
+//! Compaction: merge(previous snapshot, log records `(s, m]`) → a new snapshot at `m`.
+//!
+//! It works from the files alone — the previous snapshot and the log — never from the journal's
+//! tables, so it runs on a background thread while the owner goes on writing. Its memory is the
+//! [`Delta`]: the final change of every key the tail touched, not the whole state. The merge
+//! streams the previous snapshot's entries (sorted) past the sorted delta and writes each
+//! resulting entry once.
+//!
+//! The delta mirrors [`Store::apply_op`](crate::state::Store::apply_op) exactly, op by op, so
+//! `snapshot(merge) == tables(replay)`; `tests/compaction_model.rs` checks that for random
+//! histories of every state kind.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::codec::record::{decode_record, Op, RecordError};
+use crate::error::{Error, Result};
+use crate::keygroup::{KeyGroup, KeyGroupRange};
+use crate::log::{Log, Lsn};
+use crate::snapshot::{Entry, SnapshotFile, SnapshotReader, SnapshotWriter, StateInfo};
+use crate::state::{list_base, split_expiry};
+
+/// Code of a map state (see `StateKind::code`).
+const KIND_MAP: u8 = 3;
+
+/// What the tail did to one key, relative to the previous snapshot.
+#[derive(Debug)]
+enum Change {
+    /// The key's value is now this (`None`: deleted). Absolute: the base value does not matter.
+    Set(Option<Vec<u8>>),
+    /// Appends to whatever the base holds: [`Piece`]s applied in order, each as
+    /// the tables apply an `Append` op (an expiry of 0 appends raw bytes; another one replaces
+    /// the value's expiry). No pieces: the key is unchanged.
+    Append { pieces: Vec<Piece> },
+    /// A map key: `cleared` when the tail deleted the whole key (its base entries are gone),
+    /// then the entries put (`Some`) or removed (`None`) since.
+    Map {
+        cleared: bool,
+        entries: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    },
+}
+
+/// One run of appends: `(expiry, the state's TTL then, the elements)`.
+type Piece = (u64, u64, Vec<u8>);
+
+#[derive(Debug)]
+struct KeyChange {
+    kg: u16,
+    change: Change,
+}
+
+/// The changes of a log tail, per (state, composite key).
+#[derive(Debug)]
+pub(crate) struct Delta {
+    max_key_groups: Option<u16>,
+    range: KeyGroupRange,
+    states: Vec<StateInfo>,
+    /// States a `ClearState` in the tail emptied: their base entries are dropped.
+    cleared: Vec<bool>,
+    keys: HashMap<(u32, Vec<u8>), KeyChange>,
+    /// Key and value bytes the delta holds.
+    bytes: usize,
+}
+
+fn bad(what: &'static str) -> RecordError {
+    RecordError { offset: 0, what }
+}
+
+impl Delta {
+    /// An empty delta over the state described by `base` (a snapshot's registry), or over an empty
+    /// journal.
+    pub fn new(
+        range: KeyGroupRange,
+        max_key_groups: Option<u16>,
+        base_states: Vec<StateInfo>,
+    ) -> Self {
+        let n = base_states.len();
+        Delta {
+            max_key_groups,
+            range,
+            states: base_states,
+            cleared: vec![false; n],
+            keys: HashMap::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Distinct keys the delta holds.
+    pub fn keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Bytes of keys and values the delta holds.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The registry after the tail.
+    pub fn states(&self) -> &[StateInfo] {
+        &self.states
+    }
+
+    /// The number of key groups (from the base snapshot or the tail's `Init` record).
+    pub fn max_key_groups(&self) -> Option<u16> {
+        self.max_key_groups
+    }
+
+    fn kind(&self, state_id: u32) -> Result<u8, RecordError> {
+        self.states
+            .get(state_id as usize)
+            .map(|s| s.kind)
+            .ok_or(bad("op on an unregistered state"))
+    }
+
+    /// The change of a key, created as "unchanged" (an empty append) on first touch.
+    fn entry(&mut self, state_id: u32, kg: u16, key: &[u8]) -> &mut Change {
+        let mut new_key = 0;
+        let slot = self
+            .keys
+            .entry((state_id, key.to_vec()))
+            .or_insert_with(|| {
+                new_key = key.len();
+                KeyChange {
+                    kg,
+                    change: Change::Append { pieces: Vec::new() },
+                }
+            });
+        self.bytes += new_key;
+        &mut slot.change
+    }
+
+    /// Applies one record (every op of it).
+    pub fn apply(&mut self, payload: &[u8]) -> Result<(), RecordError> {
+        for op in decode_record(payload)? {
+            self.apply_op(op?)?;
+        }
+        Ok(())
+    }
+
+    fn apply_op(&mut self, op: Op<'_>) -> Result<(), RecordError> {
+        match op {
+            Op::Init { max_key_groups } => match self.max_key_groups {
+                Some(m) if m != max_key_groups => Err(bad("a second Init record disagrees")),
+                _ => {
+                    self.max_key_groups = Some(max_key_groups);
+                    Ok(())
+                }
+            },
+            Op::Register {
+                state_id,
+                kind,
+                flags,
+                ttl_millis,
+                name,
+            } => {
+                let name = std::str::from_utf8(name).map_err(|_| bad("state name is not UTF-8"))?;
+                if !(1..=5).contains(&kind) {
+                    return Err(bad("unknown state kind"));
+                }
+                let count = self.states.len();
+                match self.states.get_mut(state_id as usize) {
+                    Some(s) if s.name == name && s.kind == kind => {
+                        s.flags = flags;
+                        s.ttl_millis = ttl_millis;
+                    }
+                    Some(_) => return Err(bad("registration conflicts with an existing state")),
+                    None if state_id as usize == count => {
+                        self.states.push(StateInfo {
+                            id: state_id,
+                            name: name.to_string(),
+                            kind,
+                            flags,
+                            ttl_millis,
+                            entries: 0,
+                            payload_bytes: 0,
+                        });
+                        self.cleared.push(false);
+                    }
+                    None => return Err(bad("state ids are not dense")),
+                }
+                Ok(())
+            }
+            Op::ClearState { state_id } => {
+                self.kind(state_id)?;
+                if let Some(c) = self.cleared.get_mut(state_id as usize) {
+                    *c = true;
+                }
+                let mut freed = 0;
+                self.keys.retain(|(s, k), v| {
+                    let keep = *s != state_id;
+                    if !keep {
+                        freed += k.len() + change_bytes(&v.change);
+                    }
+                    keep
+                });
+                self.bytes -= freed.min(self.bytes);
+                Ok(())
+            }
+            Op::Put {
+                state_id,
+                kg,
+                key,
+                value,
+            } => {
+                let kind = self.kind(state_id)?;
+                if !self.range.contains(KeyGroup(kg)) {
+                    return Ok(());
+                }
+                if kind == KIND_MAP {
+                    return Err(bad("Put on a map state"));
+                }
+                self.bytes += value.len();
+                let c = self.entry(state_id, kg, key);
+                let old = change_bytes(c);
+                *c = Change::Set(Some(value.to_vec()));
+                self.bytes -= old.min(self.bytes);
+                Ok(())
+            }
+            Op::Delete { state_id, kg, key } => {
+                let kind = self.kind(state_id)?;
+                if !self.range.contains(KeyGroup(kg)) {
+                    return Ok(());
+                }
+                let c = self.entry(state_id, kg, key);
+                let old = change_bytes(c);
+                *c = if kind == KIND_MAP {
+                    Change::Map {
+                        cleared: true,
+                        entries: HashMap::new(),
+                    }
+                } else {
+                    Change::Set(None)
+                };
+                self.bytes -= old.min(self.bytes);
+                Ok(())
+            }
+            Op::Append {
+                state_id,
+                kg,
+                key,
+                expiry,
+                element,
+            } => {
+                let kind = self.kind(state_id)?;
+                if !self.range.contains(KeyGroup(kg)) {
+                    return Ok(());
+                }
+                if kind == KIND_MAP {
+                    return Err(bad("Append on a map state"));
+                }
+                self.bytes += element.len();
+                let ttl = self.ttl_millis(state_id);
+                let c = self.entry(state_id, kg, key);
+                match c {
+                    Change::Set(v) => {
+                        // Exactly what the tables do to a known value.
+                        let base = v.take();
+                        *v = Some(appended(base.as_deref(), expiry, ttl, element));
+                    }
+                    Change::Append { pieces } => match pieces.last_mut() {
+                        // Appending raw bytes, or replacing an expiry the previous piece set
+                        // anyway, composes with the previous piece — unless the list had expired
+                        // in between: then the result no longer depends on the base at all.
+                        Some((last, _, elements)) if expiry == 0 || *last != 0 => {
+                            if expiry != 0 && ttl > 0 && *last <= expiry.saturating_sub(ttl) {
+                                let mut v = expiry.to_le_bytes().to_vec();
+                                v.extend_from_slice(element);
+                                *c = Change::Set(Some(v));
+                            } else {
+                                if expiry != 0 {
+                                    *last = expiry;
+                                }
+                                elements.extend_from_slice(element);
+                            }
+                        }
+                        _ => pieces.push((expiry, ttl, element.to_vec())),
+                    },
+                    Change::Map { .. } => return Err(bad("Append on a map state")),
+                }
+                Ok(())
+            }
+            Op::MapPut {
+                state_id,
+                kg,
+                key,
+                map_key,
+                value,
+            } => {
+                if self.kind(state_id)? != KIND_MAP {
+                    return Err(bad("MapPut on a state that is not a map"));
+                }
+                if !self.range.contains(KeyGroup(kg)) {
+                    return Ok(());
+                }
+                let mut added = map_key.len() + value.len();
+                let c = self.entry(state_id, kg, key);
+                if !matches!(c, Change::Map { .. }) {
+                    *c = Change::Map {
+                        cleared: false,
+                        entries: HashMap::new(),
+                    };
+                }
+                if let Change::Map { entries, .. } = c {
+                    if let Some(Some(old)) = entries.insert(map_key.to_vec(), Some(value.to_vec()))
+                    {
+                        added = added.saturating_sub(map_key.len() + old.len());
+                    }
+                }
+                self.bytes += added;
+                Ok(())
+            }
+            Op::MapRemove {
+                state_id,
+                kg,
+                key,
+                map_key,
+            } => {
+                if self.kind(state_id)? != KIND_MAP {
+                    return Err(bad("MapRemove on a state that is not a map"));
+                }
+                if !self.range.contains(KeyGroup(kg)) {
+                    return Ok(());
+                }
+                let c = self.entry(state_id, kg, key);
+                if !matches!(c, Change::Map { .. }) {
+                    *c = Change::Map {
+                        cleared: false,
+                        entries: HashMap::new(),
+                    };
+                }
+                if let Change::Map { entries, .. } = c {
+                    entries.insert(map_key.to_vec(), None);
+                }
+                self.bytes += map_key.len();
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether a stored value of `state_id` has expired at `now` (states without a TTL never do).
+    fn expired(&self, state_id: u32, value: &[u8], now: u64) -> bool {
+        let ttl = self
+            .states
+            .get(state_id as usize)
+            .is_some_and(|s| s.ttl_millis > 0);
+        ttl && split_expiry(value).is_some_and(|(expiry, _)| expiry <= now)
+    }
+
+    fn ttl_millis(&self, state_id: u32) -> u64 {
+        self.states
+            .get(state_id as usize)
+            .map_or(0, |s| s.ttl_millis)
+    }
+
+    fn state_cleared(&self, state_id: u32) -> bool {
+        self.cleared
+            .get(state_id as usize)
+            .copied()
+            .unwrap_or(false)
+    }
+}
+
+/// The value after appending `element` to `base` with `expiry` (0: none) in a state whose TTL
+/// is `ttl_millis`, as the tables do (see `list_base`).
+fn appended(base: Option<&[u8]>, expiry: u64, ttl_millis: u64, element: &[u8]) -> Vec<u8> {
+    if expiry == 0 {
+        let mut v = base.map(<[u8]>::to_vec).unwrap_or_default();
+        v.extend_from_slice(element);
+        v
+    } else {
+        let rest = base
+            .and_then(|b| list_base(b, expiry, ttl_millis))
+            .unwrap_or(&[]);
+        let mut v = Vec::with_capacity(8 + rest.len() + element.len());
+        v.extend_from_slice(&expiry.to_le_bytes());
+        v.extend_from_slice(rest);
+        v.extend_from_slice(element);
+        v
+    }
+}
+
+fn change_bytes(c: &Change) -> usize {
+    match c {
+        Change::Set(v) => v.as_ref().map_or(0, Vec::len),
+        Change::Append { pieces } => pieces.iter().map(|(_, _, e)| e.len()).sum(),
+        Change::Map { entries, .. } => entries
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum(),
+    }
+}
+
+/// Counters of one merge.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct MergeStats {
+    /// Entries read from the previous snapshot.
+    pub base_entries: u64,
+    /// Entries written.
+    pub written: u64,
+    /// Entries dropped because their TTL had expired.
+    pub expired: u64,
+}
+
+/// Streams the previous snapshot's entries (if any) past the sorted delta into `out`.
+pub(crate) fn merge(
+    base: Option<&SnapshotReader>,
+    delta: Delta,
+    out: &mut SnapshotWriter,
+    now: u64,
+) -> Result<MergeStats> {
+    let mut stats = MergeStats::default();
+    let mut delta = delta;
+    let mut changes: Vec<(u16, u32, Vec<u8>, Change)> = std::mem::take(&mut delta.keys)
+        .into_iter()
+        .map(|((sid, key), kc)| (kc.kg, sid, key, kc.change))
+        .collect();
+    changes.sort_unstable_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+
+    let mut cursor = base.map(|b| b.cursor(delta.range));
+    let mut has = match cursor.as_mut() {
+        Some(c) => c.advance()?,
+        None => false,
+    };
+    // Writes one entry unless its state was cleared or it has expired.
+    let mut emit = |e: Entry<'_>, stats: &mut MergeStats| -> Result<()> {
+        if delta.expired(e.state_id, e.value, now) {
+            stats.expired += 1;
+            return Ok(());
+        }
+        stats.written += 1;
+        out.add(e)
+    };
+    let mut changes = changes.into_iter().peekable();
+    loop {
+        // The base entry at the cursor, as an owned position for comparisons.
+        let base_pos = match (&cursor, has) {
+            (Some(c), true) => c.entry().map(|e| (e.kg, e.state_id)),
+            _ => None,
+        };
+        let order = match (base_pos, changes.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(bp), Some(d)) => {
+                let e = cursor.as_ref().and_then(|c| c.entry());
+                let key = e.map_or(&[][..], |e| e.key);
+                (bp.0, bp.1, key).cmp(&(d.0, d.1, &d.2[..]))
+            }
+        };
+        if order == std::cmp::Ordering::Less {
+            // Only in the base.
+            if let Some(e) = cursor.as_ref().and_then(|c| c.entry()) {
+                stats.base_entries += 1;
+                if !delta.state_cleared(e.state_id) {
+                    emit(e, &mut stats)?;
+                }
+            }
+            has = advance(&mut cursor)?;
+            continue;
+        }
+        let Some((kg, sid, key, change)) = changes.next() else {
+            break;
+        };
+        let same = order == std::cmp::Ordering::Equal && !delta.state_cleared(sid);
+        match change {
+            Change::Set(v) => {
+                if order == std::cmp::Ordering::Equal {
+                    stats.base_entries += 1;
+                    has = advance(&mut cursor)?;
+                }
+                if let Some(v) = v {
+                    emit(entry_of(kg, sid, &key, None, &v), &mut stats)?;
+                }
+            }
+            Change::Append { pieces } => {
+                let mut base_value = None;
+                if order == std::cmp::Ordering::Equal {
+                    stats.base_entries += 1;
+                    if same {
+                        base_value = cursor
+                            .as_ref()
+                            .and_then(|c| c.entry())
+                            .map(|e| e.value.to_vec());
+                    }
+                    has = advance(&mut cursor)?;
+                }
+                let mut v = base_value;
+                for (expiry, ttl, elements) in &pieces {
+                    v = Some(appended(v.as_deref(), *expiry, *ttl, elements));
+                }
+                // No pieces and no base: untouched, nothing to write.
+                if let Some(v) = v {
+                    emit(entry_of(kg, sid, &key, None, &v), &mut stats)?;
+                }
+            }
+            Change::Map { cleared, entries } => {
+                let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> = entries.into_iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                let mut entries = entries.into_iter().peekable();
+                let keep_base = same && !cleared;
+                // The base's entries of this key, merged by map key with the delta's.
+                while order == std::cmp::Ordering::Equal && has {
+                    let Some(e) = cursor.as_ref().and_then(|c| c.entry()) else {
+                        break;
+                    };
+                    if (e.kg, e.state_id, e.key) != (kg, sid, &key[..]) {
+                        break;
+                    }
+                    stats.base_entries += 1;
+                    let mk = e.map_key.unwrap_or(&[]);
+                    while let Some((dk, dv)) = entries.next_if(|(dk, _)| dk.as_slice() < mk) {
+                        if let Some(dv) = dv {
+                            emit(entry_of(kg, sid, &key, Some(&dk), &dv), &mut stats)?;
+                        }
+                    }
+                    match entries.next_if(|(dk, _)| dk.as_slice() == mk) {
+                        Some((dk, Some(dv))) => {
+                            emit(entry_of(kg, sid, &key, Some(&dk), &dv), &mut stats)?
+                        }
+                        Some((_, None)) => {}
+                        None if keep_base => emit(e, &mut stats)?,
+                        None => {}
+                    }
+                    has = advance(&mut cursor)?;
+                }
+                for (dk, dv) in entries {
+                    if let Some(dv) = dv {
+                        emit(entry_of(kg, sid, &key, Some(&dk), &dv), &mut stats)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(stats)
+}
+
+fn entry_of<'a>(
+    kg: u16,
+    state_id: u32,
+    key: &'a [u8],
+    map_key: Option<&'a [u8]>,
+    value: &'a [u8],
+) -> Entry<'a> {
+    Entry {
+        kg,
+        state_id,
+        key,
+        map_key,
+        value,
+    }
+}
+
+fn advance(cursor: &mut Option<crate::snapshot::Cursor<'_>>) -> Result<bool> {
+    match cursor.as_mut() {
+        Some(c) => c.advance(),
+        None => Ok(false),
+    }
+}
+
+/// What one compaction did.
+#[derive(Debug, Clone)]
+pub struct CompactionReport {
+    /// The snapshot written.
+    pub snapshot: std::path::PathBuf,
+    /// The LSN it covers.
+    pub lsn: Lsn,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Entries in it.
+    pub entries: u64,
+    /// The previous snapshot's LSN (0: there was none).
+    pub base_lsn: Lsn,
+    /// Log records merged.
+    pub records: u64,
+    /// Log payload bytes merged.
+    pub log_bytes: u64,
+    /// Distinct keys the tail touched (the merge's memory is proportional to these).
+    pub delta_keys: u64,
+    /// Bytes of keys and values the merge held in memory for them.
+    pub delta_bytes: u64,
+    /// Entries dropped because their time-to-live had expired.
+    pub expired: u64,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// Everything a compaction needs, none of it borrowed from the journal's owner.
+pub(crate) struct CompactionJob<'a> {
+    pub dir: &'a Path,
+    pub log: &'a Log,
+    /// The previous snapshot, if any.
+    pub base: Option<SnapshotReader>,
+    /// Merge the log through this LSN (it must be durable).
+    pub through: u64,
+    pub range: KeyGroupRange,
+    pub max_key_groups: u16,
+    /// The time TTL expiry is judged at.
+    pub now: u64,
+    /// Snapshot block size (`None`: the default).
+    pub block_size: Option<usize>,
+}
+
+impl CompactionJob<'_> {
+    /// Builds the delta from the log, merges, and publishes the new snapshot (durably).
+    pub fn run(self) -> Result<(SnapshotFile, CompactionReport)> {
+        let started = Instant::now();
+        let (base_lsn, states, max_kg) = match &self.base {
+            Some(b) => (
+                b.meta().lsn,
+                b.meta().states.clone(),
+                Some(b.meta().max_key_groups),
+            ),
+            None => (0, Vec::new(), None),
+        };
+        let mut delta = Delta::new(self.range, max_kg, states);
+        let mut records = 0u64;
+        let mut log_bytes = 0u64;
+        let mut next = base_lsn + 1;
+        if self.through >= next {
+            let dir = self.dir;
+            let through = self.through;
+            let log = self.log;
+            let scanned = log.scan_from(Lsn(next), 1024, |batch| {
+                for &(lsn, payload) in batch {
+                    if lsn > through {
+                        return Ok(ControlFlow::Break(())); // everything through it is merged
+                    }
+                    if lsn != next {
+                        return Err(missing_records(log, next, lsn));
+                    }
+                    delta.apply(payload).map_err(|e| Error::InvalidRecord {
+                        path: dir.to_path_buf(),
+                        lsn,
+                        detail: e.to_string(),
+                    })?;
+                    records += 1;
+                    log_bytes += payload.len() as u64;
+                    next = lsn + 1;
+                }
+                Ok(ControlFlow::Continue(()))
+            });
+            scanned?;
+        }
+        if next <= self.through {
+            return Err(missing_records(self.log, next, self.through + 1));
+        }
+        match delta.max_key_groups() {
+            Some(m) if m == self.max_key_groups => {}
+            Some(m) => {
+                return Err(Error::KeyGroupsMismatch {
+                    path: self.dir.to_path_buf(),
+                    stored: m,
+                    requested: self.max_key_groups,
+                })
+            }
+            None => {
+                return Err(Error::InvalidRecord {
+                    path: self.dir.to_path_buf(),
+                    lsn: base_lsn + 1,
+                    detail: "the log does not start with the journal's Init record".into(),
+                })
+            }
+        }
+        let delta_keys = delta.keys() as u64;
+        let delta_bytes = delta.bytes() as u64;
+        let mut writer = SnapshotWriter::create(
+            self.dir,
+            self.through,
+            self.max_key_groups,
+            self.range,
+            delta.states().to_vec(),
+        )?;
+        if let Some(bs) = self.block_size {
+            writer = writer.with_block_size(bs);
+        }
+        let stats = merge(self.base.as_ref(), delta, &mut writer, self.now)?;
+        let file = writer.finish()?;
+        let report = CompactionReport {
+            snapshot: file.path.clone(),
+            lsn: Lsn(self.through),
+            bytes: file.len,
+            entries: file.entries,
+            base_lsn: Lsn(base_lsn),
+            records,
+            log_bytes,
+            delta_keys,
+            delta_bytes,
+            expired: stats.expired,
+            duration: started.elapsed(),
+        };
+        Ok((file, report))
+    }
+}
+
+fn missing_records(log: &Log, want: u64, found: u64) -> Error {
+    Error::InvalidRecord {
+        path: log.dir().to_path_buf(),
+        lsn: want,
+        detail: format!(
+            "the log has no record {want} (the next one it holds is {found}): \
+             the records after the snapshot are incomplete"
+        ),
+    }
+}

@@ -1,0 +1,274 @@
+//! The compaction thread and the policy that starts it.
+//!
+//! The owner never waits for a compaction: it sends a request over a channel and goes on. The
+//! thread makes the log durable through some LSN `m` (a flush it shares with any committer), then
+//! merges the newest snapshot with the records up to `m` from the files alone, publishes the new
+//! snapshot and lets the [`Catalog`] delete what nothing needs any more. Only the catalog mutex is
+//! shared with the owner, and the owner takes it only in `checkpoint`.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::checkpoint::{Catalog, SnapshotEntry};
+use crate::compaction::{CompactionJob, CompactionReport};
+use crate::error::{Error, Result};
+use crate::keygroup::KeyGroupRange;
+use crate::log::{Log, Lsn};
+use crate::snapshot::SnapshotReader;
+use crate::state::Clock;
+
+/// When the journal compacts on its own (see [`JournalOptions::compaction`](super::JournalOptions::compaction)).
+///
+/// Like Redis's automatic AOF rewrite, a compaction starts when the log written since the newest
+/// snapshot exceeds both a size floor and a ratio of the snapshot's size; and, if a recovery-time
+/// budget is set, whenever replaying that log would take longer than the budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CompactionPolicy {
+    pub(crate) auto: bool,
+    pub(crate) min_tail_bytes: u64,
+    pub(crate) tail_ratio_percent: u64,
+    pub(crate) recovery_budget: Option<Duration>,
+    pub(crate) block_size: Option<usize>,
+}
+
+impl Default for CompactionPolicy {
+    /// Automatic: at least 64 MiB of log and 100% of the snapshot's size; no time budget.
+    fn default() -> Self {
+        CompactionPolicy {
+            auto: true,
+            min_tail_bytes: 64 << 20,
+            tail_ratio_percent: 100,
+            recovery_budget: None,
+            block_size: None,
+        }
+    }
+}
+
+impl CompactionPolicy {
+    /// Never compact on its own; only [`Journal::compact`](super::Journal::compact) does.
+    pub fn manual() -> Self {
+        CompactionPolicy {
+            auto: false,
+            ..Self::default()
+        }
+    }
+
+    /// The log since the newest snapshot must be at least this big (default 64 MiB).
+    pub fn min_tail_bytes(mut self, bytes: u64) -> Self {
+        self.min_tail_bytes = bytes;
+        self
+    }
+
+    /// ... and at least this percentage of the snapshot's size (default 100).
+    pub fn tail_ratio_percent(mut self, percent: u64) -> Self {
+        self.tail_ratio_percent = percent;
+        self
+    }
+
+    /// Compact whenever replaying the log since the newest snapshot would take longer than
+    /// `budget` (estimated from the replay speed measured when the journal was opened, or
+    /// [`DEFAULT_REPLAY_BYTES_PER_SEC`] before one was measured), regardless of the size rules.
+    pub fn recovery_budget(mut self, budget: Duration) -> Self {
+        self.recovery_budget = Some(budget);
+        self
+    }
+
+    /// Size of snapshot blocks (default 256 KiB; small values only make sense in tests).
+    pub fn snapshot_block_size(mut self, bytes: usize) -> Self {
+        self.block_size = Some(bytes);
+        self
+    }
+
+    /// Whether a log tail of `tail` bytes over a snapshot of `snapshot` bytes calls for a
+    /// compaction, replaying at `replay_rate` bytes per second.
+    pub(crate) fn due(&self, tail: u64, snapshot: u64, replay_rate: f64) -> bool {
+        if !self.auto || tail == 0 {
+            return false;
+        }
+        let by_size = tail >= self.min_tail_bytes
+            && tail.saturating_mul(100) >= snapshot.saturating_mul(self.tail_ratio_percent);
+        let by_time = self
+            .recovery_budget
+            .is_some_and(|b| tail as f64 / replay_rate.max(1.0) > b.as_secs_f64());
+        by_size || by_time
+    }
+}
+
+/// Replay speed assumed before one was measured (bytes of log per second). Conservative: the
+/// replay measured on a 2-core VM runs several times faster.
+pub const DEFAULT_REPLAY_BYTES_PER_SEC: f64 = 100e6;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the compaction thread needs, none of it borrowed from the owner.
+pub(crate) struct Context {
+    pub dir: PathBuf,
+    pub log: Arc<Log>,
+    pub catalog: Arc<Mutex<Catalog>>,
+    pub range: KeyGroupRange,
+    pub max_key_groups: u16,
+    pub clock: Arc<dyn Clock>,
+    pub block_size: Option<usize>,
+}
+
+enum Request {
+    Compact(Option<SyncSender<Result<CompactionReport>>>),
+    Stop,
+}
+
+/// The owner's end of the compaction thread.
+pub(crate) struct Compactor {
+    tx: Sender<Request>,
+    done: Receiver<Result<CompactionReport>>,
+    handle: Option<JoinHandle<()>>,
+    /// An automatic compaction was requested and has not reported yet.
+    pub in_flight: bool,
+}
+
+impl std::fmt::Debug for Compactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compactor")
+            .field("in_flight", &self.in_flight)
+            .finish()
+    }
+}
+
+impl Compactor {
+    pub fn spawn(ctx: Context) -> Result<Compactor> {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let (done_tx, done) = mpsc::channel();
+        let dir = ctx.dir.clone();
+        let handle = std::thread::Builder::new()
+            .name("statejournal-compaction".into())
+            .spawn(move || {
+                while let Ok(Request::Compact(reply)) = rx.recv() {
+                    let result = compact(&ctx);
+                    match reply {
+                        Some(reply) => {
+                            let _ = reply.send(result);
+                        }
+                        None => {
+                            let _ = done_tx.send(result);
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::io("spawn the compaction thread", dir, e))?;
+        Ok(Compactor {
+            tx,
+            done,
+            handle: Some(handle),
+            in_flight: false,
+        })
+    }
+
+    /// Starts an automatic compaction (its outcome comes back through [`Compactor::poll`]).
+    pub fn request(&mut self) {
+        if !self.in_flight && self.tx.send(Request::Compact(None)).is_ok() {
+            self.in_flight = true;
+        }
+    }
+
+    /// Runs a compaction and waits for it (after any automatic one already queued).
+    pub fn compact_now(&self) -> Result<CompactionReport> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        let gone = || {
+            Error::io(
+                "compact",
+                PathBuf::new(),
+                std::io::Error::other("the compaction thread has stopped"),
+            )
+        };
+        self.tx
+            .send(Request::Compact(Some(reply)))
+            .map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())?
+    }
+
+    /// The outcome of the automatic compaction, if it has finished.
+    pub fn poll(&mut self) -> Option<Result<CompactionReport>> {
+        let r = self.done.try_recv().ok()?;
+        self.in_flight = false;
+        Some(r)
+    }
+
+    /// Waits for the automatic compaction in flight, if any, and returns its outcome.
+    pub fn wait(&mut self) -> Option<Result<CompactionReport>> {
+        if !self.in_flight {
+            return None;
+        }
+        let r = self.done.recv().ok();
+        self.in_flight = false;
+        r
+    }
+
+    /// Stops the thread, waiting for a compaction in progress to finish.
+    pub fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            let _ = self.tx.send(Request::Stop);
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Compactor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One compaction: durable through `m`, merge, publish, collect garbage.
+pub(crate) fn compact(ctx: &Context) -> Result<CompactionReport> {
+    let through = ctx.log.sync()?.get();
+    let base = {
+        let mut cat = lock(&ctx.catalog);
+        let base = cat.newest_snapshot();
+        if let Some((lsn, entry)) = base.filter(|(lsn, _)| *lsn >= through) {
+            // Nothing new since the newest snapshot.
+            return Ok(CompactionReport {
+                snapshot: cat.snapshot_path(lsn),
+                lsn: Lsn(lsn),
+                bytes: entry.len,
+                entries: 0,
+                base_lsn: Lsn(lsn),
+                records: 0,
+                log_bytes: 0,
+                delta_keys: 0,
+                delta_bytes: 0,
+                expired: 0,
+                duration: Duration::ZERO,
+            });
+        }
+        cat.compacting_from = Some(base.map_or(0, |(l, _)| l));
+        base.map(|(l, _)| cat.snapshot_path(l))
+    };
+    let result = base
+        .as_deref()
+        .map(SnapshotReader::open)
+        .transpose()
+        .and_then(|base| {
+            CompactionJob {
+                dir: &ctx.dir,
+                log: &ctx.log,
+                base,
+                through,
+                range: ctx.range,
+                max_key_groups: ctx.max_key_groups,
+                now: ctx.clock.now_millis(),
+                block_size: ctx.block_size,
+            }
+            .run()
+        });
+    let mut cat = lock(&ctx.catalog);
+    cat.compacting_from = None;
+    let (file, report) = result?;
+    cat.snapshots
+        .insert(file.lsn, SnapshotEntry { len: file.len });
+    cat.retain_and_collect(&ctx.log)?;
+    Ok(report)
+}

@@ -1,0 +1,386 @@
+//! Opening a journal: the log, then the newest usable snapshot, then the log after it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::checkpoint::{self, read_manifest, set_aside, verify_segments, Catalog, SnapshotEntry};
+use crate::codec::manifest::Manifest;
+use crate::error::{CorruptionKind, Error, Result};
+use crate::format;
+use crate::keygroup::KeyGroupRange;
+use crate::log::{Log, Lsn, RecoveryReport};
+use crate::segment::sync_dir;
+use crate::snapshot::SnapshotReader;
+use crate::state::Store;
+
+/// What opening a journal found and did: the log's recovery, the snapshot loaded, the records
+/// replayed after it, and anything set aside on the way.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct StateRecovery {
+    /// What log recovery found and did.
+    pub log: RecoveryReport,
+    /// The checkpoint restored ([`Journal::open_at_checkpoint`](super::Journal::open_at_checkpoint)).
+    pub checkpoint: Option<u64>,
+    /// The snapshot loaded, if any.
+    pub snapshot: Option<PathBuf>,
+    /// The LSN it covers (0: no snapshot; the whole log was replayed).
+    pub snapshot_lsn: Lsn,
+    /// Entries loaded from it (of the key groups this journal serves).
+    pub snapshot_entries: u64,
+    /// Bytes of keys and values loaded from it.
+    pub snapshot_bytes: u64,
+    /// Time spent loading it.
+    pub snapshot_time: Duration,
+    /// Log records replayed after the snapshot.
+    pub replayed_records: u64,
+    /// Bytes of their payloads.
+    pub replayed_bytes: u64,
+    /// Time spent replaying them.
+    pub replay_time: Duration,
+    /// Snapshots that could not be used, and why; recovery fell back to an older snapshot (or the
+    /// whole log) that gives the same state. Each was renamed `*.corrupt`.
+    pub fallbacks: Vec<String>,
+    /// Files renamed aside (`*.discarded`): snapshots and manifests newer than the state
+    /// recovered (after a checkpoint restore, or a point-in-time recovery that cut the log).
+    pub set_aside: Vec<PathBuf>,
+    /// Manifests that could not be read (left in place, ignored).
+    pub damaged_manifests: Vec<String>,
+    /// Wall time of the whole open.
+    pub duration: Duration,
+}
+
+impl std::fmt::Display for StateRecovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.log)?;
+        if let Some(id) = self.checkpoint {
+            write!(f, "; restored checkpoint {id}")?;
+        }
+        if let Some(s) = &self.snapshot {
+            write!(
+                f,
+                "; loaded {} entries from {} in {:.1?}",
+                self.snapshot_entries,
+                s.display(),
+                self.snapshot_time
+            )?;
+        }
+        write!(
+            f,
+            "; replayed {} records after LSN {} in {:.1?}",
+            self.replayed_records, self.snapshot_lsn, self.replay_time
+        )?;
+        for fb in &self.fallbacks {
+            write!(f, "; {fb}")?;
+        }
+        for p in &self.set_aside {
+            write!(f, "; set aside {}", p.display())?;
+        }
+        for m in &self.damaged_manifests {
+            write!(f, "; {m}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The recovered pieces a journal is built from.
+pub(crate) struct Opened {
+    pub log: Log,
+    pub store: Store,
+    pub catalog: Catalog,
+    pub report: StateRecovery,
+    /// Bytes of log (frames) after the loaded snapshot.
+    pub tail_bytes: u64,
+    /// Size of the loaded snapshot file.
+    pub snapshot_file_bytes: u64,
+}
+
+/// Records handed over per call while replaying.
+const REPLAY_BATCH: usize = 256;
+
+fn manifest_error(path: &Path, detail: String) -> Error {
+    Error::corrupt(path, 0, CorruptionKind::BadManifest { detail })
+}
+
+pub(crate) struct OpenArgs<'a> {
+    pub dir: &'a Path,
+    pub log: crate::log::LogOptions,
+    pub max_key_groups: u16,
+    pub range: KeyGroupRange,
+    pub retain: usize,
+    pub checkpoint: Option<u64>,
+}
+
+pub(crate) fn open(args: OpenArgs<'_>) -> Result<Opened> {
+    let started = Instant::now();
+    let dir = args.dir;
+    let listing = checkpoint::list(dir)?;
+    // Restoring a checkpoint: read and check what it names before anything changes.
+    let restore: Option<(PathBuf, Manifest)> = match args.checkpoint {
+        None => None,
+        Some(id) => {
+            let path = dir.join(format::manifest_file_name(id));
+            if !path.exists() {
+                return Err(manifest_error(
+                    &path,
+                    format!("there is no checkpoint {id} in {}", dir.display()),
+                ));
+            }
+            let m = read_manifest(&path)?;
+            if m.id != id {
+                return Err(manifest_error(
+                    &path,
+                    format!("the file of checkpoint {id} holds checkpoint {}", m.id),
+                ));
+            }
+            if m.max_key_groups != args.max_key_groups {
+                return Err(Error::KeyGroupsMismatch {
+                    path,
+                    stored: m.max_key_groups,
+                    requested: args.max_key_groups,
+                });
+            }
+            if let Some(s) = &m.snapshot {
+                let sp = dir.join(&s.file);
+                if format::parse_snapshot_file_name(&s.file) != Some(s.lsn) || !sp.exists() {
+                    return Err(manifest_error(
+                        &path,
+                        format!("it names snapshot {}, which does not exist", sp.display()),
+                    ));
+                }
+            }
+            Some((path, m))
+        }
+    };
+    let mut log_opts = args.log;
+    if let Some((_, m)) = &restore {
+        log_opts = log_opts.discard_after(Lsn(m.lsn));
+    }
+    let log = Log::open(dir, log_opts)?;
+    let mut report = StateRecovery {
+        log: log.recovery_report().clone(),
+        checkpoint: args.checkpoint,
+        ..StateRecovery::default()
+    };
+    let last = log.last_lsn().get();
+    let first = log.first_lsn().get();
+
+    // Snapshots past the end of the log describe a history the log no longer has (a restored
+    // checkpoint discarded it, or point-in-time recovery cut it): set them aside before anything
+    // is appended, or a later open could pair one with different records.
+    let mut changed = false;
+    let mut snapshots = listing.snapshots;
+    for (_, path) in snapshots.split_off(&(last + 1)) {
+        report.set_aside.push(set_aside(&path, "discarded")?);
+        changed = true;
+    }
+    let mut manifests = listing.manifests;
+    if let Some((_, m)) = &restore {
+        for (_, path) in manifests.split_off(&(m.id + 1)) {
+            report.set_aside.push(set_aside(&path, "discarded")?);
+            changed = true;
+        }
+    }
+    if changed {
+        sync_dir(dir)?;
+    }
+    if let Some((path, m)) = &restore {
+        if last != m.lsn {
+            return Err(manifest_error(
+                path,
+                format!(
+                    "checkpoint {} covers the log through LSN {}, but the log ends at LSN {last}",
+                    m.id, m.lsn
+                ),
+            ));
+        }
+        if m.log_id != log.id() {
+            return Err(manifest_error(
+                path,
+                format!(
+                    "checkpoint {} belongs to log {:#018x}, not to this log {:#018x}",
+                    m.id,
+                    m.log_id,
+                    log.id()
+                ),
+            ));
+        }
+        verify_segments(&log, path, m)?;
+    }
+
+    // The newest usable snapshot (at most the checkpoint's), falling back to older ones.
+    let limit = restore
+        .as_ref()
+        .map_or(u64::MAX, |(_, m)| m.snapshot.as_ref().map_or(0, |s| s.lsn));
+    let mut store = None;
+    let mut snapshot_file_bytes = 0;
+    let mut first_error = None;
+    let mut corrupt = Vec::new();
+    let load_started = Instant::now();
+    for (&lsn, path) in snapshots.range(..=limit).rev() {
+        if lsn + 1 < first {
+            break; // the log after it is gone: neither it nor anything older can be used
+        }
+        let mut st = Store::new(args.range);
+        let loaded = SnapshotReader::open(path).and_then(|r| {
+            let m = r.meta();
+            if m.lsn != lsn {
+                return Err(Error::corrupt(
+                    path,
+                    0,
+                    CorruptionKind::BadSnapshot {
+                        detail: format!("its name says LSN {lsn}, its footer {}", m.lsn),
+                    },
+                ));
+            }
+            if m.key_groups.start() > args.range.start() || m.key_groups.end() < args.range.end() {
+                return Err(Error::InvalidOptions {
+                    name: "key_group_range",
+                    reason: format!(
+                        "{} holds key groups {}, not all of the {} this journal serves",
+                        path.display(),
+                        m.key_groups,
+                        args.range
+                    ),
+                });
+            }
+            st.load_snapshot(&r).map(|l| (l, r.file_len()))
+        });
+        match loaded {
+            Ok((l, file_len)) => {
+                snapshot_file_bytes = file_len;
+                report.snapshot = Some(path.clone());
+                report.snapshot_lsn = Lsn(lsn);
+                report.snapshot_entries = l.entries;
+                report.snapshot_bytes = l.bytes;
+                store = Some(st);
+                break;
+            }
+            Err(e @ Error::InvalidOptions { .. }) => return Err(e),
+            Err(e) => {
+                report.fallbacks.push(format!(
+                    "snapshot {} is unusable ({e}); falling back to an older state",
+                    path.display()
+                ));
+                corrupt.push(path.clone());
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    report.snapshot_time = load_started.elapsed();
+    let store = match store {
+        Some(s) => s,
+        None if first <= 1 => Store::new(args.range), // the whole log is there: replay it all
+        None => {
+            return Err(first_error.unwrap_or_else(|| {
+                Error::corrupt(
+                    format::segment_path(dir, 0),
+                    0,
+                    CorruptionKind::BadSnapshot {
+                        detail: format!(
+                            "the log starts at LSN {first} and no snapshot covers the records \
+                             before it"
+                        ),
+                    },
+                )
+            }))
+        }
+    };
+    let mut store = store;
+    if let Some((path, m)) = &restore {
+        if report.snapshot_lsn.get() != m.snapshot.as_ref().map_or(0, |s| s.lsn) {
+            report.fallbacks.push(format!(
+                "checkpoint {} is restored from snapshot LSN {} and the log after it instead of \
+                 its own snapshot",
+                m.id, report.snapshot_lsn
+            ));
+            let _ = path;
+        }
+    }
+
+    // Replay the log after the snapshot.
+    let replay_started = Instant::now();
+    let from = report.snapshot_lsn.get() + 1;
+    let mut expect = from;
+    let mut tail_bytes = 0u64;
+    log.scan_from(Lsn(from), REPLAY_BATCH, |batch| {
+        for &(lsn, payload) in batch {
+            if lsn != expect {
+                return Err(Error::InvalidRecord {
+                    path: dir.to_path_buf(),
+                    lsn: expect,
+                    detail: format!("the log continues at LSN {lsn} instead"),
+                });
+            }
+            store.apply(payload).map_err(|e| Error::InvalidRecord {
+                path: dir.to_path_buf(),
+                lsn,
+                detail: e.to_string(),
+            })?;
+            if lsn == 1 && store.max_key_groups.is_none() {
+                return Err(Error::InvalidRecord {
+                    path: dir.to_path_buf(),
+                    lsn,
+                    detail: "the first record of a journal is its Init record".into(),
+                });
+            }
+            report.replayed_records += 1;
+            report.replayed_bytes += payload.len() as u64;
+            tail_bytes += crate::codec::frame::frame_size(payload.len()).unwrap_or(0) as u64;
+            expect = lsn + 1;
+        }
+        Ok(std::ops::ControlFlow::Continue(()))
+    })?;
+    report.replay_time = replay_started.elapsed();
+
+    // Only now that the state is whole: set aside the snapshots that could not be used.
+    for path in corrupt {
+        report.set_aside.push(set_aside(&path, "corrupt")?);
+    }
+
+    let mut catalog = Catalog::new(dir, args.retain);
+    for (&lsn, path) in snapshots.range(..=last) {
+        if path.exists() {
+            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            catalog.snapshots.insert(lsn, SnapshotEntry { len });
+        }
+    }
+    catalog.last_id = listing_max_id(dir)?;
+    for (&id, path) in &manifests {
+        match read_manifest(path) {
+            Ok(m) => {
+                catalog.checkpoints.insert(id, m);
+            }
+            Err(e) => report.damaged_manifests.push(e.to_string()),
+        }
+    }
+    let snapshot_file_bytes = snapshot_file_bytes;
+    report.duration = started.elapsed();
+    Ok(Opened {
+        log,
+        store,
+        catalog,
+        report,
+        tail_bytes,
+        snapshot_file_bytes,
+    })
+}
+
+/// The highest checkpoint id ever used in `dir`, counting manifests set aside: ids are never
+/// reused, so a restored job's new checkpoints never share an id with discarded ones.
+fn listing_max_id(dir: &Path) -> Result<u64> {
+    let mut max = 0;
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let stem = name.split(".ckpt").next().unwrap_or("");
+        if name.contains(".ckpt") {
+            if let Some(id) = format::parse_manifest_file_name(&format!("{stem}.ckpt")) {
+                max = max.max(id);
+            }
+        }
+    }
+    Ok(max)
+}

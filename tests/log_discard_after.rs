@@ -1,0 +1,92 @@
+//! `LogOptions::discard_after`: opening a log as it was at an LSN (how a checkpoint is restored).
+
+mod common;
+
+use common::*;
+use statejournal::{CutReason, Log, Lsn};
+
+/// First LSN of every segment of a log directory.
+fn boundaries(dir: &std::path::Path) -> Vec<u64> {
+    segment_files(dir)
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).unwrap();
+            statejournal::codec::header::SegmentHeader::decode(&bytes)
+                .unwrap()
+                .base_lsn
+        })
+        .collect()
+}
+
+#[test]
+fn discard_after_keeps_exactly_the_prefix_and_appends_continue() {
+    let n = 600;
+    let probe = tempfile::tempdir().unwrap();
+    write_records(probe.path(), n, 50);
+    let firsts = boundaries(probe.path());
+    assert!(firsts.len() >= 4, "want several segments: {firsts:?}");
+    // Inside the first segment, just before and at a segment start, inside the last, at the end,
+    // past the end.
+    let b = firsts[2];
+    let stops = [1, 7, b - 1, b, b + 1, n - 3, n, n + 10];
+    for stop in stops {
+        let dir = tempfile::tempdir().unwrap();
+        write_records(dir.path(), n, 50);
+        let log = Log::open(dir.path(), opts().discard_after(Lsn(stop))).unwrap();
+        let kept = stop.min(n);
+        let report = log.recovery_report().clone();
+        assert_eq!(report.last_lsn, Lsn(kept), "stop {stop}: {report}");
+        let got = read_all(&log);
+        let want: Vec<_> = (1..=kept).map(|i| (i, payload(i))).collect();
+        assert_eq!(got, want, "stop {stop}");
+        if stop < n {
+            let cut = report.cuts.last().expect("a cut");
+            assert!(matches!(cut.reason, CutReason::Discarded { after } if after == Lsn(stop)));
+            assert_eq!(cut.first_cut_lsn, Lsn(stop + 1));
+            assert_eq!(cut.intact_records_cut, Some((Lsn(stop + 1), Lsn(n))));
+            assert!(cut.damage.is_none());
+        } else {
+            assert!(report.is_clean(), "stop {stop}: {report}");
+        }
+        // Appends continue right after the kept prefix, and a plain reopen sees exactly that.
+        assert_eq!(log.append(b"after").unwrap(), Lsn(kept + 1));
+        log.close().unwrap();
+        let log = Log::open(dir.path(), opts()).unwrap();
+        assert!(
+            log.recovery_report().is_clean(),
+            "{}",
+            log.recovery_report()
+        );
+        let all = read_all(&log);
+        assert_eq!(all.len() as u64, kept + 1, "stop {stop}");
+        assert_eq!(all.last().unwrap(), &(kept + 1, b"after".to_vec()));
+        // Nothing discarded is lost: cut bytes and whole segments were set aside.
+        if stop < n {
+            let aside = std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.contains(".cut-") || n.ends_with(".discarded")
+                })
+                .count();
+            assert!(aside >= 1, "stop {stop}: nothing set aside");
+        }
+    }
+}
+
+#[test]
+fn discard_after_below_the_first_kept_segment_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_records(dir.path(), 600, 50);
+    let log = Log::open(dir.path(), opts()).unwrap();
+    let second = boundaries(dir.path())[1];
+    assert!(log.delete_below(Lsn(second)).unwrap() >= 1);
+    drop(log);
+    let before = segment_files(dir.path());
+    let err = Log::open(dir.path(), opts().discard_after(Lsn(1))).unwrap_err();
+    assert!(err.corruption().is_some(), "{err}");
+    assert_eq!(segment_files(dir.path()), before);
+    let log = Log::open(dir.path(), opts()).unwrap();
+    assert_eq!(log.recovery_report().last_lsn, Lsn(600));
+}
