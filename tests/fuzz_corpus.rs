@@ -1,8 +1,10 @@
 //! Replays the seed corpora of the fuzz targets through their harnesses, so that the harnesses and
 //! the corpora keep working without a fuzzer: `log_recover` (`fuzz/corpus/log_recover/`, harness
 //! [`statejournal::testing::fuzz_log_recover`]) and `snapshot_decode`
-//! (`fuzz/corpus/snapshot_decode/`, harness [`statejournal::testing::fuzz_snapshot_decode`]). Needs
-//! the `testing` feature: `cargo test --all-features`.
+//! (`fuzz/corpus/snapshot_decode/`, harness [`statejournal::testing::fuzz_snapshot_decode`]) and
+//! `manifest_decode` (`fuzz/corpus/manifest_decode/`, harness
+//! [`statejournal::testing::fuzz_manifest_decode`]). Needs the `testing` feature:
+//! `cargo test --all-features`.
 //!
 //! The `seed-*` files of the corpora are written by `regenerate_seed_corpus` below (the snapshot
 //! seeds come from [`statejournal::testing::snapshot_fuzz_seeds`]); the input formats they follow
@@ -22,7 +24,10 @@ use std::path::{Path, PathBuf};
 use statejournal::codec::frame::{encode_frame, frame_size, FrameKind};
 use statejournal::codec::header::{SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN};
 use statejournal::format::{parse_segment_file_name, META_FILE};
-use statejournal::testing::{fuzz_log_recover, fuzz_snapshot_decode, snapshot_fuzz_seeds};
+use statejournal::testing::{
+    fuzz_log_recover, fuzz_manifest_decode, fuzz_snapshot_decode, manifest_fuzz_seeds,
+    snapshot_fuzz_seeds,
+};
 use statejournal::{Durability, Log, LogOptions, Lsn};
 
 fn corpus_dir() -> PathBuf {
@@ -90,6 +95,27 @@ fn snapshot_corpus_passes_the_decode_harness() {
         let data = fs::read(file).expect("read a corpus file");
         eprintln!("replaying {}", file.display());
         fuzz_snapshot_decode(&data);
+    }
+}
+
+fn manifest_corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/manifest_decode")
+}
+
+#[test]
+fn manifest_corpus_passes_the_decode_harness_and_is_current() {
+    for (name, data) in manifest_fuzz_seeds() {
+        let path = manifest_corpus_dir().join(format!("seed-{name}"));
+        assert!(
+            fs::read(&path).ok().as_deref() == Some(&data[..]),
+            "{} is missing or stale: run `cargo test --all-features --test fuzz_corpus -- --ignored regenerate_seed_corpus`",
+            path.display()
+        );
+    }
+    for file in files_of(manifest_corpus_dir()) {
+        let data = fs::read(&file).expect("read a corpus file");
+        eprintln!("replaying {}", file.display());
+        fuzz_manifest_decode(&data);
     }
 }
 
@@ -650,6 +676,12 @@ fn regenerate_seed_corpus() {
     }
     for (name, data) in snapshot_fuzz_seeds() {
         assert!(data.len() < 64 << 10, "seed {name} is too large");
+        fs::write(dir.join(format!("seed-{name}")), &data).expect("write a seed");
+    }
+
+    let dir = manifest_corpus_dir();
+    fs::create_dir_all(&dir).expect("create the corpus directory");
+    for (name, data) in manifest_fuzz_seeds() {
         fs::write(dir.join(format!("seed-{name}")), &data).expect("write a seed");
     }
 }

@@ -43,28 +43,6 @@ const FILE_SIZE_LIMIT: u64 = 1 << 20;
 const BIG_SEGMENT: u64 = 4 << 20;
 const SMALL_SEGMENT_64K: u64 = 64 << 10;
 
-/// Lowers this process's file size limit and ignores SIGXFSZ, so writing or allocating past the
-/// limit fails with EFBIG instead of killing the process.
-#[allow(unsafe_code)] // the crate denies unsafe code; these libc calls have no safe wrapper
-fn limit_file_size(bytes: u64) {
-    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code, so there is no
-    // async-signal-safety concern; the arguments are a valid signal number and SIG_IGN.
-    let previous = unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-    assert_ne!(previous, libc::SIG_ERR, "signal(SIGXFSZ, SIG_IGN) failed");
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable `rlimit` that outlives the call.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) };
-    assert_eq!(rc, 0, "getrlimit: {}", std::io::Error::last_os_error());
-    lim.rlim_cur = bytes as libc::rlim_t;
-    // SAFETY: `lim` is a valid, initialized `rlimit` that outlives the call; the kernel only reads
-    // it (a soft limit above the hard one would be an EINVAL error, not undefined behaviour).
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &lim) };
-    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
-}
-
 /// Runs this test binary again as a child playing `role` on `dir`; returns its report line.
 fn run_child(test: &str, role: &str, dir: &Path) -> String {
     run_test_in_child(
