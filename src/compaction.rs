@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::codec::record::{decode_record, Op, RecordError};
@@ -392,6 +393,20 @@ fn change_bytes(c: &Change) -> usize {
     }
 }
 
+/// Entries (or records) between looks at the cancel flag.
+const CANCEL_CHECK: u64 = 4096;
+
+fn check_cancel(cancel: &AtomicBool) -> Result<()> {
+    if cancel.load(Ordering::Relaxed) {
+        return Err(Error::io(
+            "compact",
+            std::path::PathBuf::new(),
+            std::io::Error::other("compaction cancelled: the journal is closing"),
+        ));
+    }
+    Ok(())
+}
+
 /// Counters of one merge.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct MergeStats {
@@ -409,6 +424,7 @@ pub(crate) fn merge(
     delta: Delta,
     out: &mut SnapshotWriter,
     now: u64,
+    cancel: &AtomicBool,
 ) -> Result<MergeStats> {
     let mut stats = MergeStats::default();
     let mut delta = delta;
@@ -430,6 +446,9 @@ pub(crate) fn merge(
             return Ok(());
         }
         stats.written += 1;
+        if stats.written % CANCEL_CHECK == 0 {
+            check_cancel(cancel)?;
+        }
         out.add(e)
     };
     let mut changes = changes.into_iter().peekable();
@@ -600,6 +619,8 @@ pub(crate) struct CompactionJob<'a> {
     pub now: u64,
     /// Snapshot block size (`None`: the default).
     pub block_size: Option<usize>,
+    /// Set when the journal closes: the job stops early (its temporary file is removed).
+    pub cancel: &'a AtomicBool,
 }
 
 impl CompactionJob<'_> {
@@ -622,6 +643,7 @@ impl CompactionJob<'_> {
             let dir = self.dir;
             let through = self.through;
             let log = self.log;
+            let cancel = self.cancel;
             let scanned = log.scan_from(Lsn(next), 1024, |batch| {
                 for &(lsn, payload) in batch {
                     if lsn > through {
@@ -639,6 +661,7 @@ impl CompactionJob<'_> {
                     log_bytes += payload.len() as u64;
                     next = lsn + 1;
                 }
+                check_cancel(cancel)?;
                 Ok(ControlFlow::Continue(()))
             });
             scanned?;
@@ -675,7 +698,13 @@ impl CompactionJob<'_> {
         if let Some(bs) = self.block_size {
             writer = writer.with_block_size(bs);
         }
-        let stats = merge(self.base.as_ref(), delta, &mut writer, self.now)?;
+        let stats = merge(
+            self.base.as_ref(),
+            delta,
+            &mut writer,
+            self.now,
+            self.cancel,
+        )?;
         let file = writer.finish()?;
         let report = CompactionReport {
             snapshot: file.path.clone(),

@@ -7,6 +7,7 @@
 //! shared with the owner, and the owner takes it only in `checkpoint`.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -114,6 +115,8 @@ pub(crate) struct Context {
     pub max_key_groups: u16,
     pub clock: Arc<dyn Clock>,
     pub block_size: Option<usize>,
+    /// Set when the journal closes, so that a compaction in progress stops early.
+    pub cancel: Arc<AtomicBool>,
 }
 
 enum Request {
@@ -124,6 +127,7 @@ enum Request {
 /// The owner's end of the compaction thread.
 pub(crate) struct Compactor {
     tx: Sender<Request>,
+    cancel: Arc<AtomicBool>,
     done: Receiver<Result<CompactionReport>>,
     handle: Option<JoinHandle<()>>,
     /// An automatic compaction was requested and has not reported yet.
@@ -143,6 +147,7 @@ impl Compactor {
         let (tx, rx) = mpsc::channel::<Request>();
         let (done_tx, done) = mpsc::channel();
         let dir = ctx.dir.clone();
+        let cancel = Arc::clone(&ctx.cancel);
         let handle = std::thread::Builder::new()
             .name("statejournal-compaction".into())
             .spawn(move || {
@@ -161,6 +166,7 @@ impl Compactor {
             .map_err(|e| Error::io("spawn the compaction thread", dir, e))?;
         Ok(Compactor {
             tx,
+            cancel,
             done,
             handle: Some(handle),
             in_flight: false,
@@ -207,9 +213,10 @@ impl Compactor {
         r
     }
 
-    /// Stops the thread, waiting for a compaction in progress to finish.
+    /// Stops the thread; a compaction in progress stops early (its snapshot is not published).
     pub fn stop(&mut self) {
         if let Some(h) = self.handle.take() {
+            self.cancel.store(true, Ordering::Relaxed);
             let _ = self.tx.send(Request::Stop);
             let _ = h.join();
         }
@@ -261,6 +268,7 @@ pub(crate) fn compact(ctx: &Context) -> Result<CompactionReport> {
                 max_key_groups: ctx.max_key_groups,
                 now: ctx.clock.now_millis(),
                 block_size: ctx.block_size,
+                cancel: &ctx.cancel,
             }
             .run()
         });

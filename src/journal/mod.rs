@@ -330,6 +330,7 @@ impl<C: Codec> Journal<C> {
             max_key_groups: max,
             clock: Arc::clone(&opts.clock),
             block_size: opts.compaction.block_size,
+            cancel: Arc::default(),
         })?;
         let report = opened.report;
         let replay_rate = if report.replayed_bytes >= 4 << 20 {
