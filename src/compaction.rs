@@ -446,7 +446,7 @@ pub(crate) fn merge(
             return Ok(());
         }
         stats.written += 1;
-        if stats.written % CANCEL_CHECK == 0 {
+        if stats.written.is_multiple_of(CANCEL_CHECK) {
             check_cancel(cancel)?;
         }
         out.add(e)
