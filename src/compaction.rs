@@ -43,8 +43,37 @@ enum Change {
     },
 }
 
-/// One run of appends: `(expiry, the state's TTL then, the elements)`.
-type Piece = (u64, u64, Vec<u8>);
+/// One run of appends, applied to a value as the tables apply them one by one.
+#[derive(Debug)]
+struct Piece {
+    /// Expiry of the run's first append, with the state's TTL then: together they say when that
+    /// append was made, which decides whether the value before it had expired (`list_base`).
+    first_expiry: u64,
+    ttl: u64,
+    /// Expiry the value has after the run (0: the appends carried none).
+    last_expiry: u64,
+    elements: Vec<u8>,
+}
+
+impl Piece {
+    /// `base` after the run.
+    fn apply(&self, base: Option<&[u8]>) -> Vec<u8> {
+        if self.first_expiry == 0 {
+            // Raw appends (no TTL): the bytes go after whatever is there.
+            let mut v = base.map(<[u8]>::to_vec).unwrap_or_default();
+            v.extend_from_slice(&self.elements);
+            return v;
+        }
+        let rest = base
+            .and_then(|b| list_base(b, self.first_expiry, self.ttl))
+            .unwrap_or(&[]);
+        let mut v = Vec::with_capacity(8 + rest.len() + self.elements.len());
+        v.extend_from_slice(&self.last_expiry.to_le_bytes());
+        v.extend_from_slice(rest);
+        v.extend_from_slice(&self.elements);
+        v
+    }
+}
 
 #[derive(Debug)]
 struct KeyChange {
@@ -262,21 +291,28 @@ impl Delta {
                     }
                     Change::Append { pieces } => match pieces.last_mut() {
                         // Appending raw bytes, or replacing an expiry the previous piece set
-                        // anyway, composes with the previous piece — unless the list had expired
-                        // in between: then the result no longer depends on the base at all.
-                        Some((last, _, elements)) if expiry == 0 || *last != 0 => {
-                            if expiry != 0 && ttl > 0 && *last <= expiry.saturating_sub(ttl) {
+                        // anyway, composes with the previous piece (whose first append still
+                        // decides about the base) — unless the list had expired in between: then
+                        // the result no longer depends on the base at all.
+                        Some(p) if expiry == 0 || p.last_expiry != 0 => {
+                            if expiry != 0 && ttl > 0 && p.last_expiry <= expiry.saturating_sub(ttl)
+                            {
                                 let mut v = expiry.to_le_bytes().to_vec();
                                 v.extend_from_slice(element);
                                 *c = Change::Set(Some(v));
                             } else {
                                 if expiry != 0 {
-                                    *last = expiry;
+                                    p.last_expiry = expiry;
                                 }
-                                elements.extend_from_slice(element);
+                                p.elements.extend_from_slice(element);
                             }
                         }
-                        _ => pieces.push((expiry, ttl, element.to_vec())),
+                        _ => pieces.push(Piece {
+                            first_expiry: expiry,
+                            ttl,
+                            last_expiry: expiry,
+                            elements: element.to_vec(),
+                        }),
                     },
                     Change::Map { .. } => return Err(bad("Append on a map state")),
                 }
@@ -385,7 +421,7 @@ fn appended(base: Option<&[u8]>, expiry: u64, ttl_millis: u64, element: &[u8]) -
 fn change_bytes(c: &Change) -> usize {
     match c {
         Change::Set(v) => v.as_ref().map_or(0, Vec::len),
-        Change::Append { pieces } => pieces.iter().map(|(_, _, e)| e.len()).sum(),
+        Change::Append { pieces } => pieces.iter().map(|p| p.elements.len()).sum(),
         Change::Map { entries, .. } => entries
             .iter()
             .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
@@ -506,8 +542,8 @@ pub(crate) fn merge(
                     has = advance(&mut cursor)?;
                 }
                 let mut v = base_value;
-                for (expiry, ttl, elements) in &pieces {
-                    v = Some(appended(v.as_deref(), *expiry, *ttl, elements));
+                for p in &pieces {
+                    v = Some(p.apply(v.as_deref()));
                 }
                 // No pieces and no base: untouched, nothing to write.
                 if let Some(v) = v {
@@ -613,7 +649,6 @@ pub(crate) struct CompactionJob<'a> {
     pub base: Option<SnapshotReader>,
     /// Merge the log through this LSN (it must be durable).
     pub through: u64,
-    pub range: KeyGroupRange,
     pub max_key_groups: u16,
     /// The time TTL expiry is judged at.
     pub now: u64,
@@ -627,15 +662,20 @@ impl CompactionJob<'_> {
     /// Builds the delta from the log, merges, and publishes the new snapshot (durably).
     pub fn run(self) -> Result<(SnapshotFile, CompactionReport)> {
         let started = Instant::now();
-        let (base_lsn, states, max_kg) = match &self.base {
+        // The files hold more than the journal may serve (a journal opened on a subset of the key
+        // groups loads only those, but its log and snapshot are the whole journal's): compact
+        // everything they hold, never just the groups served, or the others would be lost when
+        // GC deletes the log below the new snapshot.
+        let (base_lsn, states, max_kg, range) = match &self.base {
             Some(b) => (
                 b.meta().lsn,
                 b.meta().states.clone(),
                 Some(b.meta().max_key_groups),
+                b.meta().key_groups,
             ),
-            None => (0, Vec::new(), None),
+            None => (0, Vec::new(), None, KeyGroupRange::all(self.max_key_groups)),
         };
-        let mut delta = Delta::new(self.range, max_kg, states);
+        let mut delta = Delta::new(range, max_kg, states);
         let mut records = 0u64;
         let mut log_bytes = 0u64;
         let mut next = base_lsn + 1;
@@ -692,7 +732,7 @@ impl CompactionJob<'_> {
             self.dir,
             self.through,
             self.max_key_groups,
-            self.range,
+            range,
             delta.states().to_vec(),
         )?;
         if let Some(bs) = self.block_size {

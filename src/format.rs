@@ -4,6 +4,7 @@
 //! |-----------------------------|-------------------------------------------------------------|
 //! | `LOCK`                      | held with an exclusive `flock` while the log is open         |
 //! | `log.meta`                  | identity and segment range ([`crate::codec::meta`])          |
+//! | `log.discard`               | intent to discard the records after an LSN, while that happens |
 //! | `{id:020}.seg`              | segment number `id`                                          |
 //! | `{id:020}.seg.cut-{offset}` | bytes recovery cut from segment `id` at `offset`, kept aside |
 //! | `{lsn:020}.snap`            | full snapshot of the state through LSN `lsn` (`src/snapshot/`) |
@@ -16,6 +17,8 @@ use std::path::{Path, PathBuf};
 pub const LOCK_FILE: &str = "LOCK";
 /// Name of the meta file.
 pub const META_FILE: &str = "log.meta";
+/// Name of the discard-intent file (present only while records are being discarded).
+pub const DISCARD_FILE: &str = "log.discard";
 /// Suffix of files under construction.
 pub const TMP_SUFFIX: &str = ".tmp";
 const SEGMENT_SUFFIX: &str = ".seg";

@@ -351,3 +351,83 @@ fn snapshot_loads_then_only_the_tail_is_replayed() {
     // The log before the snapshot is gone (no checkpoint needs it).
     assert!(j.log().first_lsn() > Lsn(1));
 }
+
+/// Found in review: a journal opened on a subset of the key groups compacted only those, and GC
+/// then deleted the log holding the others.
+#[test]
+fn compacting_a_key_group_subset_keeps_the_other_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), opts()).unwrap();
+    let s = j.value_state::<u32, u64>("s").unwrap();
+    for round in 1..=3 {
+        write(&mut j, &s, 0..300, round);
+    }
+    j.close().unwrap();
+    let half = KeyGroupRange::new(0, 64);
+    let mut j = Journal::open(dir.path(), opts().key_group_range(half)).unwrap();
+    let mine: Vec<u32> = (0..300u32)
+        .filter(|k| half.contains(j.key_group(k).unwrap()))
+        .collect();
+    assert!(!mine.is_empty() && mine.len() < 300);
+    for &k in &mine {
+        s.set(&mut j, &k, &7).unwrap();
+    }
+    j.compact().unwrap();
+    assert!(
+        j.log().first_lsn().get() > 1,
+        "GC deleted the log below the snapshot"
+    );
+    j.close().unwrap();
+    let mut j = Journal::open(dir.path(), opts()).unwrap();
+    for k in 0..300u32 {
+        let want = if mine.contains(&k) {
+            7
+        } else {
+            3000 + u64::from(k)
+        };
+        assert_eq!(s.get(&mut j, &k).unwrap(), Some(want), "key {k}");
+    }
+}
+
+/// Found in review: a restore that failed (its snapshot damaged) had already cut the log and set
+/// newer snapshots aside, so the journal no longer opened at all. Every check now comes first.
+#[test]
+fn a_failed_restore_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), opts().retain_checkpoints(2)).unwrap();
+    let s = j.value_state::<u32, u64>("s").unwrap();
+    for round in 1..=3 {
+        write(&mut j, &s, 0..300, round);
+    }
+    let s1 = j.compact().unwrap().snapshot;
+    let c1 = j.checkpoint().unwrap();
+    write(&mut j, &s, 0..300, 4);
+    j.compact().unwrap();
+    j.checkpoint().unwrap();
+    write(&mut j, &s, 0..10, 5);
+    j.close().unwrap();
+    assert!(j_first_lsn(dir.path()) > 1);
+
+    flip(&s1, FIRST_BLOCK_PAYLOAD);
+    let before = files(dir.path(), "");
+    let err = Journal::open_at_checkpoint(dir.path(), c1.id, opts()).unwrap_err();
+    assert_eq!(
+        err.corruption().map(|c| c.path.clone()),
+        Some(s1.clone()),
+        "{err}"
+    );
+    assert_eq!(
+        files(dir.path(), ""),
+        before,
+        "a failed restore changed the directory"
+    );
+    let mut j = Journal::open(dir.path(), opts()).unwrap();
+    let mut want = expect(0..10, 5);
+    want.extend(expect(10..300, 4));
+    assert_eq!(read(&mut j, &s, 0..300), want);
+}
+
+fn j_first_lsn(dir: &Path) -> u64 {
+    let j = Journal::open(dir, opts()).unwrap();
+    j.log().first_lsn().get()
+}

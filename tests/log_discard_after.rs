@@ -90,3 +90,110 @@ fn discard_after_below_the_first_kept_segment_is_refused_and_changes_nothing() {
     let log = Log::open(dir.path(), opts()).unwrap();
     assert_eq!(log.recovery_report().last_lsn, Lsn(600));
 }
+
+/// Byte offset where the frame of LSN `lsn` starts in a segment file image, if it is there.
+fn frame_offset(bytes: &[u8], lsn: u64) -> Option<usize> {
+    let mut pos = statejournal::codec::header::SEGMENT_HEADER_LEN;
+    while let Ok(f) = statejournal::codec::frame::decode_frame(bytes, pos) {
+        if f.lsn == lsn && f.kind == statejournal::codec::frame::FrameKind::Data {
+            return Some(pos);
+        }
+        pos = f.next;
+    }
+    None
+}
+
+fn write_intent(dir: &std::path::Path, after: u64) {
+    let meta = std::fs::read(dir.join(statejournal::format::META_FILE)).unwrap();
+    let log_id = statejournal::codec::meta::LogMeta::decode(&meta)
+        .unwrap()
+        .log_id;
+    let intent = statejournal::codec::meta::DiscardIntent { log_id, after };
+    std::fs::write(
+        dir.join(statejournal::format::DISCARD_FILE),
+        intent.encode(),
+    )
+    .unwrap();
+}
+
+/// Crash states of an interrupted discard: the intent is durable and then nothing, some later
+/// segments renamed aside, or the cut half zeroed. A plain open finishes the discard in each
+/// (found in review: a half-zeroed cut looked like damaged durable data, and renaming segments
+/// oldest first left a gap); without the intent, the half-zeroed cut is refused as it should be.
+#[test]
+fn an_interrupted_discard_is_finished_by_the_next_open() {
+    let n = 600;
+    for case in [
+        "intent only",
+        "newest segment renamed",
+        "half zeroed",
+        "no intent",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write_records(dir.path(), n, 50);
+        let firsts = boundaries(dir.path());
+        let stop = firsts[1] + 5; // inside the second segment, several segments follow
+        let segs = segment_files(dir.path());
+        assert!(segs.len() >= 4, "{case}: want later segments");
+        match case {
+            "intent only" => write_intent(dir.path(), stop),
+            "newest segment renamed" => {
+                write_intent(dir.path(), stop);
+                // The meta file moved first (to the segment holding `stop + 1`), then the newest
+                // later segment was renamed aside, then the crash.
+                let meta_path = dir.path().join(statejournal::format::META_FILE);
+                let mut meta =
+                    statejournal::codec::meta::LogMeta::decode(&std::fs::read(&meta_path).unwrap())
+                        .unwrap();
+                meta.last_segment = meta.first_segment + 1;
+                std::fs::write(&meta_path, meta.encode()).unwrap();
+                let newest = segs.last().unwrap();
+                std::fs::rename(newest, newest.with_extension("seg.discarded")).unwrap();
+            }
+            "half zeroed" | "no intent" => {
+                if case == "half zeroed" {
+                    write_intent(dir.path(), stop);
+                }
+                // Zero the frames right after `stop`, as a killed cut would have left them.
+                let mut bytes = std::fs::read(&segs[1]).unwrap();
+                let from = frame_offset(&bytes, stop + 1).unwrap();
+                let to = frame_offset(&bytes, stop + 4).unwrap();
+                bytes[from..to].fill(0);
+                std::fs::write(&segs[1], bytes).unwrap();
+            }
+            _ => unreachable!(),
+        }
+        let opened = Log::open(dir.path(), opts());
+        if case == "no intent" {
+            let err = opened.unwrap_err();
+            assert!(err.corruption().is_some(), "{case}: {err}");
+            continue;
+        }
+        let log = opened.unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(
+            log.last_lsn(),
+            Lsn(stop),
+            "{case}: {}",
+            log.recovery_report()
+        );
+        let want: Vec<_> = (1..=stop).map(|i| (i, payload(i))).collect();
+        assert_eq!(read_all(&log), want, "{case}");
+        assert!(
+            !dir.path().join(statejournal::format::DISCARD_FILE).exists(),
+            "{case}: intent left behind"
+        );
+        assert!(
+            log.recovery_report().synced_through <= Lsn(stop),
+            "{case}: watermark"
+        );
+        assert_eq!(log.append(b"next").unwrap(), Lsn(stop + 1));
+        drop(log);
+        let log = Log::open(dir.path(), opts()).unwrap();
+        assert!(
+            log.recovery_report().is_clean(),
+            "{case}: {}",
+            log.recovery_report()
+        );
+        assert_eq!(log.last_lsn(), Lsn(stop + 1));
+    }
+}

@@ -16,7 +16,6 @@ use std::time::Duration;
 use crate::checkpoint::{Catalog, SnapshotEntry};
 use crate::compaction::{CompactionJob, CompactionReport};
 use crate::error::{Error, Result};
-use crate::keygroup::KeyGroupRange;
 use crate::log::{Log, Lsn};
 use crate::snapshot::SnapshotReader;
 use crate::state::Clock;
@@ -111,7 +110,6 @@ pub(crate) struct Context {
     pub dir: PathBuf,
     pub log: Arc<Log>,
     pub catalog: Arc<Mutex<Catalog>>,
-    pub range: KeyGroupRange,
     pub max_key_groups: u16,
     pub clock: Arc<dyn Clock>,
     pub block_size: Option<usize>,
@@ -152,7 +150,24 @@ impl Compactor {
             .name("statejournal-compaction".into())
             .spawn(move || {
                 while let Ok(Request::Compact(reply)) = rx.recv() {
-                    let result = compact(&ctx);
+                    // A panic (a bug) must not leave the owner waiting forever or GC pinned.
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compact(&ctx)))
+                            .unwrap_or_else(|panic| {
+                                lock(&ctx.catalog).compacting_from = None;
+                                let what = panic
+                                    .downcast_ref::<&str>()
+                                    .map(|s| s.to_string())
+                                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                                    .unwrap_or_default();
+                                Err(Error::io(
+                                    "compact",
+                                    &ctx.dir,
+                                    std::io::Error::other(format!(
+                                        "the compaction panicked: {what}"
+                                    )),
+                                ))
+                            });
                     match reply {
                         Some(reply) => {
                             let _ = reply.send(result);
@@ -264,7 +279,6 @@ pub(crate) fn compact(ctx: &Context) -> Result<CompactionReport> {
                 log: &ctx.log,
                 base,
                 through,
-                range: ctx.range,
                 max_key_groups: ctx.max_key_groups,
                 now: ctx.clock.now_millis(),
                 block_size: ctx.block_size,

@@ -230,6 +230,10 @@ pub struct Journal<C: Codec = Postcard> {
     last_compaction: Option<Result<CompactionReport>>,
     io: IoStats,
     recovery: StateRecovery,
+    /// A garbage collection after a checkpoint that failed.
+    gc_error: Option<Error>,
+    /// LSN of the newest snapshot this journal knows of.
+    snapshot_lsn: u64,
 }
 
 /// Bytes a journal wrote since it was opened (see [`Journal::io_stats`]).
@@ -326,7 +330,6 @@ impl<C: Codec> Journal<C> {
             dir: dir.clone(),
             log: Arc::clone(&log),
             catalog: Arc::clone(&catalog),
-            range,
             max_key_groups: max,
             clock: Arc::clone(&opts.clock),
             block_size: opts.compaction.block_size,
@@ -360,7 +363,9 @@ impl<C: Codec> Journal<C> {
             replay_rate,
             last_compaction: None,
             io: IoStats::default(),
+            snapshot_lsn: report.snapshot_lsn.get(),
             recovery: report,
+            gc_error: None,
         };
         match journal.store.max_key_groups {
             Some(stored) if stored != max => {
@@ -407,9 +412,10 @@ impl<C: Codec> Journal<C> {
     }
 
     fn compacted(&mut self, report: &CompactionReport, tail_at_request: u64) {
-        if report.records == 0 {
-            return;
+        if report.records == 0 || report.lsn.get() <= self.snapshot_lsn {
+            return; // nothing new, or older than a snapshot already accounted for
         }
+        self.snapshot_lsn = report.lsn.get();
         self.io.compactions += 1;
         self.io.snapshot_bytes += report.bytes;
         self.snapshot_bytes = report.bytes;
@@ -499,8 +505,11 @@ impl<C: Codec> Journal<C> {
             });
         let after = snapshot.as_ref().map_or(0, |s| s.lsn);
         let segments = cat.segment_refs(&self.log, after, c)?;
+        // The id is used up even if writing fails half way (a renamed manifest whose directory
+        // fsync failed must never be overwritten by the next checkpoint).
+        cat.last_id += 1;
         let manifest = Manifest {
-            id: cat.last_id + 1,
+            id: cat.last_id,
             lsn: c,
             log_id: self.log.id(),
             created_millis,
@@ -512,13 +521,22 @@ impl<C: Codec> Journal<C> {
             states,
         };
         write_manifest(&self.dir, &manifest)?;
-        cat.last_id = manifest.id;
         let info = CheckpointInfo::of(&self.dir, &manifest);
         self.io.manifest_bytes += manifest.encode().len() as u64;
         self.io.checkpoints += 1;
         cat.checkpoints.insert(manifest.id, manifest);
-        cat.retain_and_collect(&self.log)?;
+        // The checkpoint is durable now, whatever garbage collection does: a failure to collect
+        // (which the next collection retries) is not a failed checkpoint.
+        if let Err(e) = cat.retain_and_collect(&self.log) {
+            self.gc_error = Some(e);
+        }
         Ok(info)
+    }
+
+    /// The error of the last garbage collection after a checkpoint, if it failed (the
+    /// checkpoint itself succeeded; the next one retries the collection).
+    pub fn take_gc_error(&mut self) -> Option<Error> {
+        self.gc_error.take()
     }
 
     /// The retained checkpoints, oldest first.
@@ -535,7 +553,9 @@ impl<C: Codec> Journal<C> {
         self.log.recovery_report()
     }
 
-    /// The underlying log.
+    /// The underlying log, to look at (LSNs, durability, segments). Do not append to it or
+    /// delete from it: records that are not state mutations fail the next open, and deleting
+    /// segments behind the journal's back can remove what a checkpoint needs.
     pub fn log(&self) -> &Log {
         &self.log
     }

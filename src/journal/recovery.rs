@@ -1,5 +1,6 @@
 //! Opening a journal: the log, then the newest usable snapshot, then the log after it.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -114,110 +115,36 @@ pub(crate) struct OpenArgs<'a> {
 pub(crate) fn open(args: OpenArgs<'_>) -> Result<Opened> {
     let started = Instant::now();
     let dir = args.dir;
+    // The log first: it takes the directory lock, so nothing below races another process.
+    let mut log = Log::open(dir, args.log.clone())?;
     let listing = checkpoint::list(dir)?;
-    // Restoring a checkpoint: read and check what it names before anything changes.
-    let restore: Option<(PathBuf, Manifest)> = match args.checkpoint {
-        None => None,
-        Some(id) => {
-            let path = dir.join(format::manifest_file_name(id));
-            if !path.exists() {
-                return Err(manifest_error(
-                    &path,
-                    format!("there is no checkpoint {id} in {}", dir.display()),
-                ));
-            }
-            let m = read_manifest(&path)?;
-            if m.id != id {
-                return Err(manifest_error(
-                    &path,
-                    format!("the file of checkpoint {id} holds checkpoint {}", m.id),
-                ));
-            }
-            if m.max_key_groups != args.max_key_groups {
-                return Err(Error::KeyGroupsMismatch {
-                    path,
-                    stored: m.max_key_groups,
-                    requested: args.max_key_groups,
-                });
-            }
-            if let Some(s) = &m.snapshot {
-                let sp = dir.join(&s.file);
-                if format::parse_snapshot_file_name(&s.file) != Some(s.lsn) || !sp.exists() {
-                    return Err(manifest_error(
-                        &path,
-                        format!("it names snapshot {}, which does not exist", sp.display()),
-                    ));
-                }
-            }
-            Some((path, m))
-        }
-    };
-    let mut log_opts = args.log;
-    if let Some((_, m)) = &restore {
-        log_opts = log_opts.discard_after(Lsn(m.lsn));
-    }
-    let log = Log::open(dir, log_opts)?;
     let mut report = StateRecovery {
         log: log.recovery_report().clone(),
         checkpoint: args.checkpoint,
         ..StateRecovery::default()
     };
-    let last = log.last_lsn().get();
-    let first = log.first_lsn().get();
 
-    // Snapshots past the end of the log describe a history the log no longer has (a restored
-    // checkpoint discarded it, or point-in-time recovery cut it): set them aside before anything
-    // is appended, or a later open could pair one with different records.
-    let mut changed = false;
-    let mut snapshots = listing.snapshots;
-    for (_, path) in snapshots.split_off(&(last + 1)) {
-        report.set_aside.push(set_aside(&path, "discarded")?);
-        changed = true;
-    }
-    let mut manifests = listing.manifests;
-    if let Some((_, m)) = &restore {
-        for (_, path) in manifests.split_off(&(m.id + 1)) {
-            report.set_aside.push(set_aside(&path, "discarded")?);
-            changed = true;
-        }
-    }
-    if changed {
-        sync_dir(dir)?;
-    }
-    if let Some((path, m)) = &restore {
-        if last != m.lsn {
-            return Err(manifest_error(
-                path,
-                format!(
-                    "checkpoint {} covers the log through LSN {}, but the log ends at LSN {last}",
-                    m.id, m.lsn
-                ),
-            ));
-        }
-        if m.log_id != log.id() {
-            return Err(manifest_error(
-                path,
-                format!(
-                    "checkpoint {} belongs to log {:#018x}, not to this log {:#018x}",
-                    m.id,
-                    m.log_id,
-                    log.id()
-                ),
-            ));
-        }
-        verify_segments(&log, path, m)?;
-    }
+    // Restoring a checkpoint: check everything it names before anything changes.
+    let restore = match args.checkpoint {
+        None => None,
+        Some(id) => Some(check_restore(dir, id, &log, args.max_key_groups)?),
+    };
+    // The state to rebuild: through the checkpoint, or through the end of the log.
+    let target = restore
+        .as_ref()
+        .map_or(log.last_lsn().get(), |(_, m)| m.lsn);
+    let first = log.first_lsn().get();
 
     // The newest usable snapshot (at most the checkpoint's), falling back to older ones.
     let limit = restore
         .as_ref()
-        .map_or(u64::MAX, |(_, m)| m.snapshot.as_ref().map_or(0, |s| s.lsn));
+        .map_or(target, |(_, m)| m.snapshot.as_ref().map_or(0, |s| s.lsn));
     let mut store = None;
     let mut snapshot_file_bytes = 0;
     let mut first_error = None;
     let mut corrupt = Vec::new();
     let load_started = Instant::now();
-    for (&lsn, path) in snapshots.range(..=limit).rev() {
+    for (&lsn, path) in listing.snapshots.range(..=limit).rev() {
         if lsn + 1 < first {
             break; // the log after it is gone: neither it nor anything older can be used
         }
@@ -268,7 +195,7 @@ pub(crate) fn open(args: OpenArgs<'_>) -> Result<Opened> {
         }
     }
     report.snapshot_time = load_started.elapsed();
-    let store = match store {
+    let mut store = match store {
         Some(s) => s,
         None if first <= 1 => Store::new(args.range), // the whole log is there: replay it all
         None => {
@@ -286,25 +213,185 @@ pub(crate) fn open(args: OpenArgs<'_>) -> Result<Opened> {
             }))
         }
     };
-    let mut store = store;
-    if let Some((path, m)) = &restore {
+    if let Some((_, m)) = &restore {
         if report.snapshot_lsn.get() != m.snapshot.as_ref().map_or(0, |s| s.lsn) {
             report.fallbacks.push(format!(
                 "checkpoint {} is restored from snapshot LSN {} and the log after it instead of \
                  its own snapshot",
                 m.id, report.snapshot_lsn
             ));
-            let _ = path;
         }
     }
-
-    // Replay the log after the snapshot.
     let replay_started = Instant::now();
-    let from = report.snapshot_lsn.get() + 1;
-    let mut expect = from;
+    let tail_bytes = replay(
+        dir,
+        &log,
+        &mut store,
+        report.snapshot_lsn.get(),
+        target,
+        &mut report,
+    )?;
+    report.replay_time = replay_started.elapsed();
+
+    // Everything is verified and the state is whole. Only now change the directory.
+    if let Some((_, m)) = &restore {
+        // Reopen the log discarding what came after the checkpoint. (The lock is released for
+        // that moment: another process taking it makes this open fail with `Locked`, changing
+        // nothing.)
+        drop(log);
+        log = Log::open(dir, args.log.discard_after(Lsn(m.lsn)))?;
+        let discarded = log.recovery_report();
+        report.log.cuts.extend(discarded.cuts.iter().cloned());
+        report
+            .log
+            .discarded_segments
+            .extend(discarded.discarded_segments.iter().cloned());
+        if log.last_lsn().get() != m.lsn {
+            return Err(Error::io(
+                "restore",
+                dir,
+                std::io::Error::other(format!(
+                    "the log ends at LSN {} after discarding past checkpoint {} (LSN {})",
+                    log.last_lsn(),
+                    m.id,
+                    m.lsn
+                )),
+            ));
+        }
+    }
+    let last = log.last_lsn().get();
+    // Snapshots and manifests past the end of the log describe a history the log no longer has
+    // (a restored checkpoint discarded it, or point-in-time recovery cut it): set them aside
+    // before anything is appended, or a later open could pair them with other records.
+    let mut changed = false;
+    for (_, path) in listing.snapshots.range(last + 1..) {
+        report.set_aside.push(set_aside(path, "discarded")?);
+        changed = true;
+    }
+    let mut catalog = Catalog::new(dir, args.retain);
+    for (&id, path) in &listing.manifests {
+        let m = match read_manifest(path) {
+            Ok(m) => m,
+            Err(e @ (Error::Io { .. } | Error::UnsupportedVersion { .. })) => return Err(e),
+            Err(e) => {
+                // Left in place for inspection; it cannot be restored, and nothing is kept for it.
+                report.damaged_manifests.push(e.to_string());
+                continue;
+            }
+        };
+        let newer = restore.as_ref().is_some_and(|(_, r)| id > r.id);
+        if newer || m.lsn > last || m.log_id != log.id() {
+            report.set_aside.push(set_aside(path, "discarded")?);
+            changed = true;
+        } else {
+            catalog.checkpoints.insert(id, m);
+        }
+    }
+    // Only now that the state is whole: set aside the snapshots that could not be used.
+    for path in corrupt {
+        report.set_aside.push(set_aside(&path, "corrupt")?);
+        changed = true;
+    }
+    if changed {
+        sync_dir(dir)?;
+    }
+    for (&lsn, path) in listing.snapshots.range(..=last) {
+        if path.exists() {
+            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            catalog.snapshots.insert(lsn, SnapshotEntry { len });
+        }
+    }
+    catalog.last_id = listing_max_id(dir)?;
+    report.duration = started.elapsed();
+    Ok(Opened {
+        log,
+        store,
+        catalog,
+        report,
+        tail_bytes,
+        snapshot_file_bytes,
+    })
+}
+
+/// Reads the manifest of checkpoint `id` and checks it against the (recovered, not yet cut)
+/// log: identity, reach, and the CRC of every segment prefix it names; and that its snapshot
+/// exists. Changes nothing.
+fn check_restore(
+    dir: &Path,
+    id: u64,
+    log: &Log,
+    max_key_groups: u16,
+) -> Result<(PathBuf, Manifest)> {
+    let path = dir.join(format::manifest_file_name(id));
+    if !path.exists() {
+        return Err(manifest_error(
+            &path,
+            format!("there is no checkpoint {id} in {}", dir.display()),
+        ));
+    }
+    let m = read_manifest(&path)?;
+    if m.id != id {
+        return Err(manifest_error(
+            &path,
+            format!("the file of checkpoint {id} holds checkpoint {}", m.id),
+        ));
+    }
+    if m.max_key_groups != max_key_groups {
+        return Err(Error::KeyGroupsMismatch {
+            path,
+            stored: m.max_key_groups,
+            requested: max_key_groups,
+        });
+    }
+    if m.log_id != log.id() {
+        return Err(manifest_error(
+            &path,
+            format!(
+                "checkpoint {id} belongs to log {:#018x}, not to this log {:#018x}",
+                m.log_id,
+                log.id()
+            ),
+        ));
+    }
+    if log.last_lsn().get() < m.lsn {
+        return Err(manifest_error(
+            &path,
+            format!(
+                "checkpoint {id} covers the log through LSN {}, but the log ends at LSN {}",
+                m.lsn,
+                log.last_lsn()
+            ),
+        ));
+    }
+    if let Some(s) = &m.snapshot {
+        let sp = dir.join(&s.file);
+        if format::parse_snapshot_file_name(&s.file) != Some(s.lsn) || !sp.exists() {
+            return Err(manifest_error(
+                &path,
+                format!("it names snapshot {}, which does not exist", sp.display()),
+            ));
+        }
+    }
+    verify_segments(log, &path, &m)?;
+    Ok((path, m))
+}
+
+/// Replays the records in `(after, through]` into `store`; returns their bytes as framed.
+fn replay(
+    dir: &Path,
+    log: &Log,
+    store: &mut Store,
+    after: u64,
+    through: u64,
+    report: &mut StateRecovery,
+) -> Result<u64> {
+    let mut expect = after + 1;
     let mut tail_bytes = 0u64;
-    log.scan_from(Lsn(from), REPLAY_BATCH, |batch| {
+    log.scan_from(Lsn(expect), REPLAY_BATCH, |batch| {
         for &(lsn, payload) in batch {
+            if lsn > through {
+                return Ok(ControlFlow::Break(()));
+            }
             if lsn != expect {
                 return Err(Error::InvalidRecord {
                     path: dir.to_path_buf(),
@@ -329,41 +416,16 @@ pub(crate) fn open(args: OpenArgs<'_>) -> Result<Opened> {
             tail_bytes += crate::codec::frame::frame_size(payload.len()).unwrap_or(0) as u64;
             expect = lsn + 1;
         }
-        Ok(std::ops::ControlFlow::Continue(()))
+        Ok(ControlFlow::Continue(()))
     })?;
-    report.replay_time = replay_started.elapsed();
-
-    // Only now that the state is whole: set aside the snapshots that could not be used.
-    for path in corrupt {
-        report.set_aside.push(set_aside(&path, "corrupt")?);
+    if expect <= through {
+        return Err(Error::InvalidRecord {
+            path: dir.to_path_buf(),
+            lsn: expect,
+            detail: format!("the log ends before LSN {through}"),
+        });
     }
-
-    let mut catalog = Catalog::new(dir, args.retain);
-    for (&lsn, path) in snapshots.range(..=last) {
-        if path.exists() {
-            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-            catalog.snapshots.insert(lsn, SnapshotEntry { len });
-        }
-    }
-    catalog.last_id = listing_max_id(dir)?;
-    for (&id, path) in &manifests {
-        match read_manifest(path) {
-            Ok(m) => {
-                catalog.checkpoints.insert(id, m);
-            }
-            Err(e) => report.damaged_manifests.push(e.to_string()),
-        }
-    }
-    let snapshot_file_bytes = snapshot_file_bytes;
-    report.duration = started.elapsed();
-    Ok(Opened {
-        log,
-        store,
-        catalog,
-        report,
-        tail_bytes,
-        snapshot_file_bytes,
-    })
+    Ok(tail_bytes)
 }
 
 /// The highest checkpoint id ever used in `dir`, counting manifests set aside: ids are never

@@ -410,9 +410,18 @@ impl Shared {
                 });
             }
         }
-        let prepared = lock(&self.prepared)
-            .take()
-            .filter(|p| p.id() == header.segment_id && p.len() as u64 == self.opts.segment_size);
+        // A prepared file for another id or size (the background thread can prepare one while a
+        // roll is switching segments) is deleted, not just dropped: dropping it leaked its file.
+        let prepared = match lock(&self.prepared).take() {
+            Some(p) if p.id() == header.segment_id && p.len() as u64 == self.opts.segment_size => {
+                Some(p)
+            }
+            Some(stale) => {
+                stale.discard();
+                None
+            }
+            None => None,
+        };
         let prepared = match prepared {
             Some(p) => p,
             None => PreparedSegment::prepare(
@@ -593,9 +602,14 @@ impl Shared {
 
 /// Replaces the meta file atomically and durably.
 pub(crate) fn write_meta(dir: &Path, meta: &LogMeta) -> Result<()> {
-    let tmp = format::tmp_path(dir, format::META_FILE);
-    let path = dir.join(format::META_FILE);
-    std::fs::write(&tmp, meta.encode()).map_err(|e| Error::io("write", &tmp, e))?;
+    write_small_file(dir, format::META_FILE, &meta.encode())
+}
+
+/// Replaces `name` in `dir` atomically and durably: temporary, fsync, rename, directory fsync.
+pub(crate) fn write_small_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = format::tmp_path(dir, name);
+    let path = dir.join(name);
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io("write", &tmp, e))?;
     File::open(&tmp)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io("fsync", &tmp, e))?;

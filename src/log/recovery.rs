@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use super::{write_meta, LogOptions, Lsn, RecoveryMode};
 use crate::codec::frame::{decode_frame, decode_sync_marker, FrameError, FrameKind, FRAME_ALIGN};
 use crate::codec::header::{SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN};
-use crate::codec::meta::{LogMeta, MetaError};
+use crate::codec::meta::{DiscardIntent, LogMeta, MetaError};
 use crate::error::{Corruption, CorruptionKind, DurabilityEvidence, Error, RecordDamage, Result};
 use crate::format;
 use crate::segment::{sync_dir, Segment};
@@ -478,6 +478,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         .extend(listing.temporaries.iter().cloned());
 
     let meta_path = dir.join(format::META_FILE);
+    let intent = read_discard_intent(dir)?;
     let mut meta = match fs::read(&meta_path) {
         Ok(bytes) => LogMeta::decode(&bytes).map_err(|e| meta_error(&meta_path, e))?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -490,6 +491,26 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
             adopt_unfinished_creation(dir, &listing.segments, &meta_path)?
         }
         Err(e) => return Err(Error::io("read", &meta_path, e)),
+    };
+
+    // A discard (a checkpoint restore) that a crash interrupted is finished now: from the moment
+    // its intent was durable, the records after its LSN were as good as gone.
+    let discard = match intent {
+        Some(i) if i.log_id == meta.log_id => Some(
+            opts.discard_after
+                .map_or(i.after, |asked| asked.min(i.after)),
+        ),
+        Some(i) => {
+            return Err(Error::corrupt(
+                dir.join(format::DISCARD_FILE),
+                0,
+                CorruptionKind::ForeignLog {
+                    expected: meta.log_id,
+                    found: i.log_id,
+                },
+            ))
+        }
+        None => opts.discard_after,
     };
 
     // Leftovers of a deletion interrupted after the meta file moved on.
@@ -640,7 +661,12 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         } else {
             None
         };
-        let reason = cut_reason(opts.recovery_mode, evidence, &seg, &scan, damage)?;
+        let reason = match discard {
+            // Every record through the discard point is intact: the damage is in records being
+            // discarded (an interrupted discard left them half zeroed), not in kept ones.
+            Some(after) if scan.next_lsn > after => CutReason::Discarded { after: Lsn(after) },
+            _ => cut_reason(opts.recovery_mode, evidence, &seg, &scan, damage)?,
+        };
         // This segment becomes the tail; everything after it is set aside.
         let path = seg.path().to_path_buf();
         let id = seg.id();
@@ -672,7 +698,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         }
         sync_dir(dir)?;
         return finish(
-            dir, opts, meta, recovered, debris, watermark, report, started,
+            dir, discard, meta, recovered, debris, watermark, report, started,
         );
     }
 
@@ -724,7 +750,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         }
     }
     finish(
-        dir, opts, meta, recovered, debris, watermark, report, started,
+        dir, discard, meta, recovered, debris, watermark, report, started,
     )
 }
 
@@ -824,11 +850,11 @@ fn clear_debris(dir: &Path, d: Debris, report: &mut RecoveryReport) -> Result<()
 #[allow(clippy::too_many_arguments)]
 fn finish(
     dir: &Path,
-    opts: &LogOptions,
+    discard: Option<u64>,
     mut meta: LogMeta,
     mut recovered: Vec<Arc<Segment>>,
     debris: Vec<Debris>,
-    watermark: u64,
+    mut watermark: u64,
     mut report: RecoveryReport,
     started: Instant,
 ) -> Result<Recovered> {
@@ -836,8 +862,10 @@ fn finish(
     for d in debris {
         clear_debris(dir, d, &mut report)?;
     }
-    if let Some(stop) = opts.discard_after {
+    if let Some(stop) = discard {
         discard_after(dir, stop, &mut meta, &mut recovered, &mut report)?;
+        // Sync markers among the discarded records attest to records that are gone.
+        watermark = watermark.min(stop);
     }
     let (Some(first), Some(tail)) = (recovered.first(), recovered.last()) else {
         return Err(Error::corrupt(
@@ -880,9 +908,11 @@ fn finish(
     })
 }
 
-/// Sets aside every record after `stop` (see [`LogOptions::discard_after`]). Crash-safe in this
-/// order: the meta file forgets the later segments first (a crash now leaves them adoptable, as if
-/// nothing happened), then they are renamed aside, then the segment holding `stop + 1` is cut.
+/// Sets aside every record after `stop` (see [`LogOptions::discard_after`]). Crash-safe: the
+/// intent (`log.discard`) is made durable first and recovery finishes an interrupted discard;
+/// then the meta file forgets the later segments, they are renamed aside newest first (each
+/// rename durable before the next, so the remaining segments always chain without a gap), the
+/// segment holding `stop + 1` is cut, and the intent is removed.
 fn discard_after(
     dir: &Path,
     stop: u64,
@@ -895,7 +925,7 @@ fn discard_after(
     };
     let last = tail.last_reserved_lsn();
     if last <= stop {
-        return Ok(());
+        return remove_discard_intent(dir);
     }
     if first.header().base_lsn > stop.saturating_add(1) {
         // The records up to `stop` are deleted: keeping "the log through `stop`" is impossible.
@@ -907,6 +937,15 @@ fn discard_after(
             },
         ));
     }
+    super::write_small_file(
+        dir,
+        format::DISCARD_FILE,
+        &DiscardIntent {
+            log_id: meta.log_id,
+            after: stop,
+        }
+        .encode(),
+    )?;
     // The segment holding record `stop + 1`: the last one starting at or before it.
     let k = recovered
         .partition_point(|s| s.header().base_lsn <= stop + 1)
@@ -925,12 +964,12 @@ fn discard_after(
         meta.last_segment = id;
         write_meta(dir, meta)?;
     }
-    for p in later {
+    for p in later.iter().rev() {
         let aside = unused_name(p.with_extension("seg.discarded"));
-        fs::rename(&p, &aside).map_err(|e| Error::io("rename", &p, e))?;
+        fs::rename(p, &aside).map_err(|e| Error::io("rename", p, e))?;
+        sync_dir(dir)?;
         report.discarded_segments.push(aside);
     }
-    sync_dir(dir)?;
     let seg = Segment::open(&path, id, true)?;
     let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
     let scan = scan_frames_through(buf, base, stop);
@@ -939,7 +978,29 @@ fn discard_after(
     if let Some(cut) = report.cuts.last_mut() {
         cut.intact_records_cut = Some((Lsn(stop + 1), Lsn(last)));
     }
-    Ok(())
+    remove_discard_intent(dir)
+}
+
+/// Reads `log.discard`, if there is one.
+fn read_discard_intent(dir: &Path) -> Result<Option<DiscardIntent>> {
+    let path = dir.join(format::DISCARD_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => DiscardIntent::decode(&bytes)
+            .map(Some)
+            .map_err(|e| meta_error(&path, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", &path, e)),
+    }
+}
+
+/// Removes `log.discard` (durably), once the discard it announced is complete.
+fn remove_discard_intent(dir: &Path) -> Result<()> {
+    let path = dir.join(format::DISCARD_FILE);
+    match fs::remove_file(&path) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", &path, e)),
+    }
 }
 
 /// A crash between creating the first segment and writing the meta file leaves one empty
