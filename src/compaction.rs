@@ -11,6 +11,7 @@
 //! histories of every state kind.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,10 +19,40 @@ use std::time::{Duration, Instant};
 
 use crate::codec::record::{decode_record, Op, RecordError};
 use crate::error::{Error, Result};
-use crate::keygroup::{KeyGroup, KeyGroupRange};
+use crate::keygroup::{key_hash, KeyGroup, KeyGroupRange};
 use crate::log::{Log, Lsn};
 use crate::snapshot::{Entry, SnapshotFile, SnapshotReader, SnapshotWriter, StateInfo};
 use crate::state::{list_base, split_expiry};
+
+/// Bytes before the composite key in a delta key: its hash and the state id.
+const KEY_PREFIX: usize = 12;
+
+/// The state id of a delta key.
+fn key_state(k: &[u8]) -> u32 {
+    k.get(8..12)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(u32::MAX, u32::from_le_bytes)
+}
+
+/// Hashes a delta key by the hash stored in its first 8 bytes (computed once, with XXH3, when
+/// the key is built), instead of hashing the whole key again with SipHash at every lookup.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // A byte slice hashes as its length (`write_usize`, ignored) and then its bytes.
+        if let Some(h) = bytes.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+            self.0 ^= u64::from_le_bytes(h);
+        }
+    }
+
+    fn write_usize(&mut self, _: usize) {}
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// Code of a map state (see `StateKind::code`).
 const KIND_MAP: u8 = 3;
@@ -89,7 +120,10 @@ pub(crate) struct Delta {
     states: Vec<StateInfo>,
     /// States a `ClearState` in the tail emptied: their base entries are dropped.
     cleared: Vec<bool>,
-    keys: HashMap<(u32, Vec<u8>), KeyChange>,
+    /// Keyed by `hash:u64 state_id:u32 composite key` (see [`KeyHasher`]).
+    keys: HashMap<Vec<u8>, KeyChange, BuildHasherDefault<KeyHasher>>,
+    /// The lookup key being built (no allocation per op for keys already in the delta).
+    scratch: Vec<u8>,
     /// Key and value bytes the delta holds.
     bytes: usize,
 }
@@ -112,7 +146,8 @@ impl Delta {
             range,
             states: base_states,
             cleared: vec![false; n],
-            keys: HashMap::new(),
+            keys: HashMap::default(),
+            scratch: Vec::new(),
             bytes: 0,
         }
     }
@@ -146,19 +181,24 @@ impl Delta {
 
     /// The change of a key, created as "unchanged" (an empty append) on first touch.
     fn entry(&mut self, state_id: u32, kg: u16, key: &[u8]) -> &mut Change {
-        let mut new_key = 0;
-        let slot = self
-            .keys
-            .entry((state_id, key.to_vec()))
-            .or_insert_with(|| {
-                new_key = key.len();
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&key_hash(key).to_le_bytes());
+        self.scratch.extend_from_slice(&state_id.to_le_bytes());
+        self.scratch.extend_from_slice(key);
+        if !self.keys.contains_key(self.scratch.as_slice()) {
+            self.bytes += key.len();
+            self.keys.insert(
+                self.scratch.clone(),
                 KeyChange {
                     kg,
                     change: Change::Append { pieces: Vec::new() },
-                }
-            });
-        self.bytes += new_key;
-        &mut slot.change
+                },
+            );
+        }
+        match self.keys.get_mut(self.scratch.as_slice()) {
+            Some(slot) => &mut slot.change,
+            None => unreachable!("inserted above"),
+        }
     }
 
     /// Applies one record (every op of it).
@@ -218,10 +258,10 @@ impl Delta {
                     *c = true;
                 }
                 let mut freed = 0;
-                self.keys.retain(|(s, k), v| {
-                    let keep = *s != state_id;
+                self.keys.retain(|k, v| {
+                    let keep = key_state(k) != state_id;
                     if !keep {
-                        freed += k.len() + change_bytes(&v.change);
+                        freed += k.len().saturating_sub(KEY_PREFIX) + change_bytes(&v.change);
                     }
                     keep
                 });
@@ -244,7 +284,14 @@ impl Delta {
                 self.bytes += value.len();
                 let c = self.entry(state_id, kg, key);
                 let old = change_bytes(c);
-                *c = Change::Set(Some(value.to_vec()));
+                match c {
+                    // Reuse the allocation of the value this one replaces.
+                    Change::Set(Some(v)) => {
+                        v.clear();
+                        v.extend_from_slice(value);
+                    }
+                    _ => *c = Change::Set(Some(value.to_vec())),
+                }
                 self.bytes -= old.min(self.bytes);
                 Ok(())
             }
@@ -466,9 +513,25 @@ pub(crate) fn merge(
     let mut delta = delta;
     let mut changes: Vec<(u16, u32, Vec<u8>, Change)> = std::mem::take(&mut delta.keys)
         .into_iter()
-        .map(|((sid, key), kc)| (kc.kg, sid, key, kc.change))
+        .map(|(mut k, kc)| {
+            let sid = key_state(&k);
+            k.drain(..KEY_PREFIX);
+            (kc.kg, sid, k, kc.change)
+        })
         .collect();
-    changes.sort_unstable_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+    // The snapshot's order; the first 8 key bytes compared as a number first spare most
+    // comparisons a visit to the key's heap allocation.
+    let head = |k: &[u8]| {
+        let mut b = [0u8; 8];
+        let n = k.len().min(8);
+        b[..n].copy_from_slice(&k[..n]);
+        u64::from_be_bytes(b)
+    };
+    changes.sort_unstable_by(|a, b| {
+        (a.0, a.1, head(&a.2))
+            .cmp(&(b.0, b.1, head(&b.2)))
+            .then_with(|| a.2.cmp(&b.2))
+    });
 
     let mut cursor = base.map(|b| b.cursor(delta.range));
     let mut has = match cursor.as_mut() {
