@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::codec::record::{decode_record, Op, RecordError};
 use crate::error::{Error, Result};
-use crate::keygroup::{key_hash, KeyGroup, KeyGroupRange};
+use crate::keygroup::{KeyGroup, KeyGroupRange};
 use crate::log::{Log, Lsn};
 use crate::snapshot::{Entry, SnapshotFile, SnapshotReader, SnapshotWriter, StateInfo};
 use crate::state::{list_base, split_expiry};
@@ -182,7 +182,10 @@ impl Delta {
     /// The change of a key, created as "unchanged" (an empty append) on first touch.
     fn entry(&mut self, state_id: u32, kg: u16, key: &[u8]) -> &mut Change {
         self.scratch.clear();
-        self.scratch.extend_from_slice(&key_hash(key).to_le_bytes());
+        // The state is in the hash too: one composite key used in several states must not make
+        // one long probe chain.
+        let hash = xxhash_rust::xxh3::xxh3_64_with_seed(key, u64::from(state_id));
+        self.scratch.extend_from_slice(&hash.to_le_bytes());
         self.scratch.extend_from_slice(&state_id.to_le_bytes());
         self.scratch.extend_from_slice(key);
         if !self.keys.contains_key(self.scratch.as_slice()) {
@@ -702,6 +705,9 @@ pub struct CompactionReport {
     pub expired: u64,
     /// Wall time.
     pub duration: Duration,
+    /// Set when the snapshot was published but the garbage collection after it failed (the next
+    /// compaction or checkpoint retries it): the compaction itself succeeded.
+    pub gc_error: Option<String>,
 }
 
 /// Everything a compaction needs, none of it borrowed from the journal's owner.
@@ -821,6 +827,7 @@ impl CompactionJob<'_> {
             delta_bytes,
             expired: stats.expired,
             duration: started.elapsed(),
+            gc_error: None,
         };
         Ok((file, report))
     }

@@ -431,3 +431,17 @@ fn j_first_lsn(dir: &Path) -> u64 {
     let j = Journal::open(dir, opts()).unwrap();
     j.log().first_lsn().get()
 }
+
+/// Found in review: restoring in a directory without a journal created one (a 64 MiB segment
+/// and all) before failing.
+#[test]
+fn restoring_where_there_is_no_journal_creates_nothing() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("nothing-here");
+    let err = Journal::open_at_checkpoint(&dir, 1, opts()).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(!dir.exists(), "{} was created", dir.display());
+    let empty = tempfile::tempdir().unwrap();
+    assert!(Journal::open_at_checkpoint(empty.path(), 1, opts()).is_err());
+    assert_eq!(files(empty.path(), ".seg"), Vec::<PathBuf>::new());
+}

@@ -154,7 +154,17 @@ fn an_interrupted_discard_is_finished_by_the_next_open() {
                 if case == "half zeroed" {
                     write_intent(dir.path(), stop);
                 }
-                // Zero the frames right after `stop`, as a killed cut would have left them.
+                // What a discard killed while zeroing leaves: the meta file moved, every later
+                // segment renamed aside, and the frames right after `stop` partly zeroed.
+                let meta_path = dir.path().join(statejournal::format::META_FILE);
+                let mut meta =
+                    statejournal::codec::meta::LogMeta::decode(&std::fs::read(&meta_path).unwrap())
+                        .unwrap();
+                meta.last_segment = meta.first_segment + 1;
+                std::fs::write(&meta_path, meta.encode()).unwrap();
+                for later in segs[2..].iter().rev() {
+                    std::fs::rename(later, later.with_extension("seg.discarded")).unwrap();
+                }
                 let mut bytes = std::fs::read(&segs[1]).unwrap();
                 let from = frame_offset(&bytes, stop + 1).unwrap();
                 let to = frame_offset(&bytes, stop + 4).unwrap();

@@ -264,6 +264,7 @@ pub(crate) fn compact(ctx: &Context) -> Result<CompactionReport> {
                 delta_bytes: 0,
                 expired: 0,
                 duration: Duration::ZERO,
+                gc_error: None,
             });
         }
         cat.compacting_from = Some(base.map_or(0, |(l, _)| l));
@@ -288,9 +289,12 @@ pub(crate) fn compact(ctx: &Context) -> Result<CompactionReport> {
         });
     let mut cat = lock(&ctx.catalog);
     cat.compacting_from = None;
-    let (file, report) = result?;
+    let (file, mut report) = result?;
     cat.snapshots
         .insert(file.lsn, SnapshotEntry { len: file.len });
-    cat.retain_and_collect(&ctx.log)?;
+    // The snapshot is published: a failure to collect garbage now does not undo that.
+    if let Err(e) = cat.retain_and_collect(&ctx.log) {
+        report.gc_error = Some(e.to_string());
+    }
     Ok(report)
 }

@@ -115,8 +115,13 @@ pub(crate) struct OpenArgs<'a> {
 pub(crate) fn open(args: OpenArgs<'_>) -> Result<Opened> {
     let started = Instant::now();
     let dir = args.dir;
-    // The log first: it takes the directory lock, so nothing below races another process.
-    let mut log = Log::open(dir, args.log.clone())?;
+    // The log first: it takes the directory lock, so nothing below races another process. A
+    // restore needs an existing journal: never create one for it.
+    let first_opts = match args.checkpoint {
+        Some(_) => args.log.clone().create_if_missing(false),
+        None => args.log.clone(),
+    };
+    let mut log = Log::open(dir, first_opts)?;
     let listing = checkpoint::list(dir)?;
     let mut report = StateRecovery {
         log: log.recovery_report().clone(),
@@ -233,13 +238,25 @@ pub(crate) fn open(args: OpenArgs<'_>) -> Result<Opened> {
     )?;
     report.replay_time = replay_started.elapsed();
 
+    // Read every manifest before changing anything: one that cannot be read (an I/O error, a
+    // newer format) fails the open here, not after a restore has discarded records.
+    let mut manifests = Vec::new();
+    for (&id, path) in &listing.manifests {
+        match read_manifest(path) {
+            Ok(m) => manifests.push((id, path.clone(), m)),
+            Err(e @ (Error::Io { .. } | Error::UnsupportedVersion { .. })) => return Err(e),
+            Err(e) => {
+                // Left in place for inspection; it cannot be restored, and nothing is kept for it.
+                report.damaged_manifests.push(e.to_string());
+            }
+        }
+    }
+
     // Everything is verified and the state is whole. Only now change the directory.
     if let Some((_, m)) = &restore {
-        // Reopen the log discarding what came after the checkpoint. (The lock is released for
-        // that moment: another process taking it makes this open fail with `Locked`, changing
-        // nothing.)
-        drop(log);
-        log = Log::open(dir, args.log.discard_after(Lsn(m.lsn)))?;
+        // Reopen the log discarding what came after the checkpoint, holding the directory lock
+        // throughout: nothing changed since the checks above.
+        log = log.reopen(args.log.clone().discard_after(Lsn(m.lsn)))?;
         let discarded = log.recovery_report();
         report.log.cuts.extend(discarded.cuts.iter().cloned());
         report
@@ -269,19 +286,10 @@ pub(crate) fn open(args: OpenArgs<'_>) -> Result<Opened> {
         changed = true;
     }
     let mut catalog = Catalog::new(dir, args.retain);
-    for (&id, path) in &listing.manifests {
-        let m = match read_manifest(path) {
-            Ok(m) => m,
-            Err(e @ (Error::Io { .. } | Error::UnsupportedVersion { .. })) => return Err(e),
-            Err(e) => {
-                // Left in place for inspection; it cannot be restored, and nothing is kept for it.
-                report.damaged_manifests.push(e.to_string());
-                continue;
-            }
-        };
+    for (id, path, m) in manifests {
         let newer = restore.as_ref().is_some_and(|(_, r)| id > r.id);
         if newer || m.lsn > last || m.log_id != log.id() {
-            report.set_aside.push(set_aside(path, "discarded")?);
+            report.set_aside.push(set_aside(&path, "discarded")?);
             changed = true;
         } else {
             catalog.checkpoints.insert(id, m);

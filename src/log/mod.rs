@@ -92,8 +92,8 @@ struct Shared {
     wake: SyncSender<()>,
     /// Tells the background thread to exit.
     stop: AtomicBool,
-    /// Held (flock) for the lifetime of the log.
-    _lock: File,
+    /// Held (flock) for the lifetime of the log (taken out only by [`Log::reopen`]).
+    lock: Mutex<Option<File>>,
 }
 
 /// An append-only log of checksummed records in memory-mapped segment files.
@@ -148,6 +148,25 @@ impl Log {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &lock_path, e)),
         }
+        Self::open_locked(dir, opts, lock_file)
+    }
+
+    /// Closes this log without flushing (it was just recovered, or everything is synced) and
+    /// opens it again with `opts`, keeping the directory lock all along: no other process can
+    /// change the directory in between. For a checkpoint restore, which verifies everything with
+    /// the log as found and only then reopens it with [`LogOptions::discard_after`].
+    pub(crate) fn reopen(mut self, opts: LogOptions) -> Result<Log> {
+        opts.validate()?;
+        self.stop_background();
+        let dir = self.shared.dir.clone();
+        let lock_file = lock(&self.shared.lock)
+            .take()
+            .ok_or_else(|| Error::io("reopen", &dir, io::Error::other("the log lock is gone")))?;
+        drop(self);
+        Self::open_locked(dir, opts, lock_file)
+    }
+
+    fn open_locked(dir: PathBuf, opts: LogOptions, lock_file: File) -> Result<Log> {
         let rec = recovery::recover(&dir, &opts)?;
         if opts.durability == Durability::Sync {
             if let Some(tail) = rec.segments.last() {
@@ -181,7 +200,7 @@ impl Log {
             wake: wake_tx,
             stop: AtomicBool::new(false),
             opts,
-            _lock: lock_file,
+            lock: Mutex::new(Some(lock_file)),
         });
         let background = Some(maintenance::spawn(Arc::clone(&shared), wake_rx)?);
         Ok(Log {

@@ -367,6 +367,8 @@ fn create_new(
     started: Instant,
 ) -> Result<Recovered> {
     remove_leftovers(&report)?;
+    // An intent without a log to apply it to belongs to no log: the new one must not inherit it.
+    remove_discard_intent(dir)?;
     let header = SegmentHeader {
         version: FORMAT_VERSION,
         log_id: random_log_id(),
@@ -691,12 +693,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         // chain no longer matches, which the next open sets aside again.
         meta.last_segment = id;
         write_meta(dir, &meta)?;
-        for p in later {
-            let aside = unused_name(p.with_extension("seg.discarded"));
-            fs::rename(&p, &aside).map_err(|e| Error::io("rename", &p, e))?;
-            report.discarded_segments.push(aside);
-        }
-        sync_dir(dir)?;
+        set_aside_segments(dir, &later, &mut report)?;
         return finish(
             dir, discard, meta, recovered, debris, watermark, report, started,
         );
@@ -729,7 +726,11 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         } else {
             None
         };
-        let reason = cut_reason(opts.recovery_mode, evidence, &seg, &scan, damage)?;
+        let reason = match discard {
+            // As above: damage past the discard point is in records being discarded.
+            Some(after) if scan.next_lsn > after => CutReason::Discarded { after: Lsn(after) },
+            _ => cut_reason(opts.recovery_mode, evidence, &seg, &scan, damage)?,
+        };
         cut_tail(
             dir,
             seg,
@@ -964,12 +965,7 @@ fn discard_after(
         meta.last_segment = id;
         write_meta(dir, meta)?;
     }
-    for p in later.iter().rev() {
-        let aside = unused_name(p.with_extension("seg.discarded"));
-        fs::rename(p, &aside).map_err(|e| Error::io("rename", p, e))?;
-        sync_dir(dir)?;
-        report.discarded_segments.push(aside);
-    }
+    set_aside_segments(dir, &later, report)?;
     let seg = Segment::open(&path, id, true)?;
     let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
     let scan = scan_frames_through(buf, base, stop);
@@ -979,6 +975,19 @@ fn discard_after(
         cut.intact_records_cut = Some((Lsn(stop + 1), Lsn(last)));
     }
     remove_discard_intent(dir)
+}
+
+/// Renames whole segments aside (`*.seg.discarded`), newest first, each rename durable before
+/// the next: a crash in between leaves the remaining segments contiguous (a gap would make the
+/// log unopenable), and the next recovery sets them aside again.
+fn set_aside_segments(dir: &Path, later: &[PathBuf], report: &mut RecoveryReport) -> Result<()> {
+    for p in later.iter().rev() {
+        let aside = unused_name(p.with_extension("seg.discarded"));
+        fs::rename(p, &aside).map_err(|e| Error::io("rename", p, e))?;
+        sync_dir(dir)?;
+        report.discarded_segments.push(aside);
+    }
+    Ok(())
 }
 
 /// Reads `log.discard`, if there is one.
