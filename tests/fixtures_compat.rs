@@ -68,3 +68,113 @@ fn format_v1_fixture_still_opens() {
     );
     assert_eq!(log.append(b"next").unwrap(), Lsn(RECORDS + 1));
 }
+
+/// A whole journal written by format version 1: log, snapshot and checkpoint manifests, with
+/// every state kind. Regenerate (only when adding a new fixture version) with
+/// `SJ_WRITE_FIXTURE=1 cargo test --all-features --test fixtures_compat journal_v1` (the filter
+/// keeps the log fixture as it is).
+mod journal_v1 {
+    use std::path::{Path, PathBuf};
+
+    use statejournal::{
+        CompactionPolicy, Journal, JournalOptions, ListState, ManualClock, MapState, StateTtl,
+        ValueState,
+    };
+
+    fn fixture_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal-v1")
+    }
+
+    fn opts() -> JournalOptions {
+        JournalOptions::default()
+            .segment_size(4096)
+            .clock(std::sync::Arc::new(ManualClock::new(1_000_000)))
+            .compaction(CompactionPolicy::manual().snapshot_block_size(256))
+    }
+
+    type Handles = (
+        ValueState<String, u64>,
+        ListState<u32, String>,
+        MapState<u32, u8, i64>,
+        ValueState<u32, u32>,
+    );
+
+    fn handles(j: &mut Journal) -> Handles {
+        (
+            j.value_state("counts").unwrap(),
+            j.list_state("events").unwrap(),
+            j.map_state("windows").unwrap(),
+            j.with_ttl(StateTtl::after_write(std::time::Duration::from_secs(3600)))
+                .value_state("sessions")
+                .unwrap(),
+        )
+    }
+
+    fn write(dir: &Path) {
+        let _ = std::fs::remove_dir_all(dir);
+        let mut j = Journal::open(dir, opts()).unwrap();
+        let (counts, events, windows, sessions) = handles(&mut j);
+        for i in 0..40u32 {
+            counts
+                .set(&mut j, &format!("user-{}", i % 10), &u64::from(i))
+                .unwrap();
+            events.add(&mut j, &(i % 5), &format!("e{i}")).unwrap();
+            windows
+                .put(&mut j, &(i % 3), &(i as u8 % 4), &-i64::from(i))
+                .unwrap();
+            sessions.set(&mut j, &i, &(i * 2)).unwrap();
+        }
+        j.compact().unwrap();
+        j.checkpoint().unwrap(); // checkpoint 1: the state after the 40 rounds
+        counts.set(&mut j, &"user-0".to_string(), &999).unwrap();
+        events.add(&mut j, &0, &"late".to_string()).unwrap();
+        j.close().unwrap();
+        std::fs::remove_file(dir.join(statejournal::format::LOCK_FILE)).unwrap();
+    }
+
+    fn copy() -> tempfile::TempDir {
+        let copy = tempfile::tempdir().unwrap();
+        for e in std::fs::read_dir(fixture_dir()).expect("fixture directory is committed") {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), copy.path().join(e.file_name())).unwrap();
+        }
+        copy
+    }
+
+    #[test]
+    fn format_v1_journal_fixture_still_opens_and_restores() {
+        if std::env::var_os("SJ_WRITE_FIXTURE").is_some() {
+            write(&fixture_dir());
+        }
+        let names: Vec<String> = std::fs::read_dir(fixture_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().any(|n| n.ends_with(".snap")), "{names:?}");
+        assert!(names.iter().any(|n| n.ends_with(".ckpt")), "{names:?}");
+
+        let dir = copy();
+        let mut j = Journal::open(dir.path(), opts()).unwrap();
+        assert!(j.recovery().snapshot.is_some(), "{}", j.recovery());
+        let (counts, events, windows, sessions) = handles(&mut j);
+        assert_eq!(
+            counts.get(&mut j, &"user-0".to_string()).unwrap(),
+            Some(999)
+        );
+        assert_eq!(counts.get(&mut j, &"user-3".to_string()).unwrap(), Some(33));
+        let e0 = events.get(&mut j, &0).unwrap();
+        assert_eq!(e0.len(), 9);
+        assert_eq!(e0.last().map(String::as_str), Some("late"));
+        let mut w1 = windows.entries(&mut j, &1).unwrap();
+        w1.sort_unstable();
+        assert_eq!(w1, [(0, -28), (1, -37), (2, -34), (3, -31)]);
+        assert_eq!(sessions.get(&mut j, &7).unwrap(), Some(14));
+        drop(j);
+
+        let dir = copy();
+        let mut j = Journal::open_at_checkpoint(dir.path(), 1, opts()).unwrap();
+        let (counts, events, _, _) = handles(&mut j);
+        assert_eq!(counts.get(&mut j, &"user-0".to_string()).unwrap(), Some(30));
+        assert_eq!(events.get(&mut j, &0).unwrap().len(), 8);
+    }
+}
