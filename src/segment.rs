@@ -406,6 +406,12 @@ impl Segment {
         self.creation_synced.load(Ordering::Acquire)
     }
 
+    /// Bytes of the file known flushed to stable storage (the header included).
+    #[cfg(feature = "testing")]
+    pub fn synced_len(&self) -> usize {
+        self.synced.load(Ordering::Acquire)
+    }
+
     /// Records that the directory was synced after this segment was renamed into place.
     pub fn mark_creation_synced(&self) {
         self.creation_synced.store(true, Ordering::Release);

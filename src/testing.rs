@@ -5,8 +5,16 @@
 //! disk misbehaves: a failed flush poisons the log; a failed allocation is [`Error::NoSpace`](crate::Error::NoSpace)
 //! and leaves the log readable.
 //!
+//! The [`CrashSimulator`] puts a workload of one's own through simulated power losses: it records
+//! crash points while the workload runs, builds crash images that change only what was not durable
+//! at each, and checks that recovering each gives the model's state (see `docs/TESTING.md`).
+//!
 //! Also the fuzz harnesses ([`fuzz_log_recover`], [`fuzz_snapshot_decode`] and its seeds), and the
 //! `bench_*` helpers through which `benches/snapshot.rs` drives the crate-private snapshot files.
+
+mod crash;
+
+pub use crash::{CrashSimulator, SimFailure, SimReport};
 
 use std::collections::BTreeMap;
 use std::fs;

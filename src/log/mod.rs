@@ -278,6 +278,23 @@ impl Log {
         lock(&self.shared.segments).clone()
     }
 
+    /// What of each live segment is durable now, oldest first: its file name, the length of
+    /// its prefix a flush made durable, and whether its directory entry is durable. Read for the
+    /// crash simulator ([`crate::testing::CrashSimulator`]).
+    #[cfg(feature = "testing")]
+    pub(crate) fn durable_extents(&self) -> Vec<(String, u64, bool)> {
+        lock(&self.shared.segments)
+            .iter()
+            .map(|s| {
+                (
+                    format::segment_file_name(s.id()),
+                    s.synced_len() as u64,
+                    s.creation_synced(),
+                )
+            })
+            .collect()
+    }
+
     /// Reads the records with LSN ≥ `from`, in order, as zero-copy views of the mapping. The reader
     /// follows the log: after it has returned `None`, later calls return records appended since.
     pub fn read_from(&self, from: Lsn) -> LogReader {
