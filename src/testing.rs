@@ -13,8 +13,10 @@
 //! `bench_*` helpers through which `benches/snapshot.rs` drives the crate-private snapshot files.
 
 mod crash;
+mod fuzz_ops;
 
 pub use crash::{CrashSimulator, SimFailure, SimReport};
+pub use fuzz_ops::{fuzz_ops_crash, ops_crash_fuzz_seeds};
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -3,7 +3,8 @@
 //! [`statejournal::testing::fuzz_log_recover`]) and `snapshot_decode`
 //! (`fuzz/corpus/snapshot_decode/`, harness [`statejournal::testing::fuzz_snapshot_decode`]) and
 //! `manifest_decode` (`fuzz/corpus/manifest_decode/`, harness
-//! [`statejournal::testing::fuzz_manifest_decode`]). Needs the `testing` feature:
+//! [`statejournal::testing::fuzz_manifest_decode`]) and `ops_crash` (`fuzz/corpus/ops_crash/`,
+//! harness [`statejournal::testing::fuzz_ops_crash`]). Needs the `testing` feature:
 //! `cargo test --all-features`.
 //!
 //! The `seed-*` files of the corpora are written by `regenerate_seed_corpus` below (the snapshot
@@ -25,8 +26,8 @@ use statejournal::codec::frame::{encode_frame, frame_size, FrameKind};
 use statejournal::codec::header::{SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN};
 use statejournal::format::{parse_segment_file_name, META_FILE};
 use statejournal::testing::{
-    fuzz_log_recover, fuzz_manifest_decode, fuzz_snapshot_decode, manifest_fuzz_seeds,
-    snapshot_fuzz_seeds,
+    fuzz_log_recover, fuzz_manifest_decode, fuzz_ops_crash, fuzz_snapshot_decode,
+    manifest_fuzz_seeds, ops_crash_fuzz_seeds, snapshot_fuzz_seeds,
 };
 use statejournal::{Durability, Log, LogOptions, Lsn};
 
@@ -116,6 +117,27 @@ fn manifest_corpus_passes_the_decode_harness_and_is_current() {
         let data = fs::read(&file).expect("read a corpus file");
         eprintln!("replaying {}", file.display());
         fuzz_manifest_decode(&data);
+    }
+}
+
+fn ops_crash_corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/ops_crash")
+}
+
+#[test]
+fn ops_crash_corpus_passes_the_simulator_and_is_current() {
+    for (name, data) in ops_crash_fuzz_seeds() {
+        let path = ops_crash_corpus_dir().join(format!("seed-{name}"));
+        assert!(
+            fs::read(&path).ok().as_deref() == Some(&data[..]),
+            "{} is missing or stale: run `cargo test --all-features --test fuzz_corpus -- --ignored regenerate_seed_corpus`",
+            path.display()
+        );
+    }
+    for file in files_of(ops_crash_corpus_dir()) {
+        let data = fs::read(&file).expect("read a corpus file");
+        eprintln!("replaying {}", file.display());
+        fuzz_ops_crash(&data);
     }
 }
 
@@ -682,6 +704,12 @@ fn regenerate_seed_corpus() {
     let dir = manifest_corpus_dir();
     fs::create_dir_all(&dir).expect("create the corpus directory");
     for (name, data) in manifest_fuzz_seeds() {
+        fs::write(dir.join(format!("seed-{name}")), &data).expect("write a seed");
+    }
+
+    let dir = ops_crash_corpus_dir();
+    fs::create_dir_all(&dir).expect("create the corpus directory");
+    for (name, data) in ops_crash_fuzz_seeds() {
         fs::write(dir.join(format!("seed-{name}")), &data).expect("write a seed");
     }
 }
