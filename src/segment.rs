@@ -577,6 +577,37 @@ impl Segment {
         }
     }
 
+    /// Drops the page cache of the clean, unwritten part of a recovered tail, `[from, len)`:
+    /// recovery's reads there (looking for bytes past the end of the data) leave large page-cache
+    /// folios behind, and since a flush writes back whole folios, every checkpoint or sync of the
+    /// reopened log would then write up to megabytes for a few appended records. Appends fault
+    /// fresh pages in instead, as in a fresh segment. Call only when `[from, len)` is clean
+    /// (recovery has synced the file). Best effort: a failure only costs flush size.
+    pub fn drop_clean_cache(&self, from: usize) {
+        const PAGE: usize = 4096;
+        let from = from.next_multiple_of(PAGE);
+        if from >= self.len {
+            return;
+        }
+        self.release_pages(from, self.len);
+        #[cfg(target_os = "linux")]
+        {
+            let (Ok(off), Ok(len)) = (
+                libc::off_t::try_from(from),
+                libc::off_t::try_from(self.len - from),
+            ) else {
+                return;
+            };
+            // SAFETY: `posix_fadvise` takes a file descriptor we own (kept open by `self.file`
+            // for the duration of the call) and plain integers; it does not touch our memory.
+            // POSIX_FADV_DONTNEED drops clean, unmapped page-cache pages only (the range was just
+            // unmapped above), so no data can be lost: a later access reads it back from disk.
+            let _ = unsafe {
+                libc::posix_fadvise(self.file.as_raw_fd(), off, len, libc::POSIX_FADV_DONTNEED)
+            };
+        }
+    }
+
     /// Starts writing back the dirty pages of `[from, to)` without waiting
     /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): keeps the flush at the next roll short. It
     /// promises nothing about durability; only [`Segment::flush_to`] does.

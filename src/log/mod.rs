@@ -168,10 +168,15 @@ impl Log {
 
     fn open_locked(dir: PathBuf, opts: LogOptions, lock_file: File) -> Result<Log> {
         let rec = recovery::recover(&dir, &opts)?;
-        if opts.durability == Durability::Sync {
-            if let Some(tail) = rec.segments.last() {
+        if let Some(tail) = rec.segments.last() {
+            if opts.durability == Durability::Sync {
                 tail.advise_small_flushes()
                     .map_err(|e| Error::io("madvise", tail.path(), e))?;
+            }
+            // Recovery synced the tail: its unwritten part is clean. Drop the large folios its
+            // reads left there, or every flush after reopening writes whole folios.
+            if !rec.report.created {
+                tail.drop_clean_cache(tail.reserved_end());
             }
         }
         let current = rec.segments.last().cloned().ok_or_else(|| {
