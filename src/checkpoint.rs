@@ -108,21 +108,7 @@ pub(crate) fn read_manifest(path: &Path) -> Result<Manifest> {
 
 /// Writes a manifest durably: temporary name, fsync, rename, fsync of the directory.
 pub(crate) fn write_manifest(dir: &Path, m: &Manifest) -> Result<PathBuf> {
-    let name = format::manifest_file_name(m.id);
-    let path = dir.join(&name);
-    let tmp = format::tmp_path(dir, &name);
-    let bytes = m.encode();
-    let write = || -> io::Result<()> {
-        fs::write(&tmp, &bytes)?;
-        fs::File::open(&tmp)?.sync_all()
-    };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::write_failed("write", &tmp, bytes.len() as u64, e));
-    }
-    fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
-    sync_dir(dir)?;
-    Ok(path)
+    crate::log::write_small_file(dir, &format::manifest_file_name(m.id), &m.encode())
 }
 
 /// Snapshot and manifest files found in a journal directory.

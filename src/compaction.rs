@@ -89,20 +89,13 @@ struct Piece {
 impl Piece {
     /// `base` after the run.
     fn apply(&self, base: Option<&[u8]>) -> Vec<u8> {
-        if self.first_expiry == 0 {
-            // Raw appends (no TTL): the bytes go after whatever is there.
-            let mut v = base.map(<[u8]>::to_vec).unwrap_or_default();
-            v.extend_from_slice(&self.elements);
-            return v;
-        }
-        let rest = base
-            .and_then(|b| list_base(b, self.first_expiry, self.ttl))
-            .unwrap_or(&[]);
-        let mut v = Vec::with_capacity(8 + rest.len() + self.elements.len());
-        v.extend_from_slice(&self.last_expiry.to_le_bytes());
-        v.extend_from_slice(rest);
-        v.extend_from_slice(&self.elements);
-        v
+        append_run(
+            base,
+            self.first_expiry,
+            self.ttl,
+            self.last_expiry,
+            &self.elements,
+        )
     }
 }
 
@@ -452,20 +445,32 @@ impl Delta {
 /// The value after appending `element` to `base` with `expiry` (0: none) in a state whose TTL
 /// is `ttl_millis`, as the tables do (see `list_base`).
 fn appended(base: Option<&[u8]>, expiry: u64, ttl_millis: u64, element: &[u8]) -> Vec<u8> {
-    if expiry == 0 {
+    append_run(base, expiry, ttl_millis, expiry, element)
+}
+
+/// `base` after a run of appends of `elements`: raw bytes after it when `first_expiry` is 0;
+/// otherwise its elements (if it had not expired at the first append, see `list_base`) then the
+/// new ones, behind the run's `last_expiry`.
+fn append_run(
+    base: Option<&[u8]>,
+    first_expiry: u64,
+    ttl_millis: u64,
+    last_expiry: u64,
+    elements: &[u8],
+) -> Vec<u8> {
+    if first_expiry == 0 {
         let mut v = base.map(<[u8]>::to_vec).unwrap_or_default();
-        v.extend_from_slice(element);
-        v
-    } else {
-        let rest = base
-            .and_then(|b| list_base(b, expiry, ttl_millis))
-            .unwrap_or(&[]);
-        let mut v = Vec::with_capacity(8 + rest.len() + element.len());
-        v.extend_from_slice(&expiry.to_le_bytes());
-        v.extend_from_slice(rest);
-        v.extend_from_slice(element);
-        v
+        v.extend_from_slice(elements);
+        return v;
     }
+    let rest = base
+        .and_then(|b| list_base(b, first_expiry, ttl_millis))
+        .unwrap_or(&[]);
+    let mut v = Vec::with_capacity(8 + rest.len() + elements.len());
+    v.extend_from_slice(&last_expiry.to_le_bytes());
+    v.extend_from_slice(rest);
+    v.extend_from_slice(elements);
+    v
 }
 
 fn change_bytes(c: &Change) -> usize {

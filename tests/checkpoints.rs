@@ -1,7 +1,11 @@
 //! Checkpoints, exactly-once restore, retention and GC, and what recovery does with damaged or
 //! missing snapshots, manifests and segments.
 
+mod common;
+
 use std::path::{Path, PathBuf};
+
+use common::copy_dir;
 
 use statejournal::{
     CompactionPolicy, CorruptionKind, Error, Journal, JournalOptions, KeyGroupRange, Lsn,
@@ -131,15 +135,6 @@ fn retention_keeps_the_last_n_and_gc_deletes_only_what_nothing_needs() {
         copy_dir(dir.path(), copy.path());
         let mut r = Journal::open_at_checkpoint(copy.path(), id, opts()).unwrap();
         assert_eq!(read(&mut r, &s, 0..200), expect(0..200, round));
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_name() != "LOCK" {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
     }
 }
 

@@ -5,11 +5,14 @@
 //! restored with `open_at_checkpoint` and compared with journal C, a fresh replay of exactly the
 //! operations before that checkpoint.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::copy_dir;
 use proptest::prelude::*;
 use statejournal::{
     Clock, CompactionPolicy, Journal, JournalOptions, ManualClock, StateTtl, ValueState,
@@ -253,16 +256,6 @@ fn observe(j: &mut Journal, h: &Handles) -> View {
         .collect();
     v.map_keys.sort_unstable();
     v
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_name() != "LOCK" {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 const START: u64 = 1_000_000_000;

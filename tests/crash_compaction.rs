@@ -4,6 +4,8 @@
 //! state after some prefix of the writes that contains every acknowledged one — with `open` and,
 //! for the newest checkpoint, with `open_at_checkpoint` (on a copy).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -125,12 +127,7 @@ fn killed_during_compaction_and_checkpoints() {
         drop(j);
         if let Some((id, lsn)) = newest {
             let copy = tempfile::tempdir().unwrap();
-            for e in std::fs::read_dir(dir.path()).unwrap() {
-                let e = e.unwrap();
-                if e.file_name() != "LOCK" {
-                    std::fs::copy(e.path(), copy.path().join(e.file_name())).unwrap();
-                }
-            }
+            common::copy_dir(dir.path(), copy.path());
             let mut r = Journal::open_at_checkpoint(copy.path(), id, opts()).unwrap();
             assert_eq!(r.log().last_lsn(), lsn);
             let got = read_state(&mut r);

@@ -134,10 +134,7 @@ mod journal_v1 {
 
     fn copy() -> tempfile::TempDir {
         let copy = tempfile::tempdir().unwrap();
-        for e in std::fs::read_dir(fixture_dir()).expect("fixture directory is committed") {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), copy.path().join(e.file_name())).unwrap();
-        }
+        super::common::copy_dir(&fixture_dir(), copy.path());
         copy
     }
 

@@ -22,13 +22,6 @@ fn frames(buf: &[u8]) -> Vec<(usize, usize)> {
     v
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
-
 /// 20 committed records, then one more appended but never committed (the torn one).
 fn build(dir: &Path) -> (Vec<u8>, std::path::PathBuf, (usize, usize)) {
     write_records(dir, 20, 5);

@@ -643,17 +643,23 @@ impl Shared {
 
 /// Replaces the meta file atomically and durably.
 pub(crate) fn write_meta(dir: &Path, meta: &LogMeta) -> Result<()> {
-    write_small_file(dir, format::META_FILE, &meta.encode())
+    write_small_file(dir, format::META_FILE, &meta.encode()).map(drop)
 }
 
 /// Replaces `name` in `dir` atomically and durably: temporary, fsync, rename, directory fsync.
-pub(crate) fn write_small_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+/// A failed write removes the temporary; a full disk is [`Error::NoSpace`].
+pub(crate) fn write_small_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
     let tmp = format::tmp_path(dir, name);
     let path = dir.join(name);
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io("write", &tmp, e))?;
-    File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io("fsync", &tmp, e))?;
+    let write = || -> io::Result<()> {
+        std::fs::write(&tmp, bytes)?;
+        File::open(&tmp)?.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::write_failed("write", &tmp, bytes.len() as u64, e));
+    }
     std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
-    sync_dir(dir)
+    sync_dir(dir)?;
+    Ok(path)
 }

@@ -54,6 +54,17 @@ pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Copies the files of a journal or log directory (not its `LOCK`), as a crash or a backup would
+/// leave them for another process to open.
+pub fn copy_dir(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != statejournal::format::LOCK_FILE {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 /// Writes `n` records (payload(1..=n)) with a durable commit every `every` records.
 pub fn write_records(dir: &Path, n: u64, every: u64) {
     let log = Log::open(dir, sync_opts()).unwrap();
