@@ -37,6 +37,8 @@
 
 // `cargo clippy --all-targets` and `cargo test --benches` compile this target with `cfg(test)`
 // but without running its `#[test]`s, so the table's test module's imports go unused here.
+#[path = "../src/hint.rs"]
+mod hint;
 #[path = "../src/state/table.rs"]
 #[allow(dead_code, unused_imports)]
 mod table;

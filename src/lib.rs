@@ -33,6 +33,7 @@ pub mod codec;
 mod compaction;
 mod error;
 pub mod format;
+mod hint;
 mod journal;
 mod keygroup;
 mod log;

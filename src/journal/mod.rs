@@ -783,6 +783,10 @@ impl<C: Codec> Journal<C> {
             op.encode(batch);
             return Ok(());
         }
+        // The key's table entry starts loading now and arrives while the record is appended.
+        if let (Some(h), Some((state_id, _))) = (hash, crate::state::keyed(&op)) {
+            self.store.prefetch_entry(state_id, h);
+        }
         begin_record(&mut self.rec);
         op.encode(&mut self.rec);
         let lsn = self.log.append(&self.rec)?;
@@ -852,10 +856,10 @@ impl<C: Codec> Journal<C> {
             });
         }
         let ns_start = composite_key(&mut self.bufs.cbuf, &self.kbuf, &self.nbuf);
-        Ok(Loc {
-            kg: kg.0,
-            hash: table_hash(&self.bufs.cbuf, ns_start, kh),
-        })
+        let hash = table_hash(&self.bufs.cbuf, ns_start, kh);
+        // The slot starts loading while the caller encodes the value.
+        self.store.prefetch_slot(id, hash);
+        Ok(Loc { kg: kg.0, hash })
     }
 
     pub(crate) fn ttl_of(&self, id: u32) -> Option<StateTtl> {

@@ -98,6 +98,11 @@ pub(crate) struct Opened {
 
 /// Records handed over per call while replaying.
 const REPLAY_BATCH: usize = 256;
+/// How many records ahead replay starts loading a key's table slot.
+const SLOT_AHEAD: usize = 8;
+/// How many records ahead replay starts loading a key's table entry (its slot, prefetched
+/// `SLOT_AHEAD - ENTRY_AHEAD` records earlier, should be in the cache by then).
+const ENTRY_AHEAD: usize = 4;
 
 fn manifest_error(path: &Path, detail: String) -> Error {
     Error::corrupt(path, 0, CorruptionKind::BadManifest { detail })
@@ -395,8 +400,20 @@ fn replay(
 ) -> Result<u64> {
     let mut expect = after + 1;
     let mut tail_bytes = 0u64;
+    let mut hints = Vec::with_capacity(REPLAY_BATCH);
     log.scan_from(Lsn(expect), REPLAY_BATCH, |batch| {
-        for &(lsn, payload) in batch {
+        // Each record's key is hashed first; while record i is applied, the table slot of
+        // record i + SLOT_AHEAD and the entry of record i + ENTRY_AHEAD are being loaded, so
+        // the table's cache misses overlap instead of following one another.
+        hints.clear();
+        hints.extend(batch.iter().map(|&(_, payload)| store.replay_hint(payload)));
+        for (i, &(lsn, payload)) in batch.iter().enumerate() {
+            if let Some(&Some((state, hash))) = hints.get(i + SLOT_AHEAD) {
+                store.prefetch_slot(state, hash);
+            }
+            if let Some(&Some((state, hash))) = hints.get(i + ENTRY_AHEAD) {
+                store.prefetch_entry(state, hash);
+            }
             if lsn > through {
                 return Ok(ControlFlow::Break(()));
             }
@@ -407,11 +424,14 @@ fn replay(
                     detail: format!("the log continues at LSN {lsn} instead"),
                 });
             }
-            store.apply(payload).map_err(|e| Error::InvalidRecord {
-                path: dir.to_path_buf(),
-                lsn,
-                detail: e.to_string(),
-            })?;
+            let hint = hints.get(i).copied().flatten().map(|(_, hash)| hash);
+            store
+                .apply_hinted(payload, hint)
+                .map_err(|e| Error::InvalidRecord {
+                    path: dir.to_path_buf(),
+                    lsn,
+                    detail: e.to_string(),
+                })?;
             if lsn == 1 && store.max_key_groups.is_none() {
                 return Err(Error::InvalidRecord {
                     path: dir.to_path_buf(),

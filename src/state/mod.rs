@@ -147,6 +147,9 @@ impl MapData {
     }
 }
 
+/// How many entries ahead a snapshot load starts loading a key's table slot.
+const LOAD_AHEAD: usize = 8;
+
 /// The tables of one state.
 #[derive(Debug)]
 pub(crate) enum Data {
@@ -198,7 +201,7 @@ fn hash_of_composite(composite: &[u8]) -> Result<u64, RecordError> {
 }
 
 /// The state and key group of an op that addresses a key.
-fn keyed(op: &Op<'_>) -> Option<(u32, u16)> {
+pub(crate) fn keyed(op: &Op<'_>) -> Option<(u32, u16)> {
     match *op {
         Op::Put { state_id, kg, .. }
         | Op::Delete { state_id, kg, .. }
@@ -279,15 +282,32 @@ impl Store {
         let mut loaded = Loaded::default();
         let states = &mut self.states;
         snap.for_each_block(self.range, |_, block| {
+            // Decode and hash the whole block first, then insert with the table slot of the
+            // entry `LOAD_AHEAD` places further already loading: a fresh table's inserts are
+            // one cache miss each (the slot), and this overlaps them.
+            let mut pending = Vec::new();
             for e in block {
                 let e = e?;
+                let h = hash_of_composite(e.key).map_err(|err| {
+                    corrupt(format!(
+                        "an entry of key group {} (state {}) {}",
+                        e.kg, e.state_id, err.what
+                    ))
+                })?;
+                pending.push((e, h));
+            }
+            for (i, &(e, h)) in pending.iter().enumerate() {
+                if let Some(&(ahead, ahead_hash)) = pending.get(i + LOAD_AHEAD) {
+                    if let Some((_, Data::Plain(t))) = states.get(ahead.state_id as usize) {
+                        t.prefetch_slot(ahead_hash);
+                    }
+                }
                 let bad_entry = |what: &str| {
                     corrupt(format!(
                         "an entry of key group {} (state {}) {what}",
                         e.kg, e.state_id
                     ))
                 };
-                let h = hash_of_composite(e.key).map_err(|err| bad_entry(err.what))?;
                 match (states.get_mut(e.state_id as usize), e.map_key) {
                     (Some((_, Data::Plain(t))), None) => {
                         t.insert(h, e.key, e.value);
@@ -320,10 +340,43 @@ impl Store {
 
     /// Applies one record (every op of it). Ops on key groups outside `range` are skipped.
     pub fn apply(&mut self, payload: &[u8]) -> Result<(), RecordError> {
+        self.apply_hinted(payload, None)
+    }
+
+    /// [`Store::apply`] with the table hash of the record's first op's key when the caller
+    /// computed it already ([`Store::replay_hint`]); the other ops' hashes are computed here.
+    pub fn apply_hinted(
+        &mut self,
+        payload: &[u8],
+        first_hash: Option<u64>,
+    ) -> Result<(), RecordError> {
+        let mut hash = first_hash;
         for op in decode_record(payload)? {
-            self.apply_op(op?, None)?;
+            self.apply_op(op?, hash.take())?;
         }
         Ok(())
+    }
+
+    /// The state and table hash of the key the first op of `payload` addresses, when that op
+    /// is keyed and its key group is served; `None` otherwise, and for a record that does not
+    /// decode (applying it reports the error). Replay computes these a few records ahead to
+    /// prefetch the tables ([`Store::prefetch_slot`]) and hands the hash to
+    /// [`Store::apply_hinted`], so no key is hashed twice.
+    pub fn replay_hint(&self, payload: &[u8]) -> Option<(u32, u64)> {
+        let op = decode_record(payload).ok()?.next()?.ok()?;
+        let (state_id, kg) = keyed(&op)?;
+        if !self.owned(kg) {
+            return None;
+        }
+        let key = match op {
+            Op::Put { key, .. }
+            | Op::Delete { key, .. }
+            | Op::Append { key, .. }
+            | Op::MapPut { key, .. }
+            | Op::MapRemove { key, .. } => key,
+            Op::Init { .. } | Op::Register { .. } | Op::ClearState { .. } => return None,
+        };
+        Some((state_id, hash_of_composite(key).ok()?))
     }
 
     fn owned(&self, kg: u16) -> bool {
@@ -335,6 +388,24 @@ impl Store {
             .get_mut(state_id as usize)
             .map(|(_, d)| d)
             .ok_or(bad("op on an unregistered state"))
+    }
+
+    /// Starts loading the table slot of a key of a plain state (value, list, reducing,
+    /// aggregating) into the cache; see [`Table::prefetch_slot`]. A hint: does nothing for map
+    /// states or unknown ids.
+    #[inline]
+    pub fn prefetch_slot(&self, state_id: u32, hash: u64) {
+        if let Some((_, Data::Plain(t))) = self.states.get(state_id as usize) {
+            t.prefetch_slot(hash);
+        }
+    }
+
+    /// Starts loading the table entry of a key of a plain state; see [`Table::prefetch_entry`].
+    #[inline]
+    pub fn prefetch_entry(&self, state_id: u32, hash: u64) {
+        if let Some((_, Data::Plain(t))) = self.states.get(state_id as usize) {
+            t.prefetch_entry(hash);
+        }
     }
 
     /// Applies one op. `hash` is the table hash of the op's composite key when the caller

@@ -81,6 +81,8 @@ use std::fmt;
 use std::mem;
 use std::ops::Range;
 
+use crate::hint::{advise_huge_pages, prefetch};
+
 /// What the closure of [`Table::update`] decided to do with the entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Update {
@@ -676,6 +678,46 @@ impl Table {
         i.wrapping_sub(self.home(fp)) & (self.slots.len() - 1)
     }
 
+    /// Starts loading the home slot of `hash` into the cache (a hint; see [`crate::hint`]).
+    /// Issued as soon as a key's hash is known, it overlaps the slot's cache miss with the work
+    /// done before the lookup (encoding the value).
+    #[inline]
+    pub fn prefetch_slot(&self, hash: u64) {
+        if let Some(s) = self.slots.get(self.home(fingerprint(hash))) {
+            prefetch(s);
+        }
+    }
+
+    /// Reads the probe run of `hash` (which [`Table::prefetch_slot`] should have started
+    /// loading) and starts loading the first three cache lines of the entry whose fingerprint
+    /// matches, so the entry's cache miss overlaps the log append that precedes the update.
+    /// Looks at most four slots; a hint only, it changes nothing.
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let fp = fingerprint(hash);
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(fp);
+        for _ in 0..4 {
+            let s = self.slots[i];
+            if s.is_empty() {
+                return;
+            }
+            if s.fp == fp {
+                if let Some(c) = self.chunks.get(loc_chunk(s.loc())) {
+                    let p = c.data.as_ptr().wrapping_add(loc_off(s.loc()));
+                    prefetch(p);
+                    prefetch(p.wrapping_add(64));
+                    prefetch(p.wrapping_add(128));
+                }
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
     /// Probes for `key`, whose fingerprint is `fp`.
     #[inline]
     fn find(&self, fp: u32, key: &[u8]) -> Probe {
@@ -777,7 +819,10 @@ impl Table {
         debug_assert!(slots_for(self.len) <= slots);
         // The home index is the fingerprint's top bits: at most 32 of them.
         assert!(slots as u64 <= 1 << 32, "state table: more than 2^32 slots");
-        let old = mem::replace(&mut self.slots, vec![EMPTY_SLOT; slots]);
+        let mut fresh = Vec::with_capacity(slots);
+        advise_huge_pages(fresh.spare_capacity_mut());
+        fresh.resize(slots, EMPTY_SLOT);
+        let old = mem::replace(&mut self.slots, fresh);
         self.shift = if slots == 0 {
             32
         } else {
