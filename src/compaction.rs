@@ -754,23 +754,21 @@ impl CompactionJob<'_> {
         let mut log_bytes = 0u64;
         let mut next = base_lsn + 1;
         if self.through >= next {
-            let dir = self.dir;
             let through = self.through;
             let log = self.log;
             let cancel = self.cancel;
             let scanned = log.scan_from(Lsn(next), 1024, |batch| {
-                for &(lsn, payload) in batch {
+                for rec in batch {
+                    let (lsn, payload) = (rec.lsn, rec.payload);
                     if lsn > through {
                         return Ok(ControlFlow::Break(())); // everything through it is merged
                     }
                     if lsn != next {
                         return Err(missing_records(log, next, lsn));
                     }
-                    delta.apply(payload).map_err(|e| Error::InvalidRecord {
-                        path: dir.to_path_buf(),
-                        lsn,
-                        detail: e.to_string(),
-                    })?;
+                    delta
+                        .apply(payload)
+                        .map_err(|e| rec.invalid(e.to_string()))?;
                     records += 1;
                     log_bytes += payload.len() as u64;
                     next = lsn + 1;
@@ -795,6 +793,7 @@ impl CompactionJob<'_> {
             None => {
                 return Err(Error::InvalidRecord {
                     path: self.dir.to_path_buf(),
+                    offset: None,
                     lsn: base_lsn + 1,
                     detail: "the log does not start with the journal's Init record".into(),
                 })
@@ -841,6 +840,7 @@ impl CompactionJob<'_> {
 fn missing_records(log: &Log, want: u64, found: u64) -> Error {
     Error::InvalidRecord {
         path: log.dir().to_path_buf(),
+        offset: None,
         lsn: want,
         detail: format!(
             "the log has no record {want} (the next one it holds is {found}): \

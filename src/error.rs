@@ -131,10 +131,14 @@ pub enum Error {
     },
     /// A log record passed its checksum but is not a valid state mutation (written by a foreign
     /// program, or a bug).
-    #[error("{}: the record with LSN {lsn} is not a valid state record: {detail}", path.display())]
+    #[error("{}{}: the record with LSN {lsn} is not a valid state record: {detail}",
+        path.display(), offset.map(|o| format!(" at offset {o}")).unwrap_or_default())]
     InvalidRecord {
-        /// The journal directory.
+        /// The segment file holding the record when it is known (replay, compaction), else the
+        /// journal directory.
         path: PathBuf,
+        /// Where the record's frame starts in `path`, when `path` is its segment file.
+        offset: Option<u64>,
         /// The record.
         lsn: u64,
         /// What is wrong.

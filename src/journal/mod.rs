@@ -766,6 +766,7 @@ impl<C: Codec> Journal<C> {
             .apply(&self.rec)
             .map_err(|e| Error::InvalidRecord {
                 path: self.dir.clone(),
+                offset: None,
                 lsn: lsn.get(),
                 detail: e.to_string(),
             })
@@ -795,6 +796,7 @@ impl<C: Codec> Journal<C> {
             .apply_op(op, hash)
             .map_err(|e| Error::InvalidRecord {
                 path: self.dir.clone(),
+                offset: None,
                 lsn: lsn.get(),
                 detail: e.to_string(),
             });

@@ -406,8 +406,9 @@ fn replay(
         // record i + SLOT_AHEAD and the entry of record i + ENTRY_AHEAD are being loaded, so
         // the table's cache misses overlap instead of following one another.
         hints.clear();
-        hints.extend(batch.iter().map(|&(_, payload)| store.replay_hint(payload)));
-        for (i, &(lsn, payload)) in batch.iter().enumerate() {
+        hints.extend(batch.iter().map(|r| store.replay_hint(r.payload)));
+        for (i, rec) in batch.iter().enumerate() {
+            let (lsn, payload) = (rec.lsn, rec.payload);
             if let Some(&Some((state, hash))) = hints.get(i + SLOT_AHEAD) {
                 store.prefetch_slot(state, hash);
             }
@@ -418,26 +419,16 @@ fn replay(
                 return Ok(ControlFlow::Break(()));
             }
             if lsn != expect {
-                return Err(Error::InvalidRecord {
-                    path: dir.to_path_buf(),
-                    lsn: expect,
-                    detail: format!("the log continues at LSN {lsn} instead"),
-                });
+                return Err(rec.invalid(format!(
+                    "the log continues at LSN {lsn} where LSN {expect} was due"
+                )));
             }
             let hint = hints.get(i).copied().flatten().map(|(_, hash)| hash);
             store
                 .apply_hinted(payload, hint)
-                .map_err(|e| Error::InvalidRecord {
-                    path: dir.to_path_buf(),
-                    lsn,
-                    detail: e.to_string(),
-                })?;
+                .map_err(|e| rec.invalid(e.to_string()))?;
             if lsn == 1 && store.max_key_groups.is_none() {
-                return Err(Error::InvalidRecord {
-                    path: dir.to_path_buf(),
-                    lsn,
-                    detail: "the first record of a journal is its Init record".into(),
-                });
+                return Err(rec.invalid("the first record of a journal is its Init record"));
             }
             report.replayed_records += 1;
             report.replayed_bytes += payload.len() as u64;
@@ -449,6 +440,7 @@ fn replay(
     if expect <= through {
         return Err(Error::InvalidRecord {
             path: dir.to_path_buf(),
+            offset: None,
             lsn: expect,
             detail: format!("the log ends before LSN {through}"),
         });

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{lock, Lsn, Shared};
-use crate::codec::frame::{decode_frame, FrameError, FrameKind};
+use crate::codec::frame::{decode_frame, FrameError, FrameKind, FRAME_HEADER_LEN};
 use crate::codec::header::SEGMENT_HEADER_LEN;
 use crate::error::{CorruptionKind, DurabilityEvidence, Error, RecordDamage, Result};
 use crate::segment::Segment;
@@ -202,6 +202,31 @@ fn walk_frames(
     }
 }
 
+/// One data record handed over by [`Log::scan_from`](super::Log::scan_from).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scanned<'a> {
+    /// Its LSN.
+    pub lsn: u64,
+    /// Its payload, borrowed from the mapping.
+    pub payload: &'a [u8],
+    /// The segment file holding it.
+    pub segment: &'a std::path::Path,
+    /// Where its frame starts in that file.
+    pub offset: u64,
+}
+
+impl Scanned<'_> {
+    /// The error for a record that checks out as a frame but not as a state record.
+    pub fn invalid(&self, detail: impl Into<String>) -> crate::Error {
+        crate::Error::InvalidRecord {
+            path: self.segment.to_path_buf(),
+            offset: Some(self.offset),
+            lsn: self.lsn,
+            detail: detail.into(),
+        }
+    }
+}
+
 impl super::Log {
     /// Calls `f` with the data records with LSN ≥ `from` published so far, in order, in batches
     /// of up to `batch` records, with payloads borrowed from the mappings: no reference count or
@@ -216,16 +241,22 @@ impl super::Log {
         &self,
         from: Lsn,
         batch: usize,
-        mut f: impl FnMut(&[(u64, &[u8])]) -> Result<ControlFlow<()>>,
+        mut f: impl FnMut(&[Scanned<'_>]) -> Result<ControlFlow<()>>,
     ) -> Result<()> {
         let segs: Vec<Arc<Segment>> = lock(&self.shared.segments).clone();
         let batch = batch.max(1);
         let mut deliver = |c: &Checked| {
             let buf = c.seg.bytes(0, c.end).unwrap_or(&[]);
-            let slices: Vec<(u64, &[u8])> = c
+            let segment = c.seg.path();
+            let slices: Vec<Scanned<'_>> = c
                 .records
                 .iter()
-                .map(|&(lsn, a, b)| (lsn, buf.get(a..b).unwrap_or(&[])))
+                .map(|&(lsn, a, b)| Scanned {
+                    lsn,
+                    payload: buf.get(a..b).unwrap_or(&[]),
+                    segment,
+                    offset: a.saturating_sub(FRAME_HEADER_LEN) as u64,
+                })
                 .collect();
             f(&slices)
         };
