@@ -35,7 +35,7 @@ use std::path::PathBuf;
 
 use crate::KeyGroupRange;
 
-pub(crate) use reader::{Cursor, SnapshotReader};
+pub(crate) use reader::{BlockEntries, Cursor, SnapshotReader};
 pub(crate) use writer::SnapshotWriter;
 
 /// One registered state, as the snapshot's registry records it.

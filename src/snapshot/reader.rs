@@ -555,6 +555,38 @@ impl BlockEntries<'_> {
     }
 }
 
+impl<'a> BlockEntries<'a> {
+    /// The block's key group.
+    pub fn kg(&self) -> u16 {
+        self.kg
+    }
+
+    /// The block's entry bytes: what the positions [`BlockEntries::next_pos`] returns index.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// The next entry's position in [`BlockEntries::payload`], decoded and checked as the
+    /// iterator does (for a consumer that copies the payload elsewhere).
+    #[inline]
+    pub fn next_pos(&mut self) -> Option<Result<EntryPos>> {
+        if self.failed.is_some() {
+            return None;
+        }
+        match self.decoder.next(self.payload, self.ctx) {
+            Ok(Some(pos)) => Some(Ok(pos)),
+            Ok(None) => None,
+            Err(e) => {
+                let what = format!("block of key group {}", self.kg);
+                let base = self.offset + BLOCK_HEADER_LEN as u64;
+                let err = snap_error(self.path, self.offset, base, &what, e);
+                self.failed = Some(again(&err, self.path));
+                Some(Err(err))
+            }
+        }
+    }
+}
+
 impl<'a> Iterator for BlockEntries<'a> {
     type Item = Result<Entry<'a>>;
 

@@ -150,6 +150,82 @@ impl MapData {
 /// How many entries ahead a snapshot load starts loading a key's table slot.
 const LOAD_AHEAD: usize = 8;
 
+/// One verified snapshot block, decoded: its entry bytes copied out of the reader's buffer and
+/// each entry's position in them with its key's table hash (a unit of the parallel load).
+#[derive(Debug, Default)]
+struct DecodedBlock {
+    kg: u16,
+    payload: Vec<u8>,
+    entries: Vec<(crate::snapshot::codec::EntryPos, u64)>,
+}
+
+impl DecodedBlock {
+    /// Decodes (and so checks) every entry of `entries` into `self`, hashing each key.
+    fn decode(
+        &mut self,
+        entries: &mut crate::snapshot::BlockEntries<'_>,
+        corrupt: &impl Fn(String) -> crate::Error,
+    ) -> crate::Result<()> {
+        let payload = entries.payload();
+        self.kg = entries.kg();
+        self.payload.clear();
+        self.payload.extend_from_slice(payload);
+        self.entries.clear();
+        while let Some(pos) = entries.next_pos() {
+            let pos = pos?;
+            let e = pos.entry(self.kg, payload);
+            let h = hash_of_composite(e.key).map_err(|err| {
+                corrupt(format!(
+                    "an entry of key group {} (state {}) {}",
+                    e.kg, e.state_id, err.what
+                ))
+            })?;
+            self.entries.push((pos, h));
+        }
+        Ok(())
+    }
+}
+
+/// Inserts a decoded block's entries into their tables, with the table slot of the entry
+/// [`LOAD_AHEAD`] places further already loading: a fresh table's inserts are one cache miss
+/// each (the slot), and this overlaps them.
+fn insert_block(
+    states: &mut [(StateMeta, Data)],
+    block: &DecodedBlock,
+    loaded: &mut Loaded,
+    corrupt: &impl Fn(String) -> crate::Error,
+) -> crate::Result<()> {
+    for (i, &(pos, h)) in block.entries.iter().enumerate() {
+        if let Some(&(ahead, ahead_hash)) = block.entries.get(i + LOAD_AHEAD) {
+            if let Some((_, Data::Plain(t))) = states.get(ahead.state_id as usize) {
+                t.prefetch_slot(ahead_hash);
+            }
+        }
+        let e = pos.entry(block.kg, &block.payload);
+        let bad_entry = |what: &str| {
+            corrupt(format!(
+                "an entry of key group {} (state {}) {what}",
+                e.kg, e.state_id
+            ))
+        };
+        match (states.get_mut(e.state_id as usize), e.map_key) {
+            (Some((_, Data::Plain(t))), None) => {
+                t.insert(h, e.key, e.value);
+            }
+            (Some((_, Data::Map(m))), Some(mk)) => {
+                if let Some(entries) = m.entries_mut(h, e.key, true) {
+                    entries.insert(key_hash(mk), mk, e.value);
+                }
+            }
+            (None, _) => return Err(bad_entry("names an unregistered state")),
+            (Some(_), _) => return Err(bad_entry("does not match its state's kind")),
+        }
+        loaded.entries += 1;
+        loaded.bytes += (e.key.len() + e.value.len() + e.map_key.map_or(0, <[u8]>::len)) as u64;
+    }
+    Ok(())
+}
+
 /// The tables of one state.
 #[derive(Debug)]
 pub(crate) enum Data {
@@ -279,54 +355,45 @@ impl Store {
                 data,
             ));
         }
-        let mut loaded = Loaded::default();
         let states = &mut self.states;
-        snap.for_each_block(self.range, |_, block| {
-            // Decode and hash the whole block first, then insert with the table slot of the
-            // entry `LOAD_AHEAD` places further already loading: a fresh table's inserts are
-            // one cache miss each (the slot), and this overlaps them.
-            let mut pending = Vec::new();
-            for e in block {
-                let e = e?;
-                let h = hash_of_composite(e.key).map_err(|err| {
-                    corrupt(format!(
-                        "an entry of key group {} (state {}) {}",
-                        e.kg, e.state_id, err.what
-                    ))
-                })?;
-                pending.push((e, h));
-            }
-            for (i, &(e, h)) in pending.iter().enumerate() {
-                if let Some(&(ahead, ahead_hash)) = pending.get(i + LOAD_AHEAD) {
-                    if let Some((_, Data::Plain(t))) = states.get(ahead.state_id as usize) {
-                        t.prefetch_slot(ahead_hash);
-                    }
+        let range = self.range;
+        // Decoding (block CRCs, entry structure and order, key hashes) and inserting each take
+        // about half the work: where a second core exists, a thread decodes block n + 1 while
+        // this one inserts block n.
+        let parallel = std::thread::available_parallelism().map_or(1, |n| n.get()) > 1;
+        if !parallel {
+            let mut block = DecodedBlock::default();
+            let mut loaded = Loaded::default();
+            snap.for_each_block(range, |_, entries| {
+                block.decode(entries, &corrupt)?;
+                insert_block(states, &block, &mut loaded, &corrupt)
+            })?;
+            return Ok(loaded);
+        }
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<crate::Result<DecodedBlock>>(4);
+            let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<DecodedBlock>();
+            let decoder_corrupt = &corrupt;
+            scope.spawn(move || {
+                let outcome = snap.for_each_block(range, |_, entries| {
+                    let mut block = recycle_rx.try_recv().unwrap_or_default();
+                    block.decode(entries, decoder_corrupt)?;
+                    // A closed channel means the loader failed and returned: stop quietly.
+                    tx.send(Ok(block))
+                        .map_err(|_| decoder_corrupt("the load was abandoned".into()))
+                });
+                if let Err(e) = outcome {
+                    let _ = tx.send(Err(e));
                 }
-                let bad_entry = |what: &str| {
-                    corrupt(format!(
-                        "an entry of key group {} (state {}) {what}",
-                        e.kg, e.state_id
-                    ))
-                };
-                match (states.get_mut(e.state_id as usize), e.map_key) {
-                    (Some((_, Data::Plain(t))), None) => {
-                        t.insert(h, e.key, e.value);
-                    }
-                    (Some((_, Data::Map(m))), Some(mk)) => {
-                        if let Some(entries) = m.entries_mut(h, e.key, true) {
-                            entries.insert(key_hash(mk), mk, e.value);
-                        }
-                    }
-                    (None, _) => return Err(bad_entry("names an unregistered state")),
-                    (Some(_), _) => return Err(bad_entry("does not match its state's kind")),
-                }
-                loaded.entries += 1;
-                loaded.bytes +=
-                    (e.key.len() + e.value.len() + e.map_key.map_or(0, <[u8]>::len)) as u64;
+            });
+            let mut loaded = Loaded::default();
+            for block in rx {
+                let block = block?;
+                insert_block(states, &block, &mut loaded, &corrupt)?;
+                let _ = recycle_tx.send(block);
             }
-            Ok(())
-        })?;
-        Ok(loaded)
+            Ok(loaded)
+        })
     }
 
     pub fn new(range: KeyGroupRange) -> Self {
