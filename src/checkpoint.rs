@@ -106,6 +106,23 @@ pub(crate) fn read_manifest(path: &Path) -> Result<Manifest> {
     })
 }
 
+/// The LSN through which the snapshots and the readable manifests of log `log_id` in `dir` prove
+/// the log durable: each was written only after the log was synced through its LSN (0 if none).
+/// Given to log recovery as evidence; unreadable files are ignored here (recovery reports them).
+pub(crate) fn durable_evidence(dir: &Path, log_id: u64) -> u64 {
+    let Ok(l) = list(dir) else { return 0 };
+    let snapshots = l.snapshots.keys().next_back().copied().unwrap_or(0);
+    let manifests = l
+        .manifests
+        .values()
+        .filter_map(|p| read_manifest(p).ok())
+        .filter(|m| m.log_id == log_id)
+        .map(|m| m.lsn)
+        .max()
+        .unwrap_or(0);
+    snapshots.max(manifests)
+}
+
 /// Writes a manifest durably: temporary name, fsync, rename, fsync of the directory.
 pub(crate) fn write_manifest(dir: &Path, m: &Manifest) -> Result<PathBuf> {
     crate::log::write_small_file(dir, &format::manifest_file_name(m.id), &m.encode())

@@ -15,7 +15,9 @@
 mod crash;
 mod fuzz_ops;
 
-pub use crash::{CrashSimulator, SimFailure, SimReport};
+pub use crash::{
+    CrashSimulator, DamageCheck, DamageOutcome, DamageReport, DamagedFile, SimFailure, SimReport,
+};
 pub use fuzz_ops::{fuzz_ops_crash, ops_crash_fuzz_seeds};
 
 use std::collections::BTreeMap;

@@ -11,11 +11,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use statejournal::testing::CrashSimulator;
+use statejournal::testing::{
+    CrashSimulator, DamageCheck, DamageOutcome, DamageReport, DamagedFile,
+};
 use statejournal::{
     CompactionPolicy, Durability, Journal, JournalOptions, ListState, MapState, ValueState,
 };
@@ -220,13 +223,13 @@ static RESTORES: AtomicUsize = AtomicUsize::new(0);
 static POINTS: AtomicUsize = AtomicUsize::new(0);
 static DUPLICATES: AtomicUsize = AtomicUsize::new(0);
 static CASES: AtomicUsize = AtomicUsize::new(0);
+static CHANGES: Mutex<BTreeMap<&'static str, usize>> = Mutex::new(BTreeMap::new());
 
-fn run_case(
+/// Runs a workload under the simulator, recording crash points.
+fn record(
     sync: bool,
     ops: &[Op],
-    seed: u64,
-    images_per_point: usize,
-) -> Result<(), TestCaseError> {
+) -> Result<(tempfile::TempDir, CrashSimulator<Model>), TestCaseError> {
     let base = tempfile::tempdir_in(scratch()).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let dir = base.path().join("journal");
     let err = |e: statejournal::Error| TestCaseError::fail(e.to_string());
@@ -263,6 +266,16 @@ fn run_case(
         }
     }
     sim.crash_point().map_err(err)?;
+    Ok((base, sim))
+}
+
+fn run_case(
+    sync: bool,
+    ops: &[Op],
+    seed: u64,
+    images_per_point: usize,
+) -> Result<(), TestCaseError> {
+    let (_base, mut sim) = record(sync, ops)?;
     let report = sim
         .check(images_per_point, seed, observe)
         .map_err(|f| TestCaseError::fail(f.to_string()))?;
@@ -272,6 +285,10 @@ fn run_case(
     POINTS.fetch_add(report.points, Ordering::Relaxed);
     DUPLICATES.fetch_add(report.duplicates, Ordering::Relaxed);
     CASES.fetch_add(1, Ordering::Relaxed);
+    let mut changes = CHANGES.lock().unwrap_or_else(|e| e.into_inner());
+    for (k, v) in report.changes {
+        *changes.entry(k).or_default() += v;
+    }
     Ok(())
 }
 
@@ -313,7 +330,91 @@ fn crash_images_recover_to_the_model() {
         RESTORES.load(Ordering::Relaxed),
         started.elapsed()
     );
+    for (kind, n) in CHANGES.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        eprintln!("  images with {kind}: {n}");
+    }
     if let Err(e) = result {
         panic!("{e}");
+    }
+    // (Losing the creations of two segments out of order needs two rolls between background
+    // directory syncs, which the workloads here rarely produce: the gap that leaves is pinned by
+    // `regression_unsynced_segment_gap.rs`.)
+    let changes = CHANGES.lock().unwrap_or_else(|e| e.into_inner());
+    for kind in [
+        "torn in 512-byte sectors",
+        "torn in 4 KiB pages",
+        "zeroed past the durable length",
+        "garbage past the durable length",
+        "deleted file resurrected",
+    ] {
+        assert!(
+            changes.get(kind).copied().unwrap_or(0) > 0,
+            "no image explored: {kind}"
+        );
+    }
+}
+
+/// Durable-data damage (issue 5, item 2): on top of crash images, one durable byte flipped or one
+/// 4 KiB page zeroed in a segment, a snapshot, a manifest or `log.meta`, until
+/// `SJ_DAMAGED_IMAGES` (default 3,000) distinct damaged images were checked, `SJ_DAMAGES_PER_POINT`
+/// (default 6) per crash point. Each must be refused naming the file and offset, or recovered
+/// with the model's exact state and any loss stated (see `CrashSimulator::check_damage`); each
+/// outcome kind that proves detection must occur.
+#[test]
+fn damaged_durable_data_is_refused_or_reported() {
+    let target = env_usize("SJ_DAMAGED_IMAGES", 3_000);
+    let cases = env_usize("PROPTEST_CASES", 32) as u32;
+    let per_point = env_usize("SJ_DAMAGES_PER_POINT", 6);
+    let started = Instant::now();
+    let strategy = (
+        any::<bool>(),
+        proptest::collection::vec(op(), 20..120),
+        any::<u64>(),
+    );
+    let total = Mutex::new(DamageReport::default());
+    let mut result = Ok(());
+    let done = || total.lock().unwrap_or_else(|e| e.into_inner()).images >= target;
+    while result.is_ok() && !done() {
+        let mut runner = TestRunner::new(Config {
+            cases,
+            source_file: Some(file!()),
+            ..Config::default()
+        });
+        result = runner.run(&strategy, |(sync, ops, seed)| {
+            if done() {
+                return Ok(());
+            }
+            let (_base, mut sim) = record(sync, &ops)?;
+            let report = sim
+                .check_damage(per_point, seed, observe)
+                .map_err(|f| TestCaseError::fail(f.to_string()))?;
+            total
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .merge(&report);
+            Ok(())
+        });
+    }
+    let total = total.into_inner().unwrap_or_else(|e| e.into_inner());
+    eprintln!("damage: {total}in {:.1?}", started.elapsed());
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    use DamageCheck::*;
+    use DamageOutcome::*;
+    use DamagedFile::*;
+    for (file, check, outcome) in [
+        (SegmentFrames, Open, Refused),
+        (SegmentFrames, OpenPointInTime, ReportedLoss),
+        (SegmentHeader, Open, Refused),
+        (LoadedSnapshot, Open, FellBack),
+        (Manifest, Open, DamagedManifestReported),
+        (Manifest, RestoreDamagedManifest, Refused),
+        (LogMeta, Open, Refused),
+    ] {
+        assert!(
+            total.count(file, check, outcome) > 0,
+            "no damaged image had the outcome {file:?} / {check:?} / {outcome:?}"
+        );
     }
 }
