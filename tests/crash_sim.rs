@@ -5,8 +5,12 @@
 //! crash images from every point (changing only what was not durable there) and checks that
 //! `open` and `open_at_checkpoint` of each give exactly the model's state.
 //!
-//! `SJ_CRASH_IMAGES` (distinct crash images to check, default 10,000) makes the run longer; see
-//! docs/TESTING.md.
+//! A second test damages durable data on top of crash images (issue 5, item 2: flipped bits and
+//! zeroed pages in segments, snapshots, manifests and `log.meta`) and checks that every damage is
+//! refused naming the file and offset, or recovered with the model's state and any loss stated.
+//!
+//! `SJ_CRASH_IMAGES` (distinct crash images to check, default 10,000) and `SJ_DAMAGED_IMAGES`
+//! (default 3,000) make the run longer; see docs/TESTING.md.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
