@@ -102,7 +102,7 @@ pub(crate) fn read_manifest(path: &Path) -> Result<Manifest> {
             found,
             supported: crate::codec::manifest::MANIFEST_VERSION,
         },
-        other => bad_manifest(path, 0, other.to_string()),
+        other => bad_manifest(path, other.offset() as u64, other.to_string()),
     })
 }
 
