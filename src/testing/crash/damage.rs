@@ -46,6 +46,9 @@ pub enum DamageCheck {
     Open,
     /// [`Journal::open`] with [`RecoveryMode::PointInTime`].
     OpenPointInTime,
+    /// [`Journal::open`] with [`RecoveryMode::Strict`] (which also refuses the torn tails of
+    /// the crash image under the damage, so its errors may name another segment).
+    OpenStrict,
     /// [`Journal::open_at_checkpoint`] of the checkpoint whose manifest was damaged.
     RestoreDamagedManifest,
     /// [`Journal::open_at_checkpoint`] of another checkpoint in the image.
@@ -448,6 +451,7 @@ impl<S: Clone + PartialEq + fmt::Debug, C: Codec + Clone> CrashSimulator<S, C> {
         for (check, mode) in [
             (DamageCheck::Open, RecoveryMode::TolerateTornTail),
             (DamageCheck::OpenPointInTime, RecoveryMode::PointInTime),
+            (DamageCheck::OpenStrict, RecoveryMode::Strict),
         ] {
             let dir = scratch.fresh();
             image
@@ -458,6 +462,15 @@ impl<S: Clone + PartialEq + fmt::Debug, C: Codec + Clone> CrashSimulator<S, C> {
                 let opts = self.opts.clone().recovery_mode(mode);
                 let mut j = match Journal::open_with(&dir, opts) {
                     Ok(j) => j,
+                    Err(e) if mode == RecoveryMode::Strict => {
+                        let in_dir = e.path().is_some_and(|p| p.starts_with(&dir));
+                        if !in_dir
+                            || !matches!(e, Error::Corruption(_) | Error::UnsupportedVersion { .. })
+                        {
+                            return Err(format!("{check:?}: refused with an unclear error: {e}"));
+                        }
+                        return Ok(DamageOutcome::Refused);
+                    }
                     Err(e) => {
                         refused(&dir, &e, None)?;
                         return Ok(DamageOutcome::Refused);
@@ -491,6 +504,23 @@ impl<S: Clone + PartialEq + fmt::Debug, C: Codec + Clone> CrashSimulator<S, C> {
                 } else {
                     base.proven
                 };
+                if mode == RecoveryMode::Strict {
+                    if !rec.log.cuts.is_empty() || !rec.log.discarded_segments.is_empty() {
+                        return Err(format!(
+                            "{check:?}: strict recovery cut or set aside: {rec}"
+                        ));
+                    }
+                    if r < base.recovered {
+                        if r >= still_proven {
+                            return Ok(DamageOutcome::UnprovableWindow);
+                        }
+                        return Err(format!(
+                            "{check:?}: records {}..={} lost silently (proven durable through LSN {still_proven}); report: {rec}",
+                            r + 1,
+                            base.recovered
+                        ));
+                    }
+                }
                 if r < base.recovered {
                     let lost = (r + 1, base.recovered);
                     let cut = rec.log.cuts.iter().find(|c| c.first_cut_lsn.get() == r + 1);
