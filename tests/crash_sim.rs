@@ -10,7 +10,7 @@
 //! refused naming the file and offset, or recovered with the model's state and any loss stated.
 //!
 //! `SJ_CRASH_IMAGES` (distinct crash images to check, default 10,000) and `SJ_DAMAGED_IMAGES`
-//! (default 3,000) make the run longer; see docs/TESTING.md.
+//! (default 2,000) make the run longer; see docs/TESTING.md.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -360,13 +360,13 @@ fn crash_images_recover_to_the_model() {
 
 /// Durable-data damage (issue 5, item 2): on top of crash images, one durable byte flipped or one
 /// 4 KiB page zeroed in a segment, a snapshot, a manifest or `log.meta`, until
-/// `SJ_DAMAGED_IMAGES` (default 3,000) distinct damaged images were checked, `SJ_DAMAGES_PER_POINT`
+/// `SJ_DAMAGED_IMAGES` (default 2,000) distinct damaged images were checked, `SJ_DAMAGES_PER_POINT`
 /// (default 6) per crash point. Each must be refused naming the file and offset, or recovered
 /// with the model's exact state and any loss stated (see `CrashSimulator::check_damage`); each
 /// outcome kind that proves detection must occur.
 #[test]
 fn damaged_durable_data_is_refused_or_reported() {
-    let target = env_usize("SJ_DAMAGED_IMAGES", 3_000);
+    let target = env_usize("SJ_DAMAGED_IMAGES", 2_000);
     let cases = env_usize("PROPTEST_CASES", 32) as u32;
     let per_point = env_usize("SJ_DAMAGES_PER_POINT", 6);
     let started = Instant::now();
