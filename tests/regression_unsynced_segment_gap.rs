@@ -5,7 +5,8 @@
 //! newest segment there before it acknowledges anything), so such a gap is a torn tail: recovery
 //! must set the orphans after it aside and open. It refused with `MissingSegment`: a crash that
 //! lost nothing acknowledged made the log unopenable. The crash simulator's random-subset loss of
-//! undurable segment creations found it.
+//! undurable segment creations finds it ("segment 3 is missing from the log"; image: `…3.seg`
+//! missing, the creation of a later segment reached the disk).
 
 mod common;
 
