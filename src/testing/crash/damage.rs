@@ -6,7 +6,9 @@
 //! made durable), a snapshot, a checkpoint manifest or `log.meta`. Recovery may refuse (an error
 //! naming the damaged file and an offset at or before the damage), fall back past the damage in
 //! a way its report states, or find the damage harmless; it may never return a state that is not
-//! the model's state at the LSN it recovered, lose records without saying which, or panic.
+//! the model's state at the LSN it recovered, lose records anything still proves durable without
+//! saying which, or panic. (Records of the last flush that a zeroed page makes look unwritten can
+//! be lost unsaid: nothing proves them durable; see [`DamageOutcome::UnprovableWindow`].)
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -216,16 +218,17 @@ impl<S: Clone + PartialEq + fmt::Debug, C: Codec + Clone> CrashSimulator<S, C> {
     /// not durable lost) — see [`check`](Self::check) — and damages one durable file once: a
     /// segment's header or its frames within the length a flush made durable, a snapshot, a
     /// manifest or `log.meta`; with a flipped bit (three times in four) or a zeroed 4 KiB page.
-    /// The image is opened with [`RecoveryMode::TolerateTornTail`] and with
-    /// [`RecoveryMode::PointInTime`], and every manifest in it restored; each check must end in
+    /// The image is opened with [`RecoveryMode::TolerateTornTail`], [`RecoveryMode::PointInTime`]
+    /// and [`RecoveryMode::Strict`], and every manifest in it restored; each check must end in
     /// one of the [`DamageOutcome`]s, with the model's exact state at the LSN recovered:
     ///
     /// * an error must name the damaged file (a restore may instead name its manifest) and, if
     ///   it is [`Error::Corruption`], an offset at or before the last damaged byte;
     /// * records the undamaged image recovers may be missing only if the report states exactly
     ///   which ([`DamageOutcome::ReportedLoss`]; in `TolerateTornTail` mode only past what the
-    ///   log proves durable: proven-durable damage must be refused), or if they lie past
-    ///   everything the log proves durable ([`DamageOutcome::UnprovableWindow`]);
+    ///   log, its snapshots and its manifests prove durable: proven-durable damage must be
+    ///   refused), or if they lie past everything still proving durability
+    ///   ([`DamageOutcome::UnprovableWindow`]); `Strict` mode cuts nothing;
     /// * a damaged manifest is reported by `open` and refused by its restore; the snapshot the
     ///   undamaged image loaded is never used damaged: fallback or refusal.
     ///
