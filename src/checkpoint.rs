@@ -102,8 +102,25 @@ pub(crate) fn read_manifest(path: &Path) -> Result<Manifest> {
             found,
             supported: crate::codec::manifest::MANIFEST_VERSION,
         },
-        other => bad_manifest(path, 0, other.to_string()),
+        other => bad_manifest(path, other.offset() as u64, other.to_string()),
     })
+}
+
+/// The LSN through which the snapshots and the readable manifests of log `log_id` in `dir` prove
+/// the log durable: each was written only after the log was synced through its LSN (0 if none).
+/// Given to log recovery as evidence; unreadable files are ignored here (recovery reports them).
+pub(crate) fn durable_evidence(dir: &Path, log_id: u64) -> u64 {
+    let Ok(l) = list(dir) else { return 0 };
+    let snapshots = l.snapshots.keys().next_back().copied().unwrap_or(0);
+    let manifests = l
+        .manifests
+        .values()
+        .filter_map(|p| read_manifest(p).ok())
+        .filter(|m| m.log_id == log_id)
+        .map(|m| m.lsn)
+        .max()
+        .unwrap_or(0);
+    snapshots.max(manifests)
 }
 
 /// Writes a manifest durably: temporary name, fsync, rename, fsync of the directory.

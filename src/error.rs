@@ -345,6 +345,9 @@ pub enum DurabilityEvidence {
     SyncedThrough(u64),
     /// A later segment exists; segments are created only after their predecessor is fully durable.
     LaterSegment(u64),
+    /// A snapshot or checkpoint manifest of this log covers it through this LSN, at or past the
+    /// damaged record: both are written only after the log is durable through their LSN.
+    Covered(u64),
     /// `RecoveryMode::Strict` accepts no damage of any kind.
     StrictMode,
     /// The record was read intact earlier (recovery or a flush walked it): the file changed under
@@ -390,6 +393,10 @@ impl fmt::Display for CorruptionKind {
                     DurabilityEvidence::LaterSegment(id) => write!(
                         f,
                         "it was durable (segment {id} follows it), so this is not a torn tail"
+                    ),
+                    DurabilityEvidence::Covered(lsn) => write!(
+                        f,
+                        "it was durable (a snapshot or checkpoint covers the log through LSN {lsn}), so this is not a torn tail"
                     ),
                     DurabilityEvidence::StrictMode => {
                         write!(f, "strict recovery mode tolerates no damage, not even a torn tail")

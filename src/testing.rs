@@ -15,14 +15,16 @@
 mod crash;
 mod fuzz_ops;
 
-pub use crash::{CrashSimulator, SimFailure, SimReport};
+pub use crash::{
+    CrashSimulator, DamageCheck, DamageOutcome, DamageReport, DamagedFile, SimFailure, SimReport,
+};
 pub use fuzz_ops::{fuzz_ops_crash, ops_crash_fuzz_seeds};
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use crate::codec::frame::{
     decode_frame, FrameKind, CRC_OFFSET, FRAME_ALIGN, FRAME_HEADER_LEN, LEN_OFFSET,
@@ -38,6 +40,7 @@ pub struct FaultInjector {
     sync_countdown: AtomicI64,
     alloc_countdown: AtomicI64,
     syncs: AtomicU64,
+    defer_directory_syncs: AtomicBool,
 }
 
 impl Default for FaultInjector {
@@ -53,6 +56,7 @@ impl FaultInjector {
             sync_countdown: AtomicI64::new(-1),
             alloc_countdown: AtomicI64::new(-1),
             syncs: AtomicU64::new(0),
+            defer_directory_syncs: AtomicBool::new(false),
         }
     }
 
@@ -64,6 +68,18 @@ impl FaultInjector {
     /// The next `n` segment allocations succeed; the one after fails with ENOSPC (once).
     pub fn fail_allocation_after(&self, n: u64) {
         self.alloc_countdown.store(n as i64, Ordering::SeqCst);
+    }
+
+    /// While `yes`, the log's background thread leaves the directory entries of segments that
+    /// non-syncing rolls (`Buffered`, `Periodic`) created unsynced; flushes still sync them before
+    /// they acknowledge anything. Undurable segment creations then pile up, so that a crash test
+    /// can lose them in any subset (the simulator's out-of-order creation loss).
+    pub fn defer_directory_syncs(&self, yes: bool) {
+        self.defer_directory_syncs.store(yes, Ordering::SeqCst);
+    }
+
+    pub(crate) fn directory_syncs_deferred(&self) -> bool {
+        self.defer_directory_syncs.load(Ordering::SeqCst)
     }
 
     /// How many flushes were attempted.

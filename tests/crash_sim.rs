@@ -5,19 +5,27 @@
 //! crash images from every point (changing only what was not durable there) and checks that
 //! `open` and `open_at_checkpoint` of each give exactly the model's state.
 //!
-//! `SJ_CRASH_IMAGES` (distinct crash images to check, default 10,000) makes the run longer; see
-//! docs/TESTING.md.
+//! A second test damages durable data on top of crash images (issue 5, item 2: flipped bits and
+//! zeroed pages in segments, snapshots, manifests and `log.meta`) and checks that every damage is
+//! refused naming the file and offset, or recovered with the model's state and any loss stated.
+//!
+//! `SJ_CRASH_IMAGES` (distinct crash images to check, default 10,000) and `SJ_DAMAGED_IMAGES`
+//! (default 2,000) make the run longer; see docs/TESTING.md.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use statejournal::testing::CrashSimulator;
+use statejournal::testing::{
+    CrashSimulator, DamageCheck, DamageOutcome, DamageReport, DamagedFile, FaultInjector,
+};
 use statejournal::{
-    CompactionPolicy, Durability, Journal, JournalOptions, ListState, MapState, ValueState,
+    CompactionPolicy, Durability, Journal, JournalOptions, ListState, LogOptions, MapState,
+    ValueState,
 };
 
 const KEYS: u16 = 6;
@@ -34,6 +42,8 @@ enum Op {
     MapRemove(u16, u8),
     NsSet(u16, u8, u32),
     Batch(Vec<Op>),
+    /// Several large values in a row: two or more segment rolls between flushes.
+    Burst(Vec<Op>),
     /// `commit()`: a flush in `Sync` mode; in `Buffered` mode it only reports what is durable.
     Commit,
     /// `sync()`: a flush in any mode.
@@ -64,6 +74,11 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         20 => simple_op(),
         3 => proptest::collection::vec(simple_op(), 1..5).prop_map(Op::Batch),
+        1 => proptest::collection::vec(
+            (key(), 3000usize..3600, any::<u8>()).prop_map(|(k, n, b)| Op::Blob(k, n, b)),
+            3..6
+        )
+        .prop_map(Op::Burst),
         4 => Just(Op::Commit),
         2 => Just(Op::Sync),
         2 => Just(Op::Compact),
@@ -152,6 +167,11 @@ fn apply(j: &mut Journal, h: &Handles, m: &mut Model, op: &Op) -> statejournal::
             })?;
             *m = after;
         }
+        Op::Burst(ops) => {
+            for o in ops {
+                apply(j, h, m, o)?;
+            }
+        }
         Op::Commit | Op::Sync | Op::Compact | Op::Checkpoint | Op::Crash => {}
     }
     Ok(())
@@ -185,14 +205,26 @@ fn observe(j: &mut Journal) -> statejournal::Result<Model> {
     Ok(m)
 }
 
-fn opts(sync: bool) -> JournalOptions {
-    JournalOptions::default()
+/// `defer`: in `Buffered` mode, the background thread leaves new segments' directory entries
+/// unsynced until a flush, so that several undurable creations pile up and crash images can lose
+/// any subset of them.
+fn opts(sync: bool, defer: bool) -> JournalOptions {
+    let log = LogOptions::default()
         .durability(if sync {
             Durability::Sync
         } else {
             Durability::Buffered
         })
-        .segment_size(8 << 10)
+        .segment_size(8 << 10);
+    let log = if defer {
+        let faults = Arc::new(FaultInjector::new());
+        faults.defer_directory_syncs(true);
+        log.fault_injector(faults)
+    } else {
+        log
+    };
+    JournalOptions::default()
+        .log_options(log)
         .retain_checkpoints(2)
         .compaction(CompactionPolicy::manual().snapshot_block_size(512))
 }
@@ -220,17 +252,18 @@ static RESTORES: AtomicUsize = AtomicUsize::new(0);
 static POINTS: AtomicUsize = AtomicUsize::new(0);
 static DUPLICATES: AtomicUsize = AtomicUsize::new(0);
 static CASES: AtomicUsize = AtomicUsize::new(0);
+static CHANGES: Mutex<BTreeMap<&'static str, usize>> = Mutex::new(BTreeMap::new());
 
-fn run_case(
+/// Runs a workload under the simulator, recording crash points.
+fn record(
     sync: bool,
+    defer: bool,
     ops: &[Op],
-    seed: u64,
-    images_per_point: usize,
-) -> Result<(), TestCaseError> {
+) -> Result<(tempfile::TempDir, CrashSimulator<Model>), TestCaseError> {
     let base = tempfile::tempdir_in(scratch()).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let dir = base.path().join("journal");
     let err = |e: statejournal::Error| TestCaseError::fail(e.to_string());
-    let mut sim = CrashSimulator::new(&dir, opts(sync), Model::default())
+    let mut sim = CrashSimulator::new(&dir, opts(sync, defer), Model::default())
         .map_err(err)?
         .scratch_dir(base.path());
     let h = handles(sim.journal()).map_err(err)?;
@@ -256,6 +289,13 @@ fn run_case(
                 sim.crash_point().map_err(err)?;
             }
             Op::Crash => sim.crash_point().map_err(err)?,
+            Op::Burst(ops) => {
+                // One record each: the model after each.
+                for o in ops {
+                    apply(sim.journal(), &h, &mut model, o).map_err(err)?;
+                    sim.mutated(model.clone());
+                }
+            }
             data => {
                 apply(sim.journal(), &h, &mut model, data).map_err(err)?;
                 sim.mutated(model.clone());
@@ -263,6 +303,16 @@ fn run_case(
         }
     }
     sim.crash_point().map_err(err)?;
+    Ok((base, sim))
+}
+
+fn run_case(
+    sync: bool,
+    ops: &[Op],
+    seed: u64,
+    images_per_point: usize,
+) -> Result<(), TestCaseError> {
+    let (_base, mut sim) = record(sync, seed.is_multiple_of(2), ops)?;
     let report = sim
         .check(images_per_point, seed, observe)
         .map_err(|f| TestCaseError::fail(f.to_string()))?;
@@ -272,6 +322,10 @@ fn run_case(
     POINTS.fetch_add(report.points, Ordering::Relaxed);
     DUPLICATES.fetch_add(report.duplicates, Ordering::Relaxed);
     CASES.fetch_add(1, Ordering::Relaxed);
+    let mut changes = CHANGES.lock().unwrap_or_else(|e| e.into_inner());
+    for (k, v) in report.changes {
+        *changes.entry(k).or_default() += v;
+    }
     Ok(())
 }
 
@@ -313,7 +367,89 @@ fn crash_images_recover_to_the_model() {
         RESTORES.load(Ordering::Relaxed),
         started.elapsed()
     );
+    for (kind, n) in CHANGES.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        eprintln!("  images with {kind}: {n}");
+    }
     if let Err(e) = result {
         panic!("{e}");
+    }
+    let changes = CHANGES.lock().unwrap_or_else(|e| e.into_inner());
+    for kind in [
+        "torn in 512-byte sectors",
+        "torn in 4 KiB pages",
+        "zeroed past the durable length",
+        "garbage past the durable length",
+        "deleted file resurrected",
+        "segment creation lost out of order",
+    ] {
+        assert!(
+            changes.get(kind).copied().unwrap_or(0) > 0,
+            "no image explored: {kind}"
+        );
+    }
+}
+
+/// Durable-data damage (issue 5, item 2): on top of crash images, one durable byte flipped or one
+/// 4 KiB page zeroed in a segment, a snapshot, a manifest or `log.meta`, until
+/// `SJ_DAMAGED_IMAGES` (default 2,000) distinct damaged images were checked, `SJ_DAMAGES_PER_POINT`
+/// (default 6) per crash point. Each must be refused naming the file and offset, or recovered
+/// with the model's exact state and any loss stated (see `CrashSimulator::check_damage`); each
+/// outcome kind that proves detection must occur.
+#[test]
+fn damaged_durable_data_is_refused_or_reported() {
+    let target = env_usize("SJ_DAMAGED_IMAGES", 2_000);
+    let cases = env_usize("PROPTEST_CASES", 32) as u32;
+    let per_point = env_usize("SJ_DAMAGES_PER_POINT", 6);
+    let started = Instant::now();
+    let strategy = (
+        any::<bool>(),
+        proptest::collection::vec(op(), 20..120),
+        any::<u64>(),
+    );
+    let total = Mutex::new(DamageReport::default());
+    let mut result = Ok(());
+    let done = || total.lock().unwrap_or_else(|e| e.into_inner()).images >= target;
+    while result.is_ok() && !done() {
+        let mut runner = TestRunner::new(Config {
+            cases,
+            source_file: Some(file!()),
+            ..Config::default()
+        });
+        result = runner.run(&strategy, |(sync, ops, seed)| {
+            if done() {
+                return Ok(());
+            }
+            let (_base, mut sim) = record(sync, seed.is_multiple_of(2), &ops)?;
+            let report = sim
+                .check_damage(per_point, seed, observe)
+                .map_err(|f| TestCaseError::fail(f.to_string()))?;
+            total
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .merge(&report);
+            Ok(())
+        });
+    }
+    let total = total.into_inner().unwrap_or_else(|e| e.into_inner());
+    eprintln!("damage: {total}in {:.1?}", started.elapsed());
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    use DamageCheck::*;
+    use DamageOutcome::*;
+    use DamagedFile::*;
+    for (file, check, outcome) in [
+        (SegmentFrames, Open, Refused),
+        (SegmentFrames, OpenPointInTime, ReportedLoss),
+        (SegmentHeader, Open, Refused),
+        (LoadedSnapshot, Open, FellBack),
+        (Manifest, Open, DamagedManifestReported),
+        (Manifest, RestoreDamagedManifest, Refused),
+        (LogMeta, Open, Refused),
+    ] {
+        assert!(
+            total.count(file, check, outcome) > 0,
+            "no damaged image had the outcome {file:?} / {check:?} / {outcome:?}"
+        );
     }
 }

@@ -121,6 +121,25 @@ pub enum ManifestError {
     Invalid(&'static str),
 }
 
+impl ManifestError {
+    /// The byte offset of the damaged structure, for error messages: the magic (0), the version
+    /// (8), the body length that disagrees with the file (12), the CRC that disagrees with the
+    /// body (16), the reserved header bytes (20), or the body (24) for a field inside it.
+    pub fn offset(&self) -> usize {
+        match self {
+            ManifestError::BadMagic => 0,
+            ManifestError::UnsupportedVersion(_) => VERSION_OFFSET,
+            ManifestError::Truncated | ManifestError::Invalid(BYTES_AFTER_BODY) => LEN_OFFSET,
+            ManifestError::Checksum { .. } => CRC_OFFSET,
+            ManifestError::Invalid(RESERVED_NOT_ZERO) => RESERVED_OFFSET,
+            ManifestError::Invalid(_) => MANIFEST_HEADER_LEN,
+        }
+    }
+}
+
+const BYTES_AFTER_BODY: &str = "bytes after the body";
+const RESERVED_NOT_ZERO: &str = "reserved header bytes are not zero";
+
 impl std::fmt::Display for ManifestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -199,14 +218,14 @@ impl Manifest {
         let len = get_u32(buf, LEN_OFFSET).ok_or(ManifestError::Truncated)? as usize;
         let stored = get_u32(buf, CRC_OFFSET).ok_or(ManifestError::Truncated)?;
         if get_u32(buf, RESERVED_OFFSET) != Some(0) {
-            return Err(ManifestError::Invalid("reserved header bytes are not zero"));
+            return Err(ManifestError::Invalid(RESERVED_NOT_ZERO));
         }
         let body = &buf[MANIFEST_HEADER_LEN..];
         if body.len() < len {
             return Err(ManifestError::Truncated);
         }
         if body.len() > len {
-            return Err(ManifestError::Invalid("bytes after the body"));
+            return Err(ManifestError::Invalid(BYTES_AFTER_BODY));
         }
         let computed = crc32fast::hash(body);
         if computed != stored {
@@ -379,6 +398,35 @@ mod tests {
         assert_eq!(
             Manifest::decode(&b),
             Err(ManifestError::UnsupportedVersion(MANIFEST_VERSION + 1))
+        );
+    }
+
+    #[test]
+    fn every_flipped_bit_is_detected_at_or_before_its_byte() {
+        let good = sample().encode();
+        for at in 0..good.len() {
+            for bit in 0..8 {
+                let mut bad = good.clone();
+                bad[at] ^= 1 << bit;
+                let e = Manifest::decode(&bad).expect_err("a flipped bit is detected");
+                assert!(
+                    e.offset() <= at,
+                    "byte {at} bit {bit}: {e} at {}",
+                    e.offset()
+                );
+            }
+        }
+        let mut bad = good.clone();
+        bad[MANIFEST_HEADER_LEN + 3] ^= 1;
+        assert_eq!(
+            Manifest::decode(&bad).map_err(|e| e.offset()),
+            Err(CRC_OFFSET)
+        );
+        let mut bad = good;
+        bad[RESERVED_OFFSET] = 1;
+        assert_eq!(
+            Manifest::decode(&bad).map_err(|e| e.offset()),
+            Err(RESERVED_OFFSET)
         );
     }
 }

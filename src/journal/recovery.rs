@@ -9,7 +9,7 @@ use crate::codec::manifest::Manifest;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::format;
 use crate::keygroup::KeyGroupRange;
-use crate::log::{Log, Lsn, RecoveryReport};
+use crate::log::{CutReason, Log, Lsn, RecoveryReport};
 use crate::segment::sync_dir;
 use crate::snapshot::SnapshotReader;
 use crate::state::Store;
@@ -117,9 +117,16 @@ pub(crate) struct OpenArgs<'a> {
     pub checkpoint: Option<u64>,
 }
 
-pub(crate) fn open(args: OpenArgs<'_>) -> Result<Opened> {
+pub(crate) fn open(mut args: OpenArgs<'_>) -> Result<Opened> {
     let started = Instant::now();
     let dir = args.dir;
+    // Snapshots and manifests are evidence for the log's recovery: each is written only after
+    // the log is durable through its LSN, so a log that ends before one lost durable records
+    // (which a torn tail cannot explain). A discard (a checkpoint restore) keeps its intent
+    // until the files past its point are set aside below, so that a crash in between is still
+    // recognized as a discard, not as lost records.
+    args.log.evidence = Some(checkpoint::durable_evidence);
+    args.log.keep_discard_intent = true;
     // The log first: it takes the directory lock, so nothing below races another process. A
     // restore needs an existing journal: never create one for it.
     let first_opts = match args.checkpoint {
@@ -209,9 +216,16 @@ pub(crate) fn open(args: OpenArgs<'_>) -> Result<Opened> {
         Some(s) => s,
         None if first <= 1 => Store::new(args.range), // the whole log is there: replay it all
         None => {
-            return Err(first_error.unwrap_or_else(|| {
+            // Point-in-time recovery may have cut the log before every snapshot: the damage it
+            // stopped at is the cause.
+            let cut_damage = report.log.cuts.iter().find_map(|c| match &c.reason {
+                CutReason::DurableDataDamaged(d) => Some(Error::Corruption(d.clone())),
+                _ => None,
+            });
+            let first_segment = log.segments().first().map_or(0, |s| s.id());
+            return Err(first_error.or(cut_damage).unwrap_or_else(|| {
                 Error::corrupt(
-                    format::segment_path(dir, 0),
+                    format::segment_path(dir, first_segment),
                     0,
                     CorruptionKind::BadSnapshot {
                         detail: format!(
@@ -220,7 +234,7 @@ pub(crate) fn open(args: OpenArgs<'_>) -> Result<Opened> {
                         ),
                     },
                 )
-            }))
+            }));
         }
     };
     if let Some((_, m)) = &restore {
@@ -308,6 +322,8 @@ pub(crate) fn open(args: OpenArgs<'_>) -> Result<Opened> {
     if changed {
         sync_dir(dir)?;
     }
+    // Only now is a discard complete.
+    crate::log::remove_discard_intent(dir)?;
     for (&lsn, path) in listing.snapshots.range(..=last) {
         if path.exists() {
             let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);

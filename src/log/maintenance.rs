@@ -74,8 +74,18 @@ fn run(shared: &Shared, wake: &Receiver<()>) {
         if !shared.poisoned.load(Ordering::Acquire) {
             // Prefaulting first: an appender that overtakes it pays for page faults itself.
             prefault(shared, &mut progress);
-            // A failure poisons the log; the owner sees it on its next call.
-            let _ = shared.settle_creations();
+            #[cfg(feature = "testing")]
+            let deferred = shared
+                .opts
+                .faults
+                .as_ref()
+                .is_some_and(|f| f.directory_syncs_deferred());
+            #[cfg(not(feature = "testing"))]
+            let deferred = false;
+            if !deferred {
+                // A failure poisons the log; the owner sees it on its next call.
+                let _ = shared.settle_creations();
+            }
             tend(shared, &mut progress);
         }
     }

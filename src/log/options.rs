@@ -49,6 +49,14 @@ pub struct LogOptions {
     pub(crate) recovery_mode: RecoveryMode,
     pub(crate) create_if_missing: bool,
     pub(crate) discard_after: Option<u64>,
+    /// Evidence from outside the log (a journal's snapshots and manifests): given the directory
+    /// and the log's id, an LSN through which the log is known durable. Called with the
+    /// directory locked.
+    pub(crate) evidence: Option<fn(&std::path::Path, u64) -> u64>,
+    /// Leave `log.discard` in place when a discard completes: the journal removes it once it
+    /// has set aside the snapshots and manifests past the discard point (until then they are
+    /// evidence the discard must override).
+    pub(crate) keep_discard_intent: bool,
     #[cfg(feature = "testing")]
     pub(crate) faults: Option<std::sync::Arc<crate::testing::FaultInjector>>,
 }
@@ -64,6 +72,8 @@ impl Default for LogOptions {
             recovery_mode: RecoveryMode::default(),
             create_if_missing: true,
             discard_after: None,
+            evidence: None,
+            keep_discard_intent: false,
             #[cfg(feature = "testing")]
             faults: None,
         }

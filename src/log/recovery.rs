@@ -115,6 +115,11 @@ pub struct TailCut {
     pub first_cut_lsn: Lsn,
     /// LSN range of intact data records found after the damage and cut with it.
     pub intact_records_cut: Option<(Lsn, Lsn)>,
+    /// The highest LSN known to have existed among what was cut and set aside (the records
+    /// `first_cut_lsn ..= lost_through` are lost): the last intact record found after the damage,
+    /// the last record a later segment's header names, or what the evidence of durability covers
+    /// — whichever is highest. `None` when nothing shows that any record was lost.
+    pub lost_through: Option<Lsn>,
     /// Where the cut bytes were saved.
     pub backup: Option<PathBuf>,
 }
@@ -142,6 +147,9 @@ impl fmt::Display for TailCut {
             write!(f, "; {d}")?;
         }
         write!(f, "), log continues at LSN {}", self.first_cut_lsn)?;
+        if let Some(l) = self.lost_through {
+            write!(f, "; records {}..={l} are lost", self.first_cut_lsn)?;
+        }
         if let Some((a, b)) = self.intact_records_cut {
             write!(f, "; intact records {a}..={b} after the damage were cut")?;
         }
@@ -514,6 +522,13 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         }
         None => opts.discard_after,
     };
+    // Evidence from outside the log (a journal's snapshots and manifests, written only after the
+    // log was durable through their LSN), except past a discard point: what a discard sets aside
+    // is gone whatever was once durable.
+    let external = opts
+        .evidence
+        .map_or(0, |f| f(dir, meta.log_id))
+        .min(discard.unwrap_or(u64::MAX));
 
     // Leftovers of a deletion interrupted after the meta file moved on.
     let mut ids = Vec::new();
@@ -525,7 +540,26 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         }
     }
     // Segments past `last_segment` exist when a roll created one and crashed before updating the
-    // meta file; the header chain below decides whether they belong.
+    // meta file; the header chain below decides whether they belong. Their directory entries were
+    // never made durable (a flush syncs the directory and records the newest segment here before
+    // it acknowledges anything in them), and renames no directory sync covered may reach the disk
+    // in any order: after a gap past `last_segment`, the later ones are orphans of a torn tail
+    // with no acknowledged record, set aside with it. A gap up to `last_segment` is damage.
+    let mut orphans = Vec::new();
+    if let Some(gap) = (meta.first_segment..)
+        .zip(ids.iter().copied())
+        .find(|&(expect, id)| expect != id)
+        .map(|(expect, _)| expect)
+    {
+        if gap > meta.last_segment && opts.recovery_mode != RecoveryMode::Strict {
+            let keep = ids.partition_point(|&id| id < gap);
+            orphans = ids
+                .split_off(keep)
+                .into_iter()
+                .map(|id| format::segment_path(dir, id))
+                .collect();
+        }
+    }
     let last_id = ids.last().copied().unwrap_or(0).max(meta.last_segment);
     for (expect, id) in
         (meta.first_segment..=last_id).zip(ids.iter().copied().chain(std::iter::repeat(u64::MAX)))
@@ -656,12 +690,12 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
             later
                 .first()
                 .map(|n| DurabilityEvidence::LaterSegment(n.id()))
-        } else if watermark.max(intact_after.watermark) >= scan.next_lsn {
-            Some(DurabilityEvidence::SyncedThrough(
-                watermark.max(intact_after.watermark),
-            ))
         } else {
-            None
+            proof(
+                watermark.max(intact_after.watermark),
+                external,
+                scan.next_lsn,
+            )
         };
         let reason = match discard {
             // Every record through the discard point is intact: the damage is in records being
@@ -688,6 +722,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         )?;
         if let Some(cut) = report.cuts.last_mut() {
             cut.intact_records_cut = intact_after.data.map(|(a, b)| (Lsn(a), Lsn(b)));
+            cut.lost_through = lost_through(cut, intact_after.data, Some(claim.0));
         }
         // The meta file moves first: a crash before the renames below leaves later segments whose
         // chain no longer matches, which the next open sets aside again.
@@ -695,7 +730,16 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         write_meta(dir, &meta)?;
         set_aside_segments(dir, &later, &mut report)?;
         return finish(
-            dir, discard, meta, recovered, debris, watermark, report, started,
+            dir,
+            discard,
+            meta,
+            recovered,
+            debris,
+            &orphans,
+            opts.keep_discard_intent,
+            watermark,
+            report,
+            started,
         );
     }
 
@@ -710,22 +754,23 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
     })?;
     let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
     let dirty = segment_dirty_end(&seg, buf, scan.end);
-    if scan.damage.is_none() && dirty == scan.end {
+    // A clean end before what a snapshot or manifest proves durable: the end of the records was
+    // damaged to look unwritten (a zeroed page), not torn.
+    let ends_early = external >= scan.next_lsn;
+    if scan.damage.is_none() && dirty == scan.end && !ends_early {
         // Clean end.
         let mut seg = seg;
         seg.activate(scan.end, scan.end, scan.data_records, scan.last_data)
             .map_err(|e| Error::io("activate", seg.path(), e))?;
         recovered.push(Arc::new(seg));
     } else {
-        let damage = scan.damage.unwrap_or(RecordDamage::GarbageAfterEnd);
-        let ahead = scan_ahead(buf, scan.end, dirty, scan.next_lsn);
-        let evidence = if watermark >= scan.next_lsn {
-            Some(DurabilityEvidence::SyncedThrough(watermark))
-        } else if ahead.watermark >= scan.next_lsn {
-            Some(DurabilityEvidence::SyncedThrough(ahead.watermark))
+        let damage = scan.damage.unwrap_or(if dirty > scan.end {
+            RecordDamage::GarbageAfterEnd
         } else {
-            None
-        };
+            RecordDamage::Frame(FrameError::End)
+        });
+        let ahead = scan_ahead(buf, scan.end, dirty, scan.next_lsn);
+        let evidence = proof(watermark.max(ahead.watermark), external, scan.next_lsn);
         let reason = match discard {
             // As above: damage past the discard point is in records being discarded.
             Some(after) if scan.next_lsn > after => CutReason::Discarded { after: Lsn(after) },
@@ -742,6 +787,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         )?;
         if let Some(cut) = report.cuts.last_mut() {
             cut.intact_records_cut = ahead.data.map(|(a, b)| (Lsn(a), Lsn(b)));
+            cut.lost_through = lost_through(cut, ahead.data, None);
         }
     }
     if let Some(last) = recovered.last() {
@@ -751,8 +797,51 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         }
     }
     finish(
-        dir, discard, meta, recovered, debris, watermark, report, started,
+        dir,
+        discard,
+        meta,
+        recovered,
+        debris,
+        &orphans,
+        opts.keep_discard_intent,
+        watermark,
+        report,
+        started,
     )
+}
+
+/// What a cut is known to lose through: the last intact record after the damage, the last record
+/// a later segment's header names, what its evidence of durability covers.
+fn lost_through(cut: &TailCut, intact: Option<(u64, u64)>, named: Option<u64>) -> Option<Lsn> {
+    let covered = match &cut.reason {
+        CutReason::DurableDataDamaged(c) => match c.kind {
+            CorruptionKind::DamagedRecord {
+                evidence: DurabilityEvidence::SyncedThrough(n) | DurabilityEvidence::Covered(n),
+                ..
+            } => Some(n),
+            _ => None,
+        },
+        _ => None,
+    };
+    [intact.map(|(_, b)| b), named, covered]
+        .into_iter()
+        .flatten()
+        .max()
+        .filter(|&n| n >= cut.first_cut_lsn.get())
+        .map(Lsn)
+}
+
+/// The strongest evidence that the record `lsn` was durable: the highest watermark of a sync
+/// marker, or what snapshots and manifests cover (`external`), whichever reaches further (so
+/// that the report states as much as is known of what a cut loses). `None` if neither reaches it.
+fn proof(marked: u64, external: u64, lsn: u64) -> Option<DurabilityEvidence> {
+    if marked.max(external) < lsn {
+        None
+    } else if external > marked {
+        Some(DurabilityEvidence::Covered(external))
+    } else {
+        Some(DurabilityEvidence::SyncedThrough(marked))
+    }
 }
 
 /// What the recovery mode makes of damage at `scan.end`, given the evidence that it is durable:
@@ -797,6 +886,7 @@ fn cut_tail(
         reason,
         first_cut_lsn: Lsn(scan.next_lsn),
         intact_records_cut: None,
+        lost_through: None,
         backup,
     });
     seg.activate(scan.end, dirty, scan.data_records, scan.last_data)
@@ -843,6 +933,7 @@ fn clear_debris(dir: &Path, d: Debris, report: &mut RecoveryReport) -> Result<()
         reason: CutReason::DebrisAfterCompleteSegment,
         first_cut_lsn: Lsn(d.next_lsn),
         intact_records_cut: None,
+        lost_through: None,
         backup,
     });
     Ok(())
@@ -855,16 +946,22 @@ fn finish(
     mut meta: LogMeta,
     mut recovered: Vec<Arc<Segment>>,
     debris: Vec<Debris>,
+    orphans: &[PathBuf],
+    keep_intent: bool,
     mut watermark: u64,
     mut report: RecoveryReport,
     started: Instant,
 ) -> Result<Recovered> {
     remove_leftovers(&report)?;
+    set_aside_segments(dir, orphans, &mut report)?;
     for d in debris {
         clear_debris(dir, d, &mut report)?;
     }
     if let Some(stop) = discard {
         discard_after(dir, stop, &mut meta, &mut recovered, &mut report)?;
+        if !keep_intent {
+            remove_discard_intent(dir)?;
+        }
         // Sync markers among the discarded records attest to records that are gone.
         watermark = watermark.min(stop);
     }
@@ -913,7 +1010,9 @@ fn finish(
 /// intent (`log.discard`) is made durable first and recovery finishes an interrupted discard;
 /// then the meta file forgets the later segments, they are renamed aside newest first (each
 /// rename durable before the next, so the remaining segments always chain without a gap), the
-/// segment holding `stop + 1` is cut, and the intent is removed.
+/// segment holding `stop + 1` is cut, and the intent is removed (by `finish`, or — with
+/// `keep_discard_intent` — by the journal, once it has set aside the snapshots and manifests past
+/// `stop`, which until then prove records durable that the discard sets aside).
 fn discard_after(
     dir: &Path,
     stop: u64,
@@ -926,7 +1025,7 @@ fn discard_after(
     };
     let last = tail.last_reserved_lsn();
     if last <= stop {
-        return remove_discard_intent(dir);
+        return Ok(());
     }
     if first.header().base_lsn > stop.saturating_add(1) {
         // The records up to `stop` are deleted: keeping "the log through `stop`" is impossible.
@@ -973,8 +1072,9 @@ fn discard_after(
     cut_tail(dir, seg, scan, None, reason, report, recovered)?;
     if let Some(cut) = report.cuts.last_mut() {
         cut.intact_records_cut = Some((Lsn(stop + 1), Lsn(last)));
+        cut.lost_through = Some(Lsn(last));
     }
-    remove_discard_intent(dir)
+    Ok(())
 }
 
 /// Renames whole segments aside (`*.seg.discarded`), newest first, each rename durable before
@@ -1003,7 +1103,7 @@ fn read_discard_intent(dir: &Path) -> Result<Option<DiscardIntent>> {
 }
 
 /// Removes `log.discard` (durably), once the discard it announced is complete.
-fn remove_discard_intent(dir: &Path) -> Result<()> {
+pub(crate) fn remove_discard_intent(dir: &Path) -> Result<()> {
     let path = dir.join(format::DISCARD_FILE);
     match fs::remove_file(&path) {
         Ok(()) => sync_dir(dir),

@@ -9,10 +9,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::format::{self, TMP_SUFFIX};
-use crate::{Codec, Error, Journal, JournalOptions, Postcard, Result};
 
-/// Size of the pages a torn write is made of.
+mod damage;
+use crate::{Codec, Error, Journal, JournalOptions, Postcard, Result};
+pub use damage::{DamageCheck, DamageOutcome, DamageReport, DamagedFile};
+
+/// Size of the pages a torn write is made of (and of a zeroed page of durable data).
 const PAGE: usize = 4096;
+/// Size of the sectors a sub-page torn write is made of: a disk persists a page it was writing
+/// back in sectors, any subset of them, not necessarily a prefix.
+const SECTOR: usize = 512;
 
 /// A small deterministic PRNG (SplitMix64): images are a function of the seed alone.
 #[derive(Debug, Clone)]
@@ -84,27 +90,61 @@ struct Point {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Change {
     Missing,
+    /// A segment whose creation did not reach the disk while a later one's did.
+    MissingOutOfOrder,
     CutAt(usize),
     GarbageFrom(usize, usize),
-    TornPages {
+    /// Torn at `unit`-byte granularity ([`PAGE`] or [`SECTOR`]): these units (by index in
+    /// the file) zeroed, these restored to their content at the previous point.
+    Torn {
+        unit: usize,
         zeroed: Vec<usize>,
         stale: Vec<usize>,
     },
     TruncatedTo(usize),
     Resurrected,
+    /// Durable bytes damaged (by [`CrashSimulator::check_damage`]).
+    Damaged(String),
+}
+
+impl Change {
+    /// The kind of change, for [`SimReport::changes`].
+    fn kind(&self) -> &'static str {
+        match self {
+            Change::Missing => "file missing",
+            Change::MissingOutOfOrder => "segment creation lost out of order",
+            Change::CutAt(_) => "zeroed past the durable length",
+            Change::GarbageFrom(..) => "garbage past the durable length",
+            Change::Torn { unit: PAGE, .. } => "torn in 4 KiB pages",
+            Change::Torn { .. } => "torn in 512-byte sectors",
+            Change::TruncatedTo(_) => "temporary file truncated",
+            Change::Resurrected => "deleted file resurrected",
+            Change::Damaged(_) => "durable bytes damaged",
+        }
+    }
 }
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Change::Missing => write!(f, "missing"),
+            Change::MissingOutOfOrder => write!(
+                f,
+                "missing (the creation of a later segment reached the disk, this one's did not)"
+            ),
             Change::CutAt(o) => write!(f, "zeroed from byte {o}"),
             Change::GarbageFrom(a, b) => write!(f, "garbage in bytes {a}..{b}"),
-            Change::TornPages { zeroed, stale } => {
-                write!(f, "torn: pages {zeroed:?} zeroed, pages {stale:?} stale")
-            }
+            Change::Torn {
+                unit,
+                zeroed,
+                stale,
+            } => write!(
+                f,
+                "torn in {unit}-byte units: units {zeroed:?} zeroed, units {stale:?} stale"
+            ),
             Change::TruncatedTo(n) => write!(f, "truncated to {n} bytes"),
             Change::Resurrected => write!(f, "resurrected (deleted since the previous point)"),
+            Change::Damaged(d) => write!(f, "durable bytes damaged: {d}"),
         }
     }
 }
@@ -151,7 +191,7 @@ impl Image {
 }
 
 /// What [`CrashSimulator::check`] explored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SimReport {
     /// Crash points recorded.
     pub points: usize,
@@ -163,6 +203,9 @@ pub struct SimReport {
     pub opens: usize,
     /// Journals opened with [`Journal::open_at_checkpoint`] (one per manifest in each image).
     pub restores: usize,
+    /// Distinct images checked, by kind of change they contain (an image can count under
+    /// several kinds).
+    pub changes: BTreeMap<&'static str, usize>,
 }
 
 /// A crash image that recovered wrongly (or a failure of the simulator itself).
@@ -452,6 +495,11 @@ impl<S: Clone + PartialEq + Debug, C: Codec + Clone> CrashSimulator<S, C> {
                     continue;
                 }
                 report.images += 1;
+                let kinds: std::collections::BTreeSet<&'static str> =
+                    image.changes.iter().map(|(_, c)| c.kind()).collect();
+                for k in kinds {
+                    *report.changes.entry(k).or_default() += 1;
+                }
                 self.check_image(&scratch, index, point, &image, &mut observe, &mut report)?;
             }
         }
@@ -554,21 +602,23 @@ impl<S: Clone + PartialEq + Debug, C: Codec + Clone> CrashSimulator<S, C> {
 fn build_image(point: &Point, n: usize, rng: &mut Rng) -> Image {
     let mut files = Vec::with_capacity(point.files.len());
     let mut changes = Vec::new();
-    // Directory entries of segments not yet synced: a suffix of the newest ones (renames reach
-    // the disk in order) may be missing.
+    // Directory entries of segments not yet synced: any subset of them may be missing. Renames
+    // that no directory sync covered reach the disk in whatever order the file system commits
+    // them: on ext4 and XFS in order (a suffix goes missing), but nothing in POSIX promises that,
+    // so arbitrary subsets are explored too (recovery sets aside the segments after a gap).
     let fresh: Vec<&str> = point
         .files
         .iter()
         .filter(|f| matches!(f.durable, Durable::Segment { created: false, .. }))
         .map(|f| f.name.as_str())
         .collect();
-    let missing_from = match n {
-        0 => fresh.len(),
-        1 => 0,
-        _ if fresh.is_empty() || rng.chance(2) => fresh.len(),
-        _ => rng.below(fresh.len()),
+    let missing: Vec<&str> = match n {
+        0 => Vec::new(),
+        1 => fresh.clone(),
+        _ if fresh.is_empty() || rng.chance(2) => Vec::new(),
+        _ if rng.chance(2) => fresh[rng.below(fresh.len())..].to_vec(),
+        _ => fresh.iter().copied().filter(|_| rng.chance(2)).collect(),
     };
-    let missing = &fresh[missing_from..];
     for f in &point.files {
         match &f.durable {
             Durable::Whole => files.push((f.name.clone(), Arc::clone(&f.bytes))),
@@ -590,7 +640,15 @@ fn build_image(point: &Point, n: usize, rng: &mut Rng) -> Image {
             }
             Durable::Segment { len, .. } => {
                 if missing.contains(&f.name.as_str()) {
-                    changes.push((f.name.clone(), Change::Missing));
+                    let later_kept = fresh
+                        .iter()
+                        .any(|g| *g > f.name.as_str() && !missing.contains(g));
+                    let change = if later_kept {
+                        Change::MissingOutOfOrder
+                    } else {
+                        Change::Missing
+                    };
+                    changes.push((f.name.clone(), change));
                     continue;
                 }
                 let durable = (*len).min(f.bytes.len());
@@ -598,7 +656,7 @@ fn build_image(point: &Point, n: usize, rng: &mut Rng) -> Image {
                     files.push((f.name.clone(), Arc::clone(&f.bytes)));
                     continue;
                 }
-                let choice = if n == 1 { 1 } else { rng.below(5) };
+                let choice = if n == 1 { 1 } else { rng.below(7) };
                 let (bytes, change) = damage_segment(f, durable, choice, rng);
                 files.push((f.name.clone(), Arc::new(bytes)));
                 if let Some(c) = change {
@@ -624,7 +682,9 @@ fn build_image(point: &Point, n: usize, rng: &mut Rng) -> Image {
 /// Changes the bytes of a segment past its durable length `durable` (and up to the end of its
 /// data, or a little past it for garbage): 0 keeps them, 1 zeroes them from an offset (1: from
 /// the durable length), 2 writes garbage from an offset, 3 and 4 tear the pages (each kept,
-/// zeroed, or — with 4, where the file existed at the previous point — its content then).
+/// zeroed, or — with 4, where the file existed at the previous point — its content then), 5 and
+/// 6 the same in 512-byte sectors (a page written back partially: some sectors new, some old or
+/// zero, in any pattern, not only a prefix).
 fn damage_segment(
     f: &PointFile,
     durable: usize,
@@ -656,28 +716,29 @@ fn damage_segment(
             (bytes, Some(Change::GarbageFrom(from, to)))
         }
         _ => {
-            let stale = if choice == 4 {
+            let unit = if choice <= 4 { PAGE } else { SECTOR };
+            let stale = if choice == 4 || choice == 6 {
                 f.previous.as_ref()
             } else {
                 None
             };
             let mut zeroed = Vec::new();
             let mut staled = Vec::new();
-            for page in durable / PAGE..end.div_ceil(PAGE) {
-                let lo = (page * PAGE).max(durable);
-                let hi = ((page + 1) * PAGE).min(len);
+            for u in durable / unit..end.div_ceil(unit) {
+                let lo = (u * unit).max(durable);
+                let hi = ((u + 1) * unit).min(len);
                 match rng.below(3) {
                     0 => {}
                     1 => {
                         bytes[lo..hi].fill(0);
-                        zeroed.push(page);
+                        zeroed.push(u);
                     }
                     _ => {
                         if let Some(old) = stale {
                             for (i, b) in bytes[lo..hi].iter_mut().enumerate() {
                                 *b = old.get(lo + i).copied().unwrap_or(0);
                             }
-                            staled.push(page);
+                            staled.push(u);
                         }
                     }
                 }
@@ -687,7 +748,8 @@ fn damage_segment(
             } else {
                 (
                     bytes,
-                    Some(Change::TornPages {
+                    Some(Change::Torn {
+                        unit,
                         zeroed,
                         stale: staled,
                     }),
