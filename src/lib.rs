@@ -33,6 +33,7 @@ pub mod codec;
 mod compaction;
 mod error;
 pub mod format;
+pub mod inspect;
 mod journal;
 mod keygroup;
 mod log;
