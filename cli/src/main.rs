@@ -12,6 +12,7 @@ mod fmt;
 mod look;
 mod plan;
 mod repair;
+mod stream;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
