@@ -13,7 +13,11 @@ use statejournal::{Durability, Error, Log, LogOptions, RecoveryMode};
 #[test]
 fn damage_early_in_a_large_segment_is_found_in_linear_time() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path(), LogOptions::default().durability(Durability::Sync)).unwrap();
+    let log = Log::open(
+        dir.path(),
+        LogOptions::default().durability(Durability::Sync),
+    )
+    .unwrap();
     // Payloads of little-endian u32s below 2^24: at most offsets a `len` field reads as up to
     // 16 MiB.
     let mut x = 0x1234_5678u32;

@@ -140,6 +140,11 @@ impl<C: Codec> JournalOptions<C> {
         self.clock = clock;
         self
     }
+
+    /// The recovery mode these options open with.
+    pub(crate) fn recovery_mode_of(&self) -> RecoveryMode {
+        self.log.recovery_mode
+    }
 }
 
 /// Sizes of a journal's in-memory state (see [`Journal::state_stats`]).
