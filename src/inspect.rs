@@ -438,9 +438,11 @@ pub struct RecordRef<'a> {
 }
 
 /// Calls `f` with every intact data record of the log in `dir` from LSN `from` on, in order,
-/// reading the segment files (no lock, no mapping, no write). Stops at the first damage — where a
-/// [`RecoveryMode::TolerateTornTail`] open would end the log — or when `f` breaks. Returns the
-/// LSN of the last record delivered (0 if none).
+/// reading the segment files (no lock, no mapping, no write). Within a segment it stops at the
+/// first damage; it goes on to the next segment only if that one continues at the next LSN (so
+/// debris after a complete segment is skipped and a torn tail ends the log, as recovery does),
+/// and stops at a segment of another log. It does not check the segment chain's CRCs: use
+/// [`inspect`] for a verdict. Returns the LSN of the last record delivered (0 if none).
 pub fn read_records<F>(dir: &Path, from: Lsn, mut f: F) -> Result<Lsn>
 where
     F: FnMut(RecordRef<'_>) -> ControlFlow<()>,
@@ -460,10 +462,8 @@ where
         }
         let mut at = SEGMENT_HEADER_LEN;
         let mut next = header.base_lsn;
-        let mut damaged = false;
         while at < buf.len() {
             let Ok(fr) = decode_frame(&buf, at) else {
-                damaged = true;
                 break;
             };
             match fr.kind {
@@ -485,19 +485,11 @@ where
                     next += 1;
                 }
                 FrameKind::SyncMarker if fr.lsn + 1 == next => {}
-                _ => {
-                    damaged = true;
-                    break;
-                }
+                _ => break,
             }
             at = fr.next;
         }
         expect = Some(next);
-        if damaged && dirty_end(&buf, at) > at {
-            // Damage followed by bytes: the log ends here whichever mode opens it (a later segment
-            // that proves this one complete would make this debris; the chain check below stops
-            // at the next segment anyway if records are missing).
-        }
     }
     Ok(Lsn(last))
 }

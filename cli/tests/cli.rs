@@ -567,3 +567,24 @@ fn no_journal_is_one_clear_error() {
         "nothing touched a foreign directory"
     );
 }
+
+#[test]
+fn a_journal_open_elsewhere_is_looked_at_but_not_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let d = s(dir.path());
+    let j = Journal::open(dir.path(), opts()).unwrap(); // holds the directory lock
+    let r = run(&["verify", d]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(r.stdout.contains("open in another process"), "{}", r.stdout);
+    let r = run(&["repair", d]);
+    assert_eq!(r.code, 1, "repair refuses a journal open elsewhere");
+    assert!(r.stderr.contains("open in another process"), "{}", r.stderr);
+    let r = run(&["compact", d]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("locked"), "{}", r.stderr);
+    drop(j);
+    // The lock was only probed: the journal opens again at once.
+    let r = run(&["compact", d]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
