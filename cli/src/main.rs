@@ -62,7 +62,7 @@ enum Command {
     /// Show what a journal directory holds: segments, LSNs, snapshots, checkpoints, states, key
     /// groups, bytes, and the estimated recovery time. Read-only.
     #[command(
-        after_help = "Example:\n  statejournal inspect ./statejournal-demo\n  statejournal inspect --json ./statejournal-demo | jq .states"
+        after_help = "Example:\n  statejournal inspect ./statejournal-demo\n  statejournal inspect --json ./statejournal-demo | jq .states\n\nExits 0 whenever it could read the directory, damaged or not (it lists the damage);\n`statejournal verify` gives the verdict."
     )]
     Inspect(look::InspectArgs),
     /// Read every byte and check every checksum; exit 0 only when all is sound. On damage, name

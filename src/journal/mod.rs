@@ -141,7 +141,8 @@ impl<C: Codec> JournalOptions<C> {
         self
     }
 
-    /// The recovery mode these options open with.
+    /// The recovery mode these options open with (for the crash simulator's checks).
+    #[cfg(feature = "testing")]
     pub(crate) fn recovery_mode_of(&self) -> RecoveryMode {
         self.log.recovery_mode
     }
