@@ -857,8 +857,17 @@ pub fn inspect(dir: &Path, opts: InspectOptions) -> Result<Inspection> {
     }
     let live: Vec<&SegmentInfo> = out.segments.iter().filter(|s| !s.leftover).collect();
     let live_paths: Vec<PathBuf> = live.iter().map(|s| s.path.clone()).collect();
+    // The newest checkpoint of this log: its LSN was synced before its manifest was written,
+    // whatever the sync markers say.
+    let checkpointed = listing
+        .manifests
+        .iter()
+        .filter_map(|(&id, p)| crate::checkpoint::read_manifest(p).ok().map(|m| (id, m)))
+        .filter(|(_, m)| Some(m.log_id) == out.log_id)
+        .map(|(id, m)| (id, m.lsn))
+        .max_by_key(|&(_, lsn)| lsn);
     if log_ok {
-        classify_log(&mut out, &scanned, &live_paths);
+        classify_log(&mut out, &scanned, &live_paths, checkpointed);
     }
 
     // Snapshots.
@@ -958,7 +967,12 @@ fn probe_lock(dir: &Path) -> bool {
 }
 
 /// Mirrors `log::recovery::recover`'s decisions over the scanned segments.
-fn classify_log(out: &mut Inspection, segs: &[Scanned], paths: &[PathBuf]) {
+fn classify_log(
+    out: &mut Inspection,
+    segs: &[Scanned],
+    paths: &[PathBuf],
+    checkpointed: Option<(u64, u64)>,
+) {
     let Some(first) = segs.first() else {
         return;
     };
@@ -995,7 +1009,14 @@ fn classify_log(out: &mut Inspection, segs: &[Scanned], paths: &[PathBuf]) {
                 return;
             }
             let evidence = watermark.max(s.ahead.watermark) >= s.scan.next_lsn;
-            push_damage(out, s, &path, evidence, s.ahead.data, discard, false);
+            let d = Damage {
+                durable: evidence,
+                after: s.ahead.data,
+                discard,
+                spans_segments: false,
+                checkpointed,
+            };
+            push_damage(out, s, &path, d);
             return;
         };
         let claim = (next.header.prev_last_lsn, next.header.prev_last_crc);
@@ -1045,7 +1066,14 @@ fn classify_log(out: &mut Inspection, segs: &[Scanned], paths: &[PathBuf]) {
         }
         let evidence =
             !next.header.predecessor_unsynced || watermark.max(ahead.watermark) >= s.scan.next_lsn;
-        push_damage(out, s, &path, evidence, ahead.data, discard, true);
+        let d = Damage {
+            durable: evidence,
+            after: ahead.data,
+            discard,
+            spans_segments: true,
+            checkpointed,
+        };
+        push_damage(out, s, &path, d);
         return;
     }
 }
@@ -1064,29 +1092,46 @@ fn push_structure(out: &mut Inspection, path: &Path, kind: CorruptionKind) {
     });
 }
 
-fn push_damage(
-    out: &mut Inspection,
-    s: &Scanned,
-    path: &Path,
+/// What is known about damage where a segment's intact frames end.
+struct Damage {
+    /// A sync marker or a later segment proves the damaged record durable.
     durable: bool,
+    /// Intact data records found after the damage.
     after: Option<(u64, u64)>,
+    /// An interrupted discard's LSN.
     discard: Option<u64>,
+    /// The next segment's header names records missing here.
     spans_segments: bool,
-) {
+    /// The newest checkpoint (id, LSN) of this log.
+    checkpointed: Option<(u64, u64)>,
+}
+
+fn push_damage(out: &mut Inspection, s: &Scanned, path: &Path, d: Damage) {
     let next = s.scan.next_lsn;
-    if discard.is_some_and(|d| next > d) {
+    if d.discard.is_some_and(|l| next > l) {
         return; // in records an interrupted restore is discarding: not damage (see recovery)
     }
     let mut detail = format!("record LSN {next}: {}", damage_text(s.scan.damage));
-    if spans_segments {
+    if d.spans_segments {
         detail.push_str("; the next segment's header names records missing here");
     }
+    // Recovery judges from sync markers and later segments only. A checkpoint at or past the
+    // damaged record synced it too: recovery still cuts (as predicted), but what it cuts was
+    // acknowledged, and the checkpoint is lost with it.
+    let by_checkpoint = d.checkpointed.filter(|&(_, lsn)| lsn >= next);
+    if let (false, Some((id, lsn))) = (d.durable, by_checkpoint) {
+        detail.push_str(&format!(
+            "; checkpoint {id} (LSN {lsn}) had made it durable, but no sync marker proves it, so \
+             recovery takes it for a torn tail and cuts it, losing that checkpoint"
+        ));
+    }
+    let lost = d.durable || by_checkpoint.is_some();
     let cut = Outcome::Cuts {
         continues_at: Lsn(next),
-        loses_durable: durable,
+        loses_durable: lost,
     };
     out.problems.push(Problem {
-        kind: if durable {
+        kind: if lost {
             ProblemKind::DamagedDurableData
         } else {
             ProblemKind::TornTail
@@ -1095,13 +1140,13 @@ fn push_damage(
         offset: s.scan.end as u64,
         detail,
         strict: Outcome::Refuses,
-        tolerate_torn_tail: if durable {
+        tolerate_torn_tail: if d.durable {
             Outcome::Refuses
         } else {
             cut.clone()
         },
         point_in_time: cut,
-        intact_records_after: after.map(|(a, b)| (Lsn(a), Lsn(b))),
+        intact_records_after: d.after.map(|(a, b)| (Lsn(a), Lsn(b))),
         bytes: (s.dirty.max(s.scan.end) - s.scan.end) as u64,
     });
 }

@@ -219,7 +219,7 @@ pub fn run(a: Args) -> CliResult {
             eprintln!("{m}");
         }
     };
-    println!(
+    crate::outln!(
         "statejournal demo: clicks per user per 10 s window over {} events, a checkpoint every {} s, in {}",
         a.events,
         a.checkpoint_every,
@@ -249,7 +249,7 @@ pub fn run(a: Args) -> CliResult {
             }
             offset = s.source.get(&mut j, &0)?.unwrap_or(0);
             let rec = j.recovery();
-            println!(
+            crate::outln!(
                 "resumed from checkpoint {id} at source offset {offset} in {} (snapshot of {} entries, {} records replayed, {} set aside)",
                 duration(recovery_time),
                 rec.snapshot_entries,
@@ -268,7 +268,7 @@ pub fn run(a: Args) -> CliResult {
             s.source.set(&mut j, &0, &0)?;
             s.config.set(&mut j, &0, &config)?;
             j.checkpoint()?;
-            println!("started a new run (opened in {})", duration(recovery_time));
+            crate::outln!("started a new run (opened in {})", duration(recovery_time));
         }
     }
 
@@ -374,7 +374,7 @@ pub fn run(a: Args) -> CliResult {
 
     let processed = offset - first_offset;
     let rate = processed as f64 / elapsed.as_secs_f64().max(1e-9);
-    println!("\nwindow            clicks    users  digest");
+    crate::outln!("\nwindow            clicks    users  digest");
     let show_all = want.len() <= 40;
     for (w, r) in &want {
         if !show_all && *w >= 5 && *w + 5 < want.len() as u64 {
@@ -386,7 +386,7 @@ pub fn run(a: Args) -> CliResult {
             "MISMATCH"
         };
         let g = got.get(w).copied().unwrap_or_default();
-        println!(
+        crate::outln!(
             "window {:>4} [{:>5}s, {:>5}s) {:>8} {:>8}  {:016x} {mark}",
             w,
             w * WINDOW_MS / 1000,
@@ -397,9 +397,9 @@ pub fn run(a: Args) -> CliResult {
         );
     }
     if !show_all {
-        println!("({} windows in all; middle ones not shown)", want.len());
+        crate::outln!("({} windows in all; middle ones not shown)", want.len());
     }
-    println!(
+    crate::outln!(
         "\nprocessed {} events in {} this run: {} events/s ({} state updates/s); {} windows fired",
         processed,
         duration(elapsed),
@@ -407,13 +407,13 @@ pub fn run(a: Args) -> CliResult {
         count(rate * 3.0),
         fired
     );
-    println!(
+    crate::outln!(
         "checkpoints: {} this run (last id {last_id}), {} spent in them; recovery time at start: {}",
         checkpoints,
         duration(checkpoint_time),
         duration(recovery_time)
     );
-    println!(
+    crate::outln!(
         "state at the end: {} entries, {}; this run wrote {} of log, {} of snapshots ({} compactions); write amplification {:.2}",
         stats.entries,
         bytes(stats.payload_bytes),
@@ -424,7 +424,7 @@ pub fn run(a: Args) -> CliResult {
     );
     let total_clicks: u64 = got.values().map(|r| r.clicks).sum();
     if got == want {
-        println!(
+        crate::outln!(
             "exactly-once: OK — all {} windows ({} clicks) equal a straight recomputation from the generator",
             want.len(),
             total_clicks
@@ -433,7 +433,7 @@ pub fn run(a: Args) -> CliResult {
     } else {
         let bad = want.iter().filter(|(w, r)| got.get(w) != Some(r)).count()
             + got.keys().filter(|w| !want.contains_key(w)).count();
-        println!(
+        crate::outln!(
             "exactly-once: FAILED — {bad} of {} windows differ from a straight recomputation ({} clicks counted, {} events in the stream)",
             want.len(),
             total_clicks,

@@ -208,7 +208,7 @@ fn to_json(i: &Inspection) -> Value {
 
 fn print_json(v: &Value) -> Result<(), CliError> {
     let s = serde_json::to_string_pretty(v)?;
-    println!("{s}");
+    crate::outln!("{s}");
     Ok(())
 }
 
@@ -224,8 +224,8 @@ pub fn inspect(a: InspectArgs) -> CliResult {
         print_json(&to_json(&i))?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("journal {}", i.dir.display());
-    println!(
+    crate::outln!("journal {}", i.dir.display());
+    crate::outln!(
         "  log id {}, {} on disk{}",
         i.log_id
             .map_or("unknown".into(), |id| format!("{id:#018x}")),
@@ -236,7 +236,7 @@ pub fn inspect(a: InspectArgs) -> CliResult {
             ""
         }
     );
-    println!(
+    crate::outln!(
         "  log: LSN {}..={} ({} records, {} of payload), proven durable through LSN {}",
         i.log.first_lsn,
         i.log.last_lsn,
@@ -245,10 +245,10 @@ pub fn inspect(a: InspectArgs) -> CliResult {
         i.log.synced_through
     );
     if let Some(d) = i.discard_after {
-        println!("  an interrupted checkpoint restore is pending: the next open discards records after LSN {d}");
+        crate::outln!("  an interrupted checkpoint restore is pending: the next open discards records after LSN {d}");
     }
 
-    println!("\nsegments");
+    crate::outln!("\nsegments");
     let mut t = Table::new(&[
         "id",
         "file",
@@ -285,11 +285,11 @@ pub fn inspect(a: InspectArgs) -> CliResult {
             note,
         ]);
     }
-    print!("{}", t.render());
+    crate::out!("{}", t.render());
 
-    println!("\nsnapshots");
+    crate::outln!("\nsnapshots");
     if i.snapshots.is_empty() {
-        println!("  none (recovery replays the whole log)");
+        crate::outln!("  none (recovery replays the whole log)");
     } else {
         let mut t = Table::new(&["LSN", "file", "size", "entries", "key groups", "status"]);
         for s in &i.snapshots {
@@ -308,13 +308,13 @@ pub fn inspect(a: InspectArgs) -> CliResult {
                 }),
             ]);
         }
-        print!("{}", t.render());
+        crate::out!("{}", t.render());
     }
 
-    println!("\ncheckpoints");
+    crate::outln!("\ncheckpoints");
     print_checkpoint_table(&i);
 
-    println!("\nstates");
+    crate::outln!("\nstates");
     match (&i.state, &i.state_error) {
         (Some(st), _) => {
             let mut t = Table::new(&["id", "name", "kind", "entries", "bytes"]);
@@ -327,18 +327,18 @@ pub fn inspect(a: InspectArgs) -> CliResult {
                     bytes(s.payload_bytes),
                 ]);
             }
-            print!("{}", t.render());
-            println!(
+            crate::out!("{}", t.render());
+            crate::outln!(
                 "  (rebuilt in memory from {} and {} log records after it)",
                 st.snapshot
                     .as_ref()
                     .map_or("no snapshot".into(), |p| name(p)),
                 st.replayed_records
             );
-            println!("\nkey groups ({} in all)", st.max_key_groups);
+            crate::outln!("\nkey groups ({} in all)", st.max_key_groups);
             let groups = &st.key_groups;
             if groups.is_empty() {
-                println!("  none holds data");
+                crate::outln!("  none holds data");
             } else {
                 let total =
                     |f: fn(&inspect::KeyGroupBytes) -> u64| groups.iter().map(f).sum::<u64>();
@@ -350,7 +350,7 @@ pub fn inspect(a: InspectArgs) -> CliResult {
                     sizes.iter().copied().min().unwrap_or(0),
                     sizes.iter().copied().max().unwrap_or(0),
                 );
-                println!(
+                crate::outln!(
                     "  {} key groups hold data: {} in the snapshot ({} entries), {} of log ops after it; per group {} .. {} (mean {})",
                     groups.len(),
                     bytes(total(|g| g.snapshot_bytes)),
@@ -376,11 +376,11 @@ pub fn inspect(a: InspectArgs) -> CliResult {
                         bytes(g.log_bytes),
                     ]);
                 }
-                println!("  largest:");
-                print!("{}", t.render());
+                crate::outln!("  largest:");
+                crate::out!("{}", t.render());
             }
         }
-        (None, Some(e)) => println!("  not rebuilt: {e}"),
+        (None, Some(e)) => crate::outln!("  not rebuilt: {e}"),
         (None, None) => {
             // --quick: from the newest snapshot's footer.
             if let Some(s) = i.snapshots.last() {
@@ -388,54 +388,54 @@ pub fn inspect(a: InspectArgs) -> CliResult {
                 for (id, n, _, e, b) in &s.states {
                     t.row(vec![id.to_string(), n.clone(), e.to_string(), bytes(*b)]);
                 }
-                print!("{}", t.render());
-                println!(
+                crate::out!("{}", t.render());
+                crate::outln!(
                     "  (from the footer of {}; the log after it not counted)",
                     name(&s.path)
                 );
             } else {
-                println!("  not rebuilt (--quick) and no snapshot");
+                crate::outln!("  not rebuilt (--quick) and no snapshot");
             }
         }
     }
 
     if !i.other_files.is_empty() {
-        println!("\nother files");
+        crate::outln!("\nother files");
         let mut t = Table::new(&["file", "size", "what"]);
         for f in &i.other_files {
             t.row(vec![name(&f.path), bytes(f.bytes), f.role.to_string()]);
         }
-        print!("{}", t.render());
+        crate::out!("{}", t.render());
     }
 
-    println!("\ncapacity");
-    println!("  bytes on disk            {}", bytes(i.bytes_on_disk));
-    println!(
+    crate::outln!("\ncapacity");
+    crate::outln!("  bytes on disk            {}", bytes(i.bytes_on_disk));
+    crate::outln!(
         "  snapshots / log          {} / {} used of {} allocated",
         bytes(i.snapshot_bytes()),
         bytes(i.segments.iter().map(|s| s.data_end).sum()),
         bytes(i.segments.iter().map(|s| s.file_len).sum())
     );
     match write_amplification(&i) {
-        Some(w) => println!("  write amplification      >= {w:.2} (log frames + snapshots and manifests present, per byte of mutations)"),
-        None => println!("  write amplification      n/a (no records)"),
+        Some(w) => crate::outln!("  write amplification      >= {w:.2} (log frames + snapshots and manifests present, per byte of mutations)"),
+        None => crate::outln!("  write amplification      n/a (no records)"),
     }
     let est = recovery_estimate(&i);
-    println!(
+    crate::outln!(
         "  estimated recovery time  {} (snapshot load at {}/s, replay at {} records/s)",
         duration(est),
         bytes(SNAPSHOT_LOAD_BYTES_PER_SEC as u64),
         count(REPLAY_RECORDS_PER_SEC)
     );
 
-    println!();
+    crate::outln!();
     if i.is_sound() {
-        println!("no damage found");
+        crate::outln!("no damage found");
     } else {
         for p in &i.problems {
-            println!("problem: {p}");
+            crate::outln!("problem: {p}");
         }
-        println!(
+        crate::outln!(
             "run `statejournal verify {}` for what recovery would do",
             i.dir.display()
         );
@@ -445,7 +445,7 @@ pub fn inspect(a: InspectArgs) -> CliResult {
 
 fn print_checkpoint_table(i: &Inspection) {
     if i.checkpoints.is_empty() {
-        println!("  none");
+        crate::outln!("  none");
         return;
     }
     let mut t = Table::new(&[
@@ -472,7 +472,7 @@ fn print_checkpoint_table(i: &Inspection) {
             },
         ]);
     }
-    print!("{}", t.render());
+    crate::out!("{}", t.render());
 }
 
 /// `statejournal checkpoint list`.
@@ -518,7 +518,7 @@ pub fn verify(a: VerifyArgs) -> CliResult {
         return Ok(ExitCode::from(code));
     }
     let files = i.segments.len() + i.snapshots.len() + i.checkpoints.len();
-    println!(
+    crate::outln!(
         "checked {} files ({}): {} log records (LSN {}..={}), {} snapshots, {} checkpoints",
         files,
         bytes(i.bytes_on_disk),
@@ -529,35 +529,35 @@ pub fn verify(a: VerifyArgs) -> CliResult {
         i.checkpoints.len()
     );
     if i.in_use {
-        println!(
+        crate::outln!(
             "note: the journal is open in another process; a tail being written may look torn"
         );
     }
     if let Some(d) = i.discard_after {
-        println!("note: an interrupted checkpoint restore is pending; the next open discards records after LSN {d}");
+        crate::outln!("note: an interrupted checkpoint restore is pending; the next open discards records after LSN {d}");
     }
     for p in &i.problems {
-        println!("\n{p}");
+        crate::outln!("\n{p}");
         if let Some((a, b)) = p.intact_records_after {
-            println!("  intact records {a}..={b} lie after the damage");
+            crate::outln!("  intact records {a}..={b} lie after the damage");
         }
-        println!("  strict:             {}", p.strict);
-        println!(
+        crate::outln!("  strict:             {}", p.strict);
+        crate::outln!(
             "  tolerate-torn-tail: {} (the default)",
             p.tolerate_torn_tail
         );
-        println!("  point-in-time:      {}", p.point_in_time);
+        crate::outln!("  point-in-time:      {}", p.point_in_time);
     }
     if let Some(e) = &i.state_error {
-        println!("\nthe state cannot be rebuilt: {e}");
+        crate::outln!("\nthe state cannot be rebuilt: {e}");
     }
     match code {
-        0 => println!("sound: every checksum verified"),
-        EXIT_REPAIRABLE => println!(
+        0 => crate::outln!("sound: every checksum verified"),
+        EXIT_REPAIRABLE => crate::outln!(
             "\nrepairable: the default open (or `statejournal repair {}`) fixes this without losing an acknowledged record",
             i.dir.display()
         ),
-        _ => println!(
+        _ => crate::outln!(
             "\nCORRUPT: the default open refuses this or would lose durable data; see above (`statejournal repair --point-in-time` stops before the damage)"
         ),
     }

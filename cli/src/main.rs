@@ -6,6 +6,29 @@
 //! repairs without losing an acknowledged record (a torn tail), 4 `verify`: damage to durable data
 //! or to the log's structure.
 
+/// `println!` that never panics: when standard output is a closed pipe (`statejournal verify |
+/// head`) the process exits quietly with status 141, like a process killed by SIGPIPE.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::output_failed(e);
+        }
+    }};
+}
+
+/// `print!` that never panics (see [`outln!`]).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+            $crate::output_failed(e);
+        }
+    }};
+}
+
 mod demo;
 mod dump;
 mod fmt;
@@ -123,6 +146,15 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// Standard output failed: a closed pipe ends the process quietly, anything else is an error.
+pub fn output_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("error: writing to standard output: {e}");
+    std::process::exit(i32::from(EXIT_ERROR));
 }
 
 /// A directory argument that must exist and be a directory: one clear sentence otherwise.

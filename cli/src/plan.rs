@@ -126,12 +126,12 @@ pub fn run(a: Args) -> CliResult {
             "upload_bytes_per_checkpoint": upload,
             "object_store_requests_per_checkpoint": requests,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     let b = |x: f64| bytes(x.max(0.0) as u64);
     let d = |s: f64| duration(Duration::from_secs_f64(s.max(0.0)));
-    println!(
+    crate::outln!(
         "{} keys x ({} key + {} value), {} updates/s, a checkpoint every {}, {} retained\n",
         count(keys),
         b(a.key_bytes as f64),
@@ -140,40 +140,40 @@ pub fn run(a: Args) -> CliResult {
         d(a.checkpoint_interval),
         a.retain
     );
-    println!("state                      {} of keys and values; {} in memory (tables add ~{} B per entry)", b(state), b(memory), TABLE_OVERHEAD_PER_ENTRY);
-    println!(
+    crate::outln!("state                      {} of keys and values; {} in memory (tables add ~{} B per entry)", b(state), b(memory), TABLE_OVERHEAD_PER_ENTRY);
+    crate::outln!(
         "snapshot                   {} per full snapshot",
         b(snapshot)
     );
-    println!(
+    crate::outln!(
         "log written                {}/s ({} per record, framed)",
         b(log_rate),
         b(record)
     );
     match compaction_every {
-        Some(c) => println!(
+        Some(c) => crate::outln!(
             "compaction                 every {} (when the log since the snapshot reaches {})",
             d(c),
             b(tail_max)
         ),
-        None => println!("compaction                 never needed (no updates)"),
+        None => crate::outln!("compaction                 never needed (no updates)"),
     }
-    println!("disk                       ~{} typical, ~{} peak (a compaction in progress, {} retained checkpoints pinning older files)", b(disk_typical), b(disk_peak), a.retain);
-    println!(
+    crate::outln!("disk                       ~{} typical, ~{} peak (a compaction in progress, {} retained checkpoints pinning older files)", b(disk_typical), b(disk_peak), a.retain);
+    crate::outln!(
         "checkpoint                 syncs {} of log, ~{}; nothing is copied locally",
         b(per_checkpoint_log),
         d(checkpoint_secs)
     );
-    println!("remote upload / checkpoint ~{} in ~{:.0} object-store requests (incremental: log since the last one, snapshots amortized)", b(upload), requests);
-    println!("recovery (worst case)      ~{} (snapshot load at {}/s + replay of up to {} of log at {} records/s)", d(recovery_worst), b(SNAPSHOT_LOAD_BYTES_PER_SEC), b(tail_max), count(REPLAY_RECORDS_PER_SEC));
-    println!(
+    crate::outln!("remote upload / checkpoint ~{} in ~{:.0} object-store requests (incremental: log since the last one, snapshots amortized)", b(upload), requests);
+    crate::outln!("recovery (worst case)      ~{} (snapshot load at {}/s + replay of up to {} of log at {} records/s)", d(recovery_worst), b(SNAPSHOT_LOAD_BYTES_PER_SEC), b(tail_max), count(REPLAY_RECORDS_PER_SEC));
+    crate::outln!(
         "cores for the updates      {:.2} (one journal per core: {} value updates/s measured)",
         cores,
         count(VALUE_UPDATES_PER_SEC)
     );
-    println!("write amplification        ~{:.2} by the policy's model; {:.2} measured (20 M updates over 1 M keys)", wa_model, MEASURED_WRITE_AMPLIFICATION);
+    crate::outln!("write amplification        ~{:.2} by the policy's model; {:.2} measured (20 M updates over 1 M keys)", wa_model, MEASURED_WRITE_AMPLIFICATION);
     if cores > 1.0 {
-        println!("\nnote: more than one core's worth of updates: split the key groups over {} journals (one per task)", cores.ceil());
+        crate::outln!("\nnote: more than one core's worth of updates: split the key groups over {} journals (one per task)", cores.ceil());
     }
     Ok(ExitCode::SUCCESS)
 }

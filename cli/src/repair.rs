@@ -91,7 +91,7 @@ pub fn repair(a: RepairArgs) -> CliResult {
         )));
     }
     if i.is_sound() {
-        println!("{}: sound, nothing to repair", a.dir.display());
+        crate::outln!("{}: sound, nothing to repair", a.dir.display());
         return Ok(ExitCode::SUCCESS);
     }
     let mode = if a.point_in_time {
@@ -100,11 +100,18 @@ pub fn repair(a: RepairArgs) -> CliResult {
         RecoveryMode::TolerateTornTail
     };
     let mut refused = None;
-    println!("found:");
+    crate::outln!("found:");
     for p in &i.problems {
-        println!("  {p}");
+        crate::outln!("  {p}");
         let o = p.outcome(mode);
         let what = match o {
+            Outcome::Cuts {
+                loses_durable: true,
+                ..
+            } if !a.point_in_time => {
+                refused.get_or_insert(p.clone());
+                "recovery would cut records that were durable (acknowledged); not without --point-in-time".into()
+            }
             Outcome::Cuts { continues_at, .. } => {
                 let to = p
                     .intact_records_after
@@ -127,10 +134,10 @@ pub fn repair(a: RepairArgs) -> CliResult {
                 "cannot be repaired in this mode".into()
             }
         };
-        println!("    -> {what}");
+        crate::outln!("    -> {what}");
     }
     if let Some(p) = refused {
-        let hint = if !a.point_in_time && p.point_in_time != Outcome::Refuses {
+        let hint = if !a.point_in_time && matches!(p.point_in_time, Outcome::Cuts { .. }) {
             "; rerun with --point-in-time to truncate the log before it (losing the records after it, kept in side files)"
         } else {
             ""
@@ -144,17 +151,17 @@ pub fn repair(a: RepairArgs) -> CliResult {
         return Ok(ExitCode::from(EXIT_CORRUPT));
     }
     if a.dry_run {
-        println!("dry run: nothing changed");
+        crate::outln!("dry run: nothing changed");
         return Ok(ExitCode::SUCCESS);
     }
     let opts = reopen_options(&a.dir, &i, mode)?;
     let journal = Journal::open(&a.dir, opts).map_err(|e| CliError(e.to_string()))?;
-    println!("repaired: {}", journal.recovery());
+    crate::outln!("repaired: {}", journal.recovery());
     journal.close().map_err(|e| CliError(e.to_string()))?;
     let after =
         inspect::inspect(&a.dir, InspectOptions::default()).map_err(|e| CliError(e.to_string()))?;
     if after.is_sound() {
-        println!(
+        crate::outln!(
             "{} now verifies: log LSN {}..={}",
             a.dir.display(),
             after.log.first_lsn,
@@ -210,7 +217,7 @@ pub fn compact(a: CompactArgs) -> CliResult {
         },
     )
     .map_err(|e| CliError(e.to_string()))?;
-    println!(
+    crate::outln!(
         "opened in {}; wrote {} ({}, {} entries) through LSN {}: merged {} log records ({}) into the snapshot at LSN {} in {}",
         duration(opened),
         name(&report.snapshot),
@@ -222,13 +229,13 @@ pub fn compact(a: CompactArgs) -> CliResult {
         report.base_lsn,
         duration(report.duration)
     );
-    println!(
+    crate::outln!(
         "bytes on disk: {} -> {}",
         bytes(i.bytes_on_disk),
         bytes(after.bytes_on_disk)
     );
     if let Some(gc) = report.gc_error {
-        println!(
+        crate::outln!(
             "note: cleaning up old files failed ({gc}); the next compaction or checkpoint retries"
         );
     }
