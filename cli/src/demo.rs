@@ -208,6 +208,17 @@ pub fn run(a: Args) -> CliResult {
                 dir.display()
             )));
         }
+        let quick = statejournal::inspect::InspectOptions {
+            verify_snapshots: false,
+            verify_checkpoints: false,
+            replay_state: false,
+        };
+        if statejournal::inspect::inspect(&dir, quick).is_ok_and(|i| i.in_use) {
+            return Err(CliError(format!(
+                "--fresh: the journal in {} is open in another process; not deleting it",
+                dir.display()
+            )));
+        }
         std::fs::remove_dir_all(&dir)
             .map_err(|e| CliError(format!("--fresh: removing {}: {e}", dir.display())))?;
     }
