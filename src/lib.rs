@@ -34,6 +34,7 @@ mod compaction;
 mod error;
 pub mod format;
 mod hint;
+pub mod inspect;
 mod journal;
 mod keygroup;
 mod log;

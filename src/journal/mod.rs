@@ -140,6 +140,12 @@ impl<C: Codec> JournalOptions<C> {
         self.clock = clock;
         self
     }
+
+    /// The recovery mode these options open with (for the crash simulator's checks).
+    #[cfg(feature = "testing")]
+    pub(crate) fn recovery_mode_of(&self) -> RecoveryMode {
+        self.log.recovery_mode
+    }
 }
 
 /// Sizes of a journal's in-memory state (see [`Journal::state_stats`]).

@@ -16,7 +16,7 @@
 mod maintenance;
 mod options;
 mod reader;
-mod recovery;
+pub(crate) mod recovery;
 
 use std::fs::File;
 use std::io;

@@ -315,6 +315,13 @@ pub(crate) fn scan_ahead(buf: &[u8], from: usize, to: usize, expected_lsn: u64) 
     let mut at = from + FRAME_ALIGN;
     let to = to.min(buf.len());
     while at < to {
+        // Most offsets are not frame starts: reject them on header fields the checksum covers
+        // anyway before `decode_frame` checksums up to `len` bytes, or damage early in a large
+        // segment makes this scan quadratic (minutes for one damaged record in a 24 MiB tail).
+        if !plausible_frame_at(buf, at, expected_lsn) {
+            at += FRAME_ALIGN;
+            continue;
+        }
         if let Ok(f) = decode_frame(buf, at) {
             match f.kind {
                 FrameKind::Data if f.lsn >= expected_lsn => {
@@ -335,6 +342,33 @@ pub(crate) fn scan_ahead(buf: &[u8], from: usize, to: usize, expected_lsn: u64) 
         at += FRAME_ALIGN;
     }
     a
+}
+
+/// Whether the bytes at `at` could start a frame `scan_ahead` would count: a known kind, zero
+/// flags and reserved bytes, a length within the buffer and an LSN not below `expected_lsn - 1`.
+/// Only fields the frame's checksum covers are looked at, so this rejects nothing `decode_frame`
+/// would accept with an LSN `scan_ahead` uses.
+fn plausible_frame_at(buf: &[u8], at: usize, expected_lsn: u64) -> bool {
+    use crate::codec::frame::{
+        FLAGS_OFFSET, FRAME_HEADER_LEN, KIND_OFFSET, LEN_OFFSET, LSN_OFFSET,
+    };
+    let Some(h) = buf.get(at..at + FRAME_HEADER_LEN) else {
+        return false;
+    };
+    let field = |o: usize, n: usize| h.get(o..o + n).unwrap_or(&[]);
+    let len = field(LEN_OFFSET, 4)
+        .try_into()
+        .map_or(0, |b: [u8; 4]| u32::from_le_bytes(b)) as usize;
+    let lsn = field(LSN_OFFSET, 8)
+        .try_into()
+        .map_or(0, |b: [u8; 8]| u64::from_le_bytes(b));
+    matches!(field(KIND_OFFSET, 1), [1] | [2])
+        && field(FLAGS_OFFSET, FRAME_HEADER_LEN - FLAGS_OFFSET)
+            .iter()
+            .all(|&b| b == 0)
+        && len >= FRAME_HEADER_LEN
+        && len <= buf.len() - at
+        && lsn.saturating_add(1) >= expected_lsn
 }
 
 struct Listing {

@@ -290,6 +290,8 @@ pub struct CrashSimulator<S, C: Codec + Clone = Postcard> {
     /// Every checkpoint seen, id → LSN.
     checkpoints: BTreeMap<u64, u64>,
     scratch: Option<PathBuf>,
+    /// Also check [`crate::inspect`]'s view of every image against what opening it does.
+    check_inspection: bool,
 }
 
 impl<S, C: Codec + Clone> Debug for CrashSimulator<S, C> {
@@ -326,6 +328,7 @@ impl<S: Clone + PartialEq + Debug, C: Codec + Clone> CrashSimulator<S, C> {
             points: Vec::new(),
             checkpoints: BTreeMap::new(),
             scratch: None,
+            check_inspection: false,
         })
     }
 
@@ -334,6 +337,15 @@ impl<S: Clone + PartialEq + Debug, C: Codec + Clone> CrashSimulator<S, C> {
     /// is removed once checked.
     pub fn scratch_dir(mut self, dir: &Path) -> Self {
         self.scratch = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Also check, on every crash image, that the read-only [`crate::inspect::inspect`] (what
+    /// `statejournal verify` and `repair` report) changes nothing and predicts what opening the
+    /// image then does: that it opens, where the log is cut and why, where it ends, and the
+    /// number of live entries.
+    pub fn check_inspection(mut self, yes: bool) -> Self {
+        self.check_inspection = yes;
         self
     }
 
@@ -526,8 +538,16 @@ impl<S: Clone + PartialEq + Debug, C: Codec + Clone> CrashSimulator<S, C> {
             .map_err(|e| fail(format!("cannot write the image: {e}")))?;
         report.opens += 1;
         let outcome = (|| {
+            let predicted = if self.check_inspection {
+                Some(inspect_unchanged(&dir)?)
+            } else {
+                None
+            };
             let mut j = Journal::open_with(&dir, self.opts.clone())
                 .map_err(|e| format!("open failed: {e}"))?;
+            if let Some(i) = &predicted {
+                inspection_agrees(i, &j, self.opts.recovery_mode_of())?;
+            }
             let r = j.log().last_lsn().get();
             if r < point.acknowledged {
                 return Err(format!(
@@ -595,6 +615,104 @@ impl<S: Clone + PartialEq + Debug, C: Codec + Clone> CrashSimulator<S, C> {
         }
         Ok(())
     }
+}
+
+/// Every file of a directory and its bytes.
+fn dir_contents(dir: &Path) -> std::result::Result<BTreeMap<String, Vec<u8>>, String> {
+    let mut out = BTreeMap::new();
+    for e in fs::read_dir(dir).map_err(|e| format!("listing {}: {e}", dir.display()))? {
+        let e = e.map_err(|e| format!("listing {}: {e}", dir.display()))?;
+        let bytes =
+            fs::read(e.path()).map_err(|err| format!("reading {}: {err}", e.path().display()))?;
+        out.insert(e.file_name().to_string_lossy().into_owned(), bytes);
+    }
+    Ok(out)
+}
+
+/// Inspects `dir` and checks that inspecting changed nothing.
+fn inspect_unchanged(dir: &Path) -> std::result::Result<crate::inspect::Inspection, String> {
+    let before = dir_contents(dir)?;
+    let i = crate::inspect::inspect(dir, crate::inspect::InspectOptions::default())
+        .map_err(|e| format!("inspect failed: {e}"))?;
+    if dir_contents(dir)? != before {
+        return Err("inspect changed the directory".into());
+    }
+    Ok(i)
+}
+
+/// Checks what `inspect` predicted against what opening the same image did.
+fn inspection_agrees<C: Codec>(
+    i: &crate::inspect::Inspection,
+    j: &Journal<C>,
+    mode: crate::RecoveryMode,
+) -> std::result::Result<(), String> {
+    use crate::inspect::{Outcome, ProblemKind};
+    use crate::CutReason;
+    let rec = j.recovery();
+    if let Some(p) = i
+        .problems
+        .iter()
+        .find(|p| p.outcome(mode) == &Outcome::Refuses)
+    {
+        return Err(format!(
+            "inspect predicted a refusal ({p}), but the open succeeded"
+        ));
+    }
+    // Every cut of the log: predicted at the same file and offset, for the same reason.
+    let log_kinds = [
+        ProblemKind::TornTail,
+        ProblemKind::DamagedDurableData,
+        ProblemKind::Debris,
+    ];
+    let mut predicted: Vec<(PathBuf, u64, bool)> = i
+        .problems
+        .iter()
+        .filter(|p| log_kinds.contains(&p.kind))
+        .map(|p| (p.path.clone(), p.offset, p.kind == ProblemKind::Debris))
+        .collect();
+    let mut actual: Vec<(PathBuf, u64, bool)> = rec
+        .log
+        .cuts
+        .iter()
+        .filter(|c| !matches!(c.reason, CutReason::Discarded { .. }))
+        .map(|c| {
+            let debris = matches!(c.reason, CutReason::DebrisAfterCompleteSegment);
+            (c.path.clone(), c.offset, debris)
+        })
+        .collect();
+    predicted.sort();
+    actual.sort();
+    if predicted != actual {
+        return Err(format!(
+            "inspect predicted log cuts {predicted:?}, the open made {actual:?} ({})",
+            rec.log
+        ));
+    }
+    // Opening an empty log appends the journal's `Init` record.
+    let init = u64::from(i.log.records == 0);
+    if i.discard_after.is_none() && j.log().last_lsn().get() != i.log.last_lsn.get() + init {
+        return Err(format!(
+            "inspect said the log ends at LSN {}, the open ended it at {}",
+            i.log.last_lsn,
+            j.log().last_lsn()
+        ));
+    }
+    if i.discard_after.is_none() && rec.fallbacks.is_empty() {
+        if let Some(st) = &i.state {
+            let entries: u64 = st.states.iter().map(|s| s.entries).sum();
+            if entries != j.state_stats().entries {
+                return Err(format!(
+                    "inspect counted {entries} live entries, the open holds {}",
+                    j.state_stats().entries
+                ));
+            }
+        } else if let Some(e) = &i.state_error {
+            return Err(format!(
+                "inspect could not rebuild the state ({e}), the open could"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Builds image `n` of a point. Image 0 keeps every file as copied (a process crash); image 1
