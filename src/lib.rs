@@ -36,6 +36,8 @@ pub mod format;
 mod journal;
 mod keygroup;
 mod log;
+#[cfg(feature = "remote")]
+pub mod remote;
 mod segment;
 pub(crate) mod snapshot;
 mod state;

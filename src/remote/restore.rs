@@ -1,0 +1,305 @@
+//! Restoring a remote checkpoint into an empty directory, every byte checked.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
+
+use super::{layout, RemoteStore};
+use crate::codec::manifest::Manifest;
+use crate::codec::meta::LogMeta;
+use crate::codec::remote_manifest::{Chunk, RemoteManifest};
+use crate::error::{Error, Result};
+use crate::format;
+use crate::segment::sync_dir;
+
+/// What a restore wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// The remote checkpoint restored.
+    pub seq: u64,
+    /// Its local checkpoint id: open the directory with
+    /// [`Journal::open_at_checkpoint`](crate::Journal::open_at_checkpoint) and this id (or with
+    /// `Journal::open`, which gives the same state).
+    pub checkpoint_id: u64,
+    /// Its LSN.
+    pub lsn: u64,
+    /// Objects downloaded.
+    pub objects: usize,
+    /// Bytes downloaded (snapshot and log chunks).
+    pub bytes: u64,
+    /// Files written.
+    pub files: Vec<PathBuf>,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// Files written so far, removed again if the restore fails.
+struct Written(Vec<PathBuf>);
+
+impl Written {
+    fn clean(&mut self) {
+        for p in self.0.drain(..) {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+impl RemoteStore {
+    /// Restores remote checkpoint `seq` (the newest when `None`) into `dir`, which must be empty
+    /// or not exist: its snapshot, the log segment prefixes after it (padded with zeros to their
+    /// original file size, so appends continue in place), `log.meta` and the checkpoint's local
+    /// manifest. Every object's length, CRC-32 and XXH3-64, and every segment prefix's CRC-32, are
+    /// checked before anything gets its final name; a failed restore removes what it wrote.
+    /// Then open the directory with [`Journal::open_at_checkpoint`](crate::Journal::open_at_checkpoint)
+    /// (id [`RestoreReport::checkpoint_id`]).
+    pub async fn restore(&self, seq: Option<u64>, dir: &Path) -> Result<RestoreReport> {
+        let started = Instant::now();
+        let m = match seq {
+            Some(seq) => self.manifest(seq).await?,
+            None => self.latest().await?.ok_or_else(|| Error::InvalidOptions {
+                name: "remote checkpoint",
+                reason: format!("{} holds no checkpoint", self.describe(layout::MANIFESTS)),
+            })?,
+        };
+        let local = self.check_manifest(&m)?;
+        match fs::read_dir(dir) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(Error::InvalidOptions {
+                        name: "restore directory",
+                        reason: format!("{} is not empty", dir.display()),
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+            }
+            Err(e) => return Err(Error::io("read directory", dir, e)),
+        }
+        let mut written = Written(Vec::new());
+        match self.restore_files(&m, &local, dir, &mut written).await {
+            Ok((objects, bytes)) => Ok(RestoreReport {
+                seq: m.seq,
+                checkpoint_id: m.checkpoint_id,
+                lsn: m.lsn,
+                objects,
+                bytes,
+                files: written.0,
+                duration: started.elapsed(),
+            }),
+            Err(e) => {
+                written.clean();
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks that a manifest is one a restore can produce a journal from.
+    fn check_manifest(&self, m: &RemoteManifest) -> Result<Manifest> {
+        let bad = |detail: String| Error::RemoteCorruption {
+            object: self.describe(&layout::manifest_key(m.seq)),
+            offset: 0,
+            detail,
+        };
+        let local = Manifest::decode(&m.local_manifest)
+            .map_err(|e| bad(format!("its local manifest does not decode: {e}")))?;
+        if (local.id, local.lsn, local.log_id) != (m.checkpoint_id, m.lsn, m.log_id) {
+            return Err(bad(format!(
+                "its local manifest is of checkpoint {} (LSN {}, log {:#x}), not {} (LSN {}, log {:#x})",
+                local.id, local.lsn, local.log_id, m.checkpoint_id, m.lsn, m.log_id
+            )));
+        }
+        match (&local.snapshot, &m.snapshot) {
+            (None, None) => {}
+            (Some(l), Some(r)) if l.lsn == r.lsn && l.len == r.len => {}
+            _ => return Err(bad("its snapshot differs from its local manifest's".into())),
+        }
+        if m.segments.is_empty() {
+            return Err(bad("it names no log segment".into()));
+        }
+        if local.segments.iter().any(|l| {
+            !m.segments
+                .iter()
+                .any(|r| (r.id, r.len, r.crc) == (l.id, l.len, l.crc))
+        }) {
+            return Err(bad(
+                "a segment of its local manifest is missing from it or differs".into(),
+            ));
+        }
+        Ok(local)
+    }
+
+    async fn restore_files(
+        &self,
+        m: &RemoteManifest,
+        local: &Manifest,
+        dir: &Path,
+        written: &mut Written,
+    ) -> Result<(usize, u64)> {
+        let mut objects = 0;
+        let mut bytes = 0;
+        let mut renames = Vec::new();
+        if let (Some(s), Some(ls)) = (&m.snapshot, &local.snapshot) {
+            let name = ls.file.clone();
+            if format::parse_snapshot_file_name(&name) != Some(s.lsn) {
+                return Err(Error::RemoteCorruption {
+                    object: self.describe(&layout::manifest_key(m.seq)),
+                    offset: 0,
+                    detail: format!("snapshot file name {name:?} is not LSN {}'s", s.lsn),
+                });
+            }
+            let tmp = format::tmp_path(dir, &name);
+            let file = create(&tmp, written)?;
+            let got = self
+                .store
+                .get(&self.path(&s.object))
+                .await
+                .map_err(|e| self.err("get", &s.object, e))?;
+            let mut stream = got.into_stream();
+            let mut crc = crc32fast::Hasher::new();
+            let mut xxh = xxhash_rust::xxh3::Xxh3::new();
+            let mut at = 0u64;
+            while let Some(piece) = stream
+                .try_next()
+                .await
+                .map_err(|e| self.err("get", &s.object, e))?
+            {
+                crc.update(&piece);
+                xxh.update(&piece);
+                file.write_all_at(&piece, at)
+                    .map_err(|e| Error::io("write", &tmp, e))?;
+                at += piece.len() as u64;
+            }
+            let found = (at, crc.finalize(), xxh.digest());
+            if found != (s.len, s.crc, s.xxh3) {
+                return Err(Error::RemoteCorruption {
+                    object: self.describe(&s.object),
+                    offset: 0,
+                    detail: format!(
+                        "expected {} bytes, CRC {:#010x}, XXH3 {:#018x}; found {} bytes, CRC \
+                         {:#010x}, XXH3 {:#018x}",
+                        s.len, s.crc, s.xxh3, found.0, found.1, found.2
+                    ),
+                });
+            }
+            file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+            objects += 1;
+            bytes += at;
+            renames.push((tmp, dir.join(&name)));
+        }
+        for seg in &m.segments {
+            let name = format::segment_file_name(seg.id);
+            let tmp = format::tmp_path(dir, &name);
+            let file = create(&tmp, written)?;
+            let mut prefix_crc = crc32fast::Hasher::new();
+            // Chunks download concurrently and arrive in order, each checked before it is written.
+            let mut chunks = futures::stream::iter(seg.chunks.iter())
+                .map(|c| async move { self.get_chunk(c).await.map(|b| (c, b)) })
+                .buffered(self.opts.concurrency);
+            while let Some((c, b)) = chunks.try_next().await? {
+                prefix_crc.update(&b);
+                file.write_all_at(&b, c.start)
+                    .map_err(|e| Error::io("write", &tmp, e))?;
+                objects += 1;
+                bytes += b.len() as u64;
+            }
+            let crc = prefix_crc.finalize();
+            if crc != seg.crc {
+                return Err(Error::RemoteCorruption {
+                    object: self.describe(&layout::manifest_key(m.seq)),
+                    offset: 0,
+                    detail: format!(
+                        "segment {} : its chunks' {} bytes have CRC {crc:#010x}, the manifest \
+                         says {:#010x}",
+                        seg.id, seg.len, seg.crc
+                    ),
+                });
+            }
+            pad_with_zeros(&file, &tmp, seg.len, seg.file_len)?;
+            file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+            renames.push((tmp, dir.join(name)));
+        }
+        // Everything checked: final names, then the meta file and the manifest, then the
+        // directory entries made durable.
+        for (tmp, path) in renames {
+            fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
+            written.0.retain(|p| p != &tmp);
+            written.0.push(path);
+        }
+        let (first, last) = match (m.segments.first(), m.segments.last()) {
+            (Some(f), Some(l)) => (f.id, l.id),
+            _ => unreachable_segments()?,
+        };
+        written.0.push(dir.join(format::META_FILE));
+        crate::log::write_meta(
+            dir,
+            &LogMeta {
+                log_id: m.log_id,
+                first_segment: first,
+                last_segment: last,
+            },
+        )?;
+        let name = format::manifest_file_name(m.checkpoint_id);
+        written.0.push(dir.join(&name));
+        crate::log::write_small_file(dir, &name, &m.local_manifest)?;
+        sync_dir(dir)?;
+        Ok((objects, bytes))
+    }
+
+    async fn get_chunk(&self, c: &Chunk) -> Result<bytes::Bytes> {
+        let b = self.get_bytes(&c.object).await?;
+        let found = (
+            b.len() as u64,
+            crc32fast::hash(&b),
+            xxhash_rust::xxh3::xxh3_64(&b),
+        );
+        let expected = (c.end - c.start, c.crc, c.xxh3);
+        if found != expected {
+            return Err(Error::RemoteCorruption {
+                object: self.describe(&c.object),
+                offset: 0,
+                detail: format!(
+                    "expected {} bytes, CRC {:#010x}, XXH3 {:#018x}; found {} bytes, CRC {:#010x}, \
+                     XXH3 {:#018x}",
+                    expected.0, expected.1, expected.2, found.0, found.1, found.2
+                ),
+            });
+        }
+        Ok(b)
+    }
+}
+
+fn unreachable_segments() -> Result<(u64, u64)> {
+    Err(Error::InvalidOptions {
+        name: "remote checkpoint",
+        reason: "it names no log segment".into(),
+    })
+}
+
+fn create(path: &Path, written: &mut Written) -> Result<File> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| Error::io("create", path, e))?;
+    written.0.push(path.to_path_buf());
+    Ok(f)
+}
+
+/// Writes real zeros from `from` to `to` (never a sparse hole: the log maps the file, and a store
+/// into a hole on a full disk would be a SIGBUS).
+fn pad_with_zeros(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)
+            .map_err(|e| Error::write_failed("write zeros", path, to - from, e))?;
+        at += n as u64;
+    }
+    Ok(())
+}
