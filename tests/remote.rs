@@ -18,7 +18,9 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use statejournal::remote::{RemoteOptions, RemoteStore, Shipper};
-use statejournal::{CompactionPolicy, Error, Journal, JournalOptions, ListState, ValueState};
+use statejournal::{
+    CompactionPolicy, Error, Journal, JournalOptions, KeyGroupRange, ListState, ValueState,
+};
 
 const BUCKET: &str = "statejournal-test";
 
@@ -160,6 +162,7 @@ on_every_store!(
     gc_keeps_what_retained_checkpoints_name,
     failed_push_is_retried_and_never_half_visible,
     large_objects_go_up_in_parts,
+    key_group_restore_scales_out,
 );
 
 fn journal_opts() -> JournalOptions {
@@ -695,6 +698,77 @@ fn large_objects_go_up_in_parts(kind: Kind) {
     for (k, blob) in &model {
         assert_eq!(v2.get(&mut j2, k).unwrap().as_ref(), Some(blob), "key {k}");
     }
+}
+
+fn key_group_restore_scales_out(kind: Kind) {
+    let Some(env) = Env::new(kind, "rescale") else {
+        return;
+    };
+    let remote = env.remote();
+    let shipper = Shipper::new(remote.clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut job = Job::open(dir.path());
+    job.mutate(1500);
+    job.j.compact().unwrap();
+    job.mutate(300);
+    let (_, push) = job.j.checkpoint_and_push(&shipper).unwrap();
+    push.wait().unwrap();
+    let whole = tempfile::tempdir().unwrap();
+    let full = remote.restore_blocking(None, whole.path()).unwrap();
+    // Which key group each key of the model falls in.
+    let mut group = |k: u32| job.j.key_group(&k).unwrap();
+    let groups: BTreeMap<u32, u16> = (0..300).map(|k| (k, group(k).0)).collect();
+    let mut union = Model::default();
+    for range in [
+        KeyGroupRange::new(0, 40),
+        KeyGroupRange::new(40, 41),
+        KeyGroupRange::new(41, 128),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let r = remote
+            .restore_key_groups_blocking(None, range, d.path())
+            .unwrap();
+        assert!(
+            r.bytes < full.bytes,
+            "{range}: {} of {} bytes",
+            r.bytes,
+            full.bytes
+        );
+        let mut j = Journal::open_at_checkpoint(
+            d.path(),
+            r.checkpoint_id,
+            journal_opts().key_group_range(range),
+        )
+        .unwrap();
+        let part = read_state(&mut j);
+        let mine = |k: &u32| range.contains(statejournal::KeyGroup(groups[k]));
+        let expected = Model {
+            values: job
+                .model
+                .values
+                .iter()
+                .filter(|(k, _)| mine(k))
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+            lists: job
+                .model
+                .lists
+                .iter()
+                .filter(|(k, _)| mine(k))
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+        };
+        assert_eq!(part, expected, "key groups {range}");
+        union.values.extend(part.values);
+        union.lists.extend(part.lists);
+        // The part goes on as a journal of its own: a compaction of it works.
+        j.compact().unwrap();
+    }
+    assert_eq!(union, job.model);
+    let d = tempfile::tempdir().unwrap();
+    assert!(remote
+        .restore_key_groups_blocking(None, KeyGroupRange::new(0, 129), d.path())
+        .is_err());
 }
 
 #[test]

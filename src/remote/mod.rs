@@ -272,6 +272,37 @@ impl RemoteStore {
         got.bytes().await.map_err(|e| self.err("get", key, e))
     }
 
+    pub(crate) async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes> {
+        let want = range.end - range.start;
+        let b = self
+            .store
+            .get_range(&self.path(key), range.clone())
+            .await
+            .map_err(|e| self.err("get range of", key, e))?;
+        if b.len() as u64 != want {
+            return Err(Error::RemoteCorruption {
+                object: self.describe(key),
+                offset: range.start,
+                detail: format!("asked for {want} bytes, got {}", b.len()),
+            });
+        }
+        Ok(b)
+    }
+
+    /// [`RemoteStore::restore_key_groups`], blocking.
+    pub fn restore_key_groups_blocking(
+        &self,
+        seq: Option<u64>,
+        range: crate::KeyGroupRange,
+        dir: impl AsRef<std::path::Path>,
+    ) -> Result<RestoreReport> {
+        block_on(self.restore_key_groups(seq, range, dir.as_ref()))
+    }
+
     /// Creates `key` holding `bytes` unless it exists: `Ok(false)` when it did.
     pub(crate) async fn create(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
         let opts = PutOptions {

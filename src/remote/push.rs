@@ -56,6 +56,8 @@ struct SnapshotSource {
 #[derive(Debug)]
 struct SegmentSource {
     seg: Arc<Segment>,
+    /// (device, inode) of the segment file: which file a remembered verification is of.
+    ident: (u64, u64),
     base_lsn: u64,
     len: u64,
     crc: u32,
@@ -111,8 +113,10 @@ pub(crate) fn prepare(
                 ),
             });
         };
+        let md = std::fs::metadata(seg.path()).map_err(|e| Error::io("stat", seg.path(), e))?;
         segments.push(SegmentSource {
             seg: Arc::clone(seg),
+            ident: (md.dev(), md.ino()),
             base_lsn: r.base_lsn,
             len: r.len,
             crc: r.crc,
@@ -190,11 +194,12 @@ pub struct PushReport {
     pub duration: Duration,
 }
 
-/// What a shipper remembers between pushes: which objects' contents it has checked against the
-/// local files, and the hashes of snapshot files.
+/// What a shipper remembers between pushes: which chunk objects' contents it has checked against
+/// which local segment file (by device and inode: a journal restored in the same process has other
+/// files with other bytes at the same ranges), and the hashes of snapshot files.
 #[derive(Debug, Default)]
 struct ShipState {
-    verified: HashSet<String>,
+    verified: HashSet<(String, (u64, u64))>,
     snapshot_hashes: HashMap<(u64, u64, i64, u64), (u32, u64)>,
 }
 
@@ -214,6 +219,18 @@ impl Shipper {
     pub fn new(remote: RemoteStore) -> Result<Self> {
         let epoch = remote.claim_epoch_blocking()?;
         Self::with_epoch(remote, epoch)
+    }
+
+    /// [`Shipper::new`] for async callers: claims an epoch and runs uploads on the current
+    /// tokio runtime.
+    pub async fn claim(remote: RemoteStore) -> Result<Self> {
+        let epoch = remote.claim_epoch().await?;
+        Ok(Shipper {
+            remote,
+            epoch,
+            handle: tokio::runtime::Handle::current(),
+            state: Arc::default(),
+        })
     }
 
     /// A writer with an epoch the caller assigns (say, the job attempt number its scheduler
@@ -319,8 +336,7 @@ async fn push_with_retries(
             }
             // Only a failing store is worth another try; a fenced writer, a lost race or a
             // local error would fail the same way again.
-            Err(e @ Error::Remote { .. }) if attempt < remote.opts.attempts => {
-                let _ = e;
+            Err(Error::Remote { .. }) if attempt < remote.opts.attempts => {
                 backoff(&remote.opts, attempt).await;
                 attempt += 1;
             }
@@ -514,7 +530,7 @@ async fn push_once(
             if c.end > s.len {
                 break;
             }
-            let same = st.verified.contains(&c.object) || {
+            let same = st.verified.contains(&(c.object.clone(), s.ident)) || {
                 let b = s
                     .seg
                     .bytes(c.start as usize, c.end as usize)
@@ -580,7 +596,12 @@ async fn push_once(
             object: remote.describe(&key),
         });
     }
-    st.verified = rm.objects().map(str::to_string).collect();
+    st.verified = rm
+        .segments
+        .iter()
+        .zip(&job.segments)
+        .flat_map(|(r, s)| r.chunks.iter().map(|c| (c.object.clone(), s.ident)))
+        .collect();
     Ok(PushReport {
         seq,
         checkpoint_id: m.id,

@@ -14,7 +14,9 @@ use crate::codec::meta::LogMeta;
 use crate::codec::remote_manifest::{Chunk, RemoteManifest};
 use crate::error::{Error, Result};
 use crate::format;
+use crate::keygroup::{KeyGroup, KeyGroupRange};
 use crate::segment::sync_dir;
+use crate::snapshot::{SnapshotReader, SnapshotWriter};
 
 /// What a restore wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,28 +60,9 @@ impl RemoteStore {
     /// (id [`RestoreReport::checkpoint_id`]).
     pub async fn restore(&self, seq: Option<u64>, dir: &Path) -> Result<RestoreReport> {
         let started = Instant::now();
-        let m = match seq {
-            Some(seq) => self.manifest(seq).await?,
-            None => self.latest().await?.ok_or_else(|| Error::InvalidOptions {
-                name: "remote checkpoint",
-                reason: format!("{} holds no checkpoint", self.describe(layout::MANIFESTS)),
-            })?,
-        };
+        let m = self.pick(seq).await?;
         let local = self.check_manifest(&m)?;
-        match fs::read_dir(dir) {
-            Ok(mut entries) => {
-                if entries.next().is_some() {
-                    return Err(Error::InvalidOptions {
-                        name: "restore directory",
-                        reason: format!("{} is not empty", dir.display()),
-                    });
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-            }
-            Err(e) => return Err(Error::io("read directory", dir, e)),
-        }
+        prepare_dir(dir)?;
         let mut written = Written(Vec::new());
         match self.restore_files(&m, &local, dir, &mut written).await {
             Ok((objects, bytes)) => Ok(RestoreReport {
@@ -95,6 +78,167 @@ impl RemoteStore {
                 written.clean();
                 Err(e)
             }
+        }
+    }
+
+    /// Restores only key groups `range` of remote checkpoint `seq` (the newest when `None`) into
+    /// `dir` (empty or missing): to scale out, each of several new journals takes a part of one
+    /// checkpoint. Of the snapshot only the header, the footer and the blocks of `range` are
+    /// downloaded (ranged GETs: the footer's index makes a key-group range one byte range), each
+    /// block CRC-checked, and rewritten as a snapshot of just `range`; the log is downloaded whole
+    /// (its records are not grouped), and replay skips other groups' records. The local manifest
+    /// is rewritten for the range and the new snapshot. Open the directory with
+    /// [`JournalOptions::key_group_range`](crate::JournalOptions::key_group_range)`(range)` and
+    /// [`Journal::open_at_checkpoint`](crate::Journal::open_at_checkpoint).
+    pub async fn restore_key_groups(
+        &self,
+        seq: Option<u64>,
+        range: KeyGroupRange,
+        dir: &Path,
+    ) -> Result<RestoreReport> {
+        let started = Instant::now();
+        let m = self.pick(seq).await?;
+        let local = self.check_manifest(&m)?;
+        if range.start() < local.kg_start || range.end() > local.kg_end {
+            return Err(Error::InvalidOptions {
+                name: "key_group_range",
+                reason: format!(
+                    "remote checkpoint {} holds key groups {}..{}, not all of {range}",
+                    m.seq, local.kg_start, local.kg_end
+                ),
+            });
+        }
+        prepare_dir(dir)?;
+        let mut written = Written(Vec::new());
+        match self
+            .restore_subset(&m, local, range, dir, &mut written)
+            .await
+        {
+            Ok((objects, bytes)) => Ok(RestoreReport {
+                seq: m.seq,
+                checkpoint_id: m.checkpoint_id,
+                lsn: m.lsn,
+                objects,
+                bytes,
+                files: written.0,
+                duration: started.elapsed(),
+            }),
+            Err(e) => {
+                written.clean();
+                Err(e)
+            }
+        }
+    }
+
+    async fn restore_subset(
+        &self,
+        m: &RemoteManifest,
+        mut local: Manifest,
+        range: KeyGroupRange,
+        dir: &Path,
+        written: &mut Written,
+    ) -> Result<(usize, u64)> {
+        let mut objects = 0;
+        let mut bytes = 0;
+        if let (Some(s), Some(ls)) = (&m.snapshot, local.snapshot.as_mut()) {
+            let bad = |offset: u64, detail: String| Error::RemoteCorruption {
+                object: self.describe(&s.object),
+                offset,
+                detail,
+            };
+            let (header_len, trailer_len) = (32u64, 24u64);
+            if s.len < header_len + trailer_len
+                || format::parse_snapshot_file_name(&ls.file) != Some(s.lsn)
+            {
+                return Err(bad(
+                    0,
+                    format!("not a snapshot of LSN {} ({} bytes)", s.lsn, s.len),
+                ));
+            }
+            // Where the footer is, from the trailer; then the header and the footer.
+            let trailer = self
+                .get_range(&s.object, s.len - trailer_len..s.len)
+                .await?;
+            let footer_offset = trailer
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .filter(|&f| f >= header_len && f < s.len - trailer_len)
+                .ok_or_else(|| {
+                    bad(
+                        s.len - trailer_len,
+                        "the trailer's footer offset is out of range".into(),
+                    )
+                })?;
+            let tail = self.get_range(&s.object, footer_offset..s.len).await?;
+            let head = self.get_range(&s.object, 0..header_len).await?;
+            // A stand-in of the whole file with only those parts (the rest a hole: this file is
+            // only ever read, never mapped), from which the reader learns where `range` lies.
+            let sparse = dir.join(format!("{}.kg{}", ls.file, format::TMP_SUFFIX));
+            let file = create(&sparse, written)?;
+            let write = |b: &[u8], at: u64| {
+                file.write_all_at(b, at)
+                    .map_err(|e| Error::io("write", &sparse, e))
+            };
+            write(&head, 0)?;
+            write(&tail, footer_offset)?;
+            bytes += head.len() as u64 + trailer.len() as u64 + tail.len() as u64;
+            let reader = SnapshotReader::open(&sparse)?;
+            let wanted: Vec<_> = reader
+                .index()
+                .iter()
+                .filter(|e| range.contains(KeyGroup(e.kg)))
+                .copied()
+                .collect();
+            if let (Some(first), Some(last)) = (wanted.first(), wanted.last()) {
+                let r = first.offset..last.offset + last.bytes;
+                let blocks = self.get_range(&s.object, r.clone()).await?;
+                write(&blocks, r.start)?;
+                bytes += blocks.len() as u64;
+            }
+            objects += 1;
+            // The subset as a snapshot of its own; the cursor checks every block it reads.
+            let meta = reader.meta();
+            let mut w = SnapshotWriter::create(
+                dir,
+                s.lsn,
+                meta.max_key_groups,
+                range,
+                meta.states.clone(),
+            )?;
+            let mut cursor = reader.cursor(range);
+            while cursor.advance()? {
+                if let Some(e) = cursor.entry() {
+                    w.add(e)?;
+                }
+            }
+            drop(cursor);
+            let snap = w.finish()?;
+            written.0.push(snap.path.clone());
+            drop(reader);
+            drop(file);
+            fs::remove_file(&sparse).map_err(|e| Error::io("remove", &sparse, e))?;
+            written.0.retain(|p| p != &sparse);
+            ls.len = snap.len;
+        }
+        local.kg_start = range.start();
+        local.kg_end = range.end();
+        let mut renames = Vec::new();
+        let (o, b) = self
+            .download_segments(m, dir, written, &mut renames)
+            .await?;
+        self.finish_restore(m, &local.encode(), dir, written, renames)?;
+        Ok((objects + o, bytes + b))
+    }
+
+    /// Manifest `seq`, or the newest.
+    async fn pick(&self, seq: Option<u64>) -> Result<RemoteManifest> {
+        match seq {
+            Some(seq) => self.manifest(seq).await,
+            None => self.latest().await?.ok_or_else(|| Error::InvalidOptions {
+                name: "remote checkpoint",
+                reason: format!("{} holds no checkpoint", self.describe(layout::MANIFESTS)),
+            }),
         }
     }
 
@@ -191,6 +335,26 @@ impl RemoteStore {
             bytes += at;
             renames.push((tmp, dir.join(&name)));
         }
+        let (o, b) = self
+            .download_segments(m, dir, written, &mut renames)
+            .await?;
+        objects += o;
+        bytes += b;
+        self.finish_restore(m, &m.local_manifest, dir, written, renames)?;
+        Ok((objects, bytes))
+    }
+
+    /// Downloads and checks every segment prefix into `*.tmp` files (renamed by
+    /// [`RemoteStore::finish_restore`]).
+    async fn download_segments(
+        &self,
+        m: &RemoteManifest,
+        dir: &Path,
+        written: &mut Written,
+        renames: &mut Vec<(PathBuf, PathBuf)>,
+    ) -> Result<(usize, u64)> {
+        let mut objects = 0;
+        let mut bytes = 0;
         for seg in &m.segments {
             let name = format::segment_file_name(seg.id);
             let tmp = format::tmp_path(dir, &name);
@@ -223,6 +387,19 @@ impl RemoteStore {
             file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
             renames.push((tmp, dir.join(name)));
         }
+        Ok((objects, bytes))
+    }
+
+    /// Gives the checked files their final names, then writes `log.meta` and the manifest
+    /// (`local_manifest`) and makes the directory durable.
+    fn finish_restore(
+        &self,
+        m: &RemoteManifest,
+        local_manifest: &[u8],
+        dir: &Path,
+        written: &mut Written,
+        renames: Vec<(PathBuf, PathBuf)>,
+    ) -> Result<()> {
         // Everything checked: final names, then the meta file and the manifest, then the
         // directory entries made durable.
         for (tmp, path) in renames {
@@ -245,9 +422,8 @@ impl RemoteStore {
         )?;
         let name = format::manifest_file_name(m.checkpoint_id);
         written.0.push(dir.join(&name));
-        crate::log::write_small_file(dir, &name, &m.local_manifest)?;
-        sync_dir(dir)?;
-        Ok((objects, bytes))
+        crate::log::write_small_file(dir, &name, local_manifest)?;
+        sync_dir(dir)
     }
 
     async fn get_chunk(&self, c: &Chunk) -> Result<bytes::Bytes> {
@@ -270,6 +446,25 @@ impl RemoteStore {
             });
         }
         Ok(b)
+    }
+}
+
+/// Creates `dir`, or checks that it is empty.
+fn prepare_dir(dir: &Path) -> Result<()> {
+    match fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::InvalidOptions {
+                    name: "restore directory",
+                    reason: format!("{} is not empty", dir.display()),
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))
+        }
+        Err(e) => Err(Error::io("read directory", dir, e)),
     }
 }
 
