@@ -163,6 +163,7 @@ on_every_store!(
     failed_push_is_retried_and_never_half_visible,
     large_objects_go_up_in_parts,
     key_group_restore_scales_out,
+    pushes_publish_in_checkpoint_order,
 );
 
 fn journal_opts() -> JournalOptions {
@@ -769,6 +770,47 @@ fn key_group_restore_scales_out(kind: Kind) {
     assert!(remote
         .restore_key_groups_blocking(None, KeyGroupRange::new(0, 129), d.path())
         .is_err());
+}
+
+fn pushes_publish_in_checkpoint_order(kind: Kind) {
+    let Some(env) = Env::new(kind, "order") else {
+        return;
+    };
+    let remote = env.remote();
+    let shipper = Shipper::new(remote.clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut job = Job::open(dir.path());
+    // Started back to back, none awaited: they must publish in the order they were started.
+    let mut pushes = Vec::new();
+    let mut models = Vec::new();
+    for _ in 0..6 {
+        job.mutate(100);
+        let (info, push) = job.j.checkpoint_and_push(&shipper).unwrap();
+        pushes.push((info.id, push));
+        models.push(job.model.clone());
+    }
+    let reports: Vec<_> = pushes
+        .into_iter()
+        .map(|(id, p)| {
+            let r = p.wait().unwrap();
+            assert_eq!(r.checkpoint_id, id);
+            r
+        })
+        .collect();
+    assert!(
+        reports.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+        "{reports:?}"
+    );
+    assert_eq!(restore_and_read(&remote, None).0, *models.last().unwrap());
+    // Pushing an older checkpoint after a newer one is refused: it would become the newest.
+    let oldest_retained = job.j.checkpoints()[0].id;
+    let err = job
+        .j
+        .push_checkpoint(oldest_retained, &shipper)
+        .unwrap()
+        .wait()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidOptions { .. }), "{err}");
 }
 
 #[test]

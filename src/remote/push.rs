@@ -101,6 +101,16 @@ pub(crate) fn prepare(
     } else {
         m.segments.clone()
     };
+    if refs.is_empty() {
+        return Err(Error::InvalidOptions {
+            name: "checkpoint id",
+            reason: format!(
+                "checkpoint {id} lies at its snapshot's LSN {} and the segment holding that LSN \
+                 is gone (the log rolled past it): take a new checkpoint and push that",
+                m.lsn
+            ),
+        });
+    }
     let live = log.segments();
     let mut segments = Vec::with_capacity(refs.len());
     for r in &refs {
@@ -211,6 +221,34 @@ pub struct Shipper {
     epoch: u64,
     handle: tokio::runtime::Handle,
     state: Arc<tokio::sync::Mutex<ShipState>>,
+    order: Arc<Order>,
+}
+
+/// Pushes run in the order they were started: each takes a ticket when it is spawned (in the
+/// caller's thread, so in call order) and waits for its turn. (A mutex alone would not do: the
+/// runtime may poll a later task first.)
+#[derive(Debug)]
+struct Order {
+    next_ticket: std::sync::atomic::AtomicU64,
+    turn: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Order {
+    fn default() -> Self {
+        Order {
+            next_ticket: std::sync::atomic::AtomicU64::new(0),
+            turn: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+/// Passes the turn on when a push ends, however it ends.
+struct Turn(Arc<Order>);
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.0.turn.send_modify(|t| *t += 1);
+    }
 }
 
 impl Shipper {
@@ -230,6 +268,7 @@ impl Shipper {
             epoch,
             handle: tokio::runtime::Handle::current(),
             state: Arc::default(),
+            order: Arc::default(),
         })
     }
 
@@ -243,6 +282,7 @@ impl Shipper {
             epoch,
             handle: super::runtime()?.handle().clone(),
             state: Arc::default(),
+            order: Arc::default(),
         })
     }
 
@@ -267,8 +307,16 @@ impl Shipper {
         let epoch = self.epoch;
         let state = Arc::clone(&self.state);
         let checkpoint_id = job.manifest.id;
+        let order = Arc::clone(&self.order);
+        let ticket = order
+            .next_ticket
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let task = self.handle.spawn(async move {
-            let mut st = state.lock().await; // one push at a time, in order
+            let mut turn = order.turn.subscribe();
+            // The sender lives in `order`, which this task holds: the wait cannot fail.
+            let _ = turn.wait_for(|t| *t == ticket).await;
+            let _turn = Turn(order);
+            let mut st = state.lock().await;
             push_with_retries(&remote, epoch, &mut st, &job).await
         });
         PushHandle {
@@ -458,6 +506,21 @@ async fn push_once(
                 object: remote.describe(&layout::manifest_key(l.seq)),
                 epoch,
                 newer: l.epoch,
+            });
+        }
+    }
+    if let Some(l) = latest
+        .as_ref()
+        .filter(|l| l.epoch == epoch && l.log_id == m.log_id)
+    {
+        if l.lsn > m.lsn {
+            return Err(Error::InvalidOptions {
+                name: "checkpoint id",
+                reason: format!(
+                    "checkpoint {} (LSN {}) is older than remote checkpoint {} (LSN {}) this \
+                     writer published: it would become the newest",
+                    m.id, m.lsn, l.seq, l.lsn
+                ),
             });
         }
     }
