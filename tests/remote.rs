@@ -874,3 +874,43 @@ fn store_from_url() {
         Err(Error::InvalidOptions { .. })
     ));
 }
+
+#[test]
+fn closing_during_a_push_keeps_the_directory_locked_until_it_ends() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let faulty = FaultyStore::new(store);
+    let remote = RemoteStore::new(faulty.clone(), "close").unwrap();
+    let shipper = Shipper::new(remote.clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut job = Job::open(dir.path());
+    job.mutate(200);
+    let sem = Arc::new(tokio::sync::Semaphore::new(0));
+    faulty.hold_writes(Arc::clone(&sem));
+    let (_, push) = job.j.checkpoint_and_push(&shipper).unwrap();
+    let model = job.model.clone();
+    job.j.close().unwrap();
+    // The push still reads the segments through their mappings: nobody may reopen and rewrite
+    // them meanwhile.
+    assert!(matches!(
+        Journal::open(dir.path(), journal_opts()),
+        Err(Error::Locked { .. })
+    ));
+    sem.add_permits(1 << 20);
+    push.wait().unwrap();
+    // The push's last reference to the log is dropped on the runtime just after it resolves.
+    let mut reopened = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        match Journal::open(dir.path(), journal_opts()) {
+            Ok(j) => {
+                reopened = Some(j);
+                break;
+            }
+            Err(Error::Locked { .. }) => std::thread::yield_now(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let mut j = reopened.expect("the directory is unlocked once the push is done");
+    assert_eq!(read_state(&mut j), model);
+    assert_eq!(restore_and_read(&remote, None).0, model);
+}
