@@ -359,6 +359,11 @@ impl RemoteStore {
             let name = format::segment_file_name(seg.id);
             let tmp = format::tmp_path(dir, &name);
             let file = create(&tmp, written)?;
+            // The whole file size first, allocated (the original segment's room to append; never
+            // a sparse hole: the log maps the file, and a store into a hole on a full disk would
+            // be a SIGBUS). Where the file system cannot allocate, zeros are written: before
+            // the data, which then overwrites them.
+            crate::segment::preallocate(&file, &tmp, seg.file_len)?;
             let mut prefix_crc = crc32fast::Hasher::new();
             // Chunks download concurrently and arrive in order, each checked before it is written.
             let mut chunks = futures::stream::iter(seg.chunks.iter())
@@ -383,7 +388,6 @@ impl RemoteStore {
                     ),
                 });
             }
-            pad_with_zeros(&file, &tmp, seg.len, seg.file_len)?;
             file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
             renames.push((tmp, dir.join(name)));
         }
@@ -483,18 +487,4 @@ fn create(path: &Path, written: &mut Written) -> Result<File> {
         .map_err(|e| Error::io("create", path, e))?;
     written.0.push(path.to_path_buf());
     Ok(f)
-}
-
-/// Writes real zeros from `from` to `to` (never a sparse hole: the log maps the file, and a store
-/// into a hole on a full disk would be a SIGBUS).
-fn pad_with_zeros(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
-    let zeros = vec![0u8; 1 << 20];
-    let mut at = from;
-    while at < to {
-        let n = (to - at).min(zeros.len() as u64) as usize;
-        file.write_all_at(&zeros[..n], at)
-            .map_err(|e| Error::write_failed("write zeros", path, to - from, e))?;
-        at += n as u64;
-    }
-    Ok(())
 }
