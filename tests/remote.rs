@@ -617,8 +617,29 @@ fn failed_push_is_retried_and_never_half_visible(kind: Kind) {
     assert_eq!(remote.checkpoints_blocking().unwrap().len(), 1);
     assert_ne!(restore_and_read(&remote, None).0, before);
 
-    // Slow calls only slow it down.
+    // Calls slower than the upload timeout: each attempt times out, and nothing is published.
     faulty.fail_writes("log/", 0);
+    faulty.delay(Duration::from_millis(400));
+    let impatient = Shipper::with_epoch(
+        remote.clone().with_options(
+            RemoteOptions::default()
+                .attempts(2)
+                .backoff(Duration::from_millis(10), Duration::from_millis(10))
+                .upload_timeout(Duration::from_millis(100)),
+        ),
+        shipper.epoch(),
+    )
+    .unwrap();
+    job.mutate(20);
+    let (_, push) = job.j.checkpoint_and_push(&impatient).unwrap();
+    match push.wait() {
+        Err(Error::Remote { op: "upload", .. }) => {}
+        other => panic!("the push must time out: {other:?}"),
+    }
+    faulty.delay(Duration::ZERO);
+    assert_eq!(remote.checkpoints_blocking().unwrap().len(), 1);
+
+    // Slow calls only slow it down.
     faulty.delay(Duration::from_millis(20));
     let (_, push) = job.j.checkpoint_and_push(&shipper).unwrap();
     let r = push.wait().unwrap();

@@ -55,6 +55,7 @@ use crate::error::{Error, Result};
 /// | concurrency | 4 objects, and 4 parts per multipart upload, in flight at once |
 /// | attempts | 3 tries of a push that failed on a store error, with exponential backoff |
 /// | backoff | 100 ms, doubling, at most 5 s |
+/// | upload timeout | none: the uploads of one push attempt may take as long as they take |
 #[derive(Debug, Clone)]
 pub struct RemoteOptions {
     multipart_threshold: u64,
@@ -63,6 +64,7 @@ pub struct RemoteOptions {
     attempts: u32,
     initial_backoff: Duration,
     max_backoff: Duration,
+    upload_timeout: Option<Duration>,
 }
 
 impl Default for RemoteOptions {
@@ -74,6 +76,7 @@ impl Default for RemoteOptions {
             attempts: 3,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            upload_timeout: None,
         }
     }
 }
@@ -101,6 +104,14 @@ impl RemoteOptions {
     /// manifest race is never retried.
     pub fn attempts(mut self, n: u32) -> Self {
         self.attempts = n.max(1);
+        self
+    }
+
+    /// A bound on the data uploads of one push attempt (not on the manifest's conditional
+    /// create, whose outcome must be known: a create cut off mid-flight could have published).
+    /// An attempt that exceeds it fails as a store error, and is retried.
+    pub fn upload_timeout(mut self, limit: Duration) -> Self {
+        self.upload_timeout = Some(limit);
         self
     }
 

@@ -634,11 +634,26 @@ async fn push_once(
     }
 
     let objects_uploaded = uploads.len();
-    let bytes_uploaded: u64 = futures::stream::iter(uploads)
+    let transfer = futures::stream::iter(uploads)
         .map(|(key, source)| async move { remote.upload(&key, source).await })
         .buffer_unordered(remote.opts.concurrency)
-        .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
-        .await?;
+        .try_fold(0u64, |acc, n| async move { Ok(acc + n) });
+    let bytes_uploaded: u64 = match remote.opts.upload_timeout {
+        None => transfer.await?,
+        Some(limit) => match tokio::time::timeout(limit, transfer).await {
+            Ok(r) => r?,
+            Err(elapsed) => {
+                return Err(Error::Remote {
+                    op: "upload",
+                    object: format!(
+                        "{} objects of checkpoint {} (after {limit:?})",
+                        objects_uploaded, m.id
+                    ),
+                    source: Box::new(elapsed),
+                })
+            }
+        },
+    };
 
     let rm = RemoteManifest {
         seq,
