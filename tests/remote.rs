@@ -890,6 +890,29 @@ fn store_from_url() {
         assert_eq!(restore_and_read(&remote, None).0, job.model, "{url}");
     }
     assert!(tmp.path().join("bucket/manifests").is_dir());
+    // s3:// with options, when there is a server.
+    if Env::new(Kind::S3, "from_url").is_some() {
+        let endpoint = s3_endpoint().unwrap();
+        let url = format!("s3://{BUCKET}/{}", unique("from-url"));
+        let remote = RemoteStore::from_url_opts(
+            &url,
+            [
+                ("aws_endpoint", endpoint.as_str()),
+                ("aws_allow_http", "true"),
+                ("aws_access_key_id", "test"),
+                ("aws_secret_access_key", "test"),
+                ("aws_region", "us-east-1"),
+            ],
+        )
+        .unwrap();
+        let shipper = Shipper::new(remote.clone()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut job = Job::open(dir.path());
+        job.mutate(50);
+        let (_, push) = job.j.checkpoint_and_push(&shipper).unwrap();
+        push.wait().unwrap();
+        assert_eq!(restore_and_read(&remote, None).0, job.model, "{url}");
+    }
     assert!(matches!(
         RemoteStore::from_url("nonsense:/x"),
         Err(Error::InvalidOptions { .. })
