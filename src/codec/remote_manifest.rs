@@ -1,5 +1,5 @@
 //! Remote checkpoint manifests (`manifests/{seq:020}.sjrm` in an object store): what a checkpoint
-//! pushed by [`crate::remote`] consists of. Encoded and decoded over byte slices, no I/O.
+//! pushed by `statejournal::remote` (feature `remote`) consists of. Encoded and decoded over byte slices, no I/O.
 //!
 //! ```text
 //! offset size field
