@@ -81,6 +81,19 @@ pub(crate) struct Catalog {
     /// Segment id → (prefix length, CRC-32 of the prefix) computed so far, so that each
     /// checkpoint checksums only the bytes appended since the previous one.
     crc_cache: HashMap<u64, (u64, u32)>,
+    /// Files a reader outside the journal (a remote push) is using, by pin token: GC keeps them
+    /// even after retention dropped the checkpoint that named them.
+    pins: BTreeMap<u64, Pin>,
+    next_pin: u64,
+}
+
+/// What a pin keeps: a snapshot and every segment holding LSNs from `first_lsn` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pin {
+    /// The snapshot's LSN, if one is needed.
+    pub snapshot: Option<u64>,
+    /// The first LSN whose segment must stay (≥ 1).
+    pub first_lsn: u64,
 }
 
 fn bad_manifest(path: &Path, offset: u64, detail: impl Into<String>) -> Error {
@@ -183,7 +196,24 @@ impl Catalog {
             retain,
             compacting_from: None,
             crc_cache: HashMap::new(),
+            pins: BTreeMap::new(),
+            next_pin: 0,
         }
+    }
+
+    /// Keeps the files `pin` names from garbage collection until [`Catalog::unpin`] with the
+    /// returned token.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    pub fn pin(&mut self, pin: Pin) -> u64 {
+        self.next_pin += 1;
+        self.pins.insert(self.next_pin, pin);
+        self.next_pin
+    }
+
+    /// Releases a pin; the next collection may delete what only it kept.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    pub fn unpin(&mut self, token: u64) {
+        self.pins.remove(&token);
     }
 
     /// The newest snapshot: the live log's base.
@@ -306,6 +336,10 @@ impl Catalog {
         if let Some(c) = self.compacting_from {
             needed_snapshots.push(c);
             needed_from = needed_from.min(c);
+        }
+        for p in self.pins.values() {
+            needed_snapshots.extend(p.snapshot);
+            needed_from = needed_from.min(p.first_lsn.saturating_sub(1));
         }
         let doomed: Vec<u64> = self
             .snapshots

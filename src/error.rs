@@ -152,6 +152,48 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// A call to the object store failed (network, permissions, a missing object). Retrying the
+    /// push, restore or collection may help; nothing visible changed in the store.
+    #[error("{op} {object}: {source}")]
+    Remote {
+        /// What was being done (`"put"`, `"get"`, `"list"`, ...).
+        op: &'static str,
+        /// The object (store and key) concerned.
+        object: String,
+        /// What the store said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// A writer with a newer epoch has claimed the store: this writer is a zombie and may not
+    /// publish checkpoints any more. Nothing was published.
+    #[error(
+        "{object}: epoch {newer} has claimed the store; this writer's epoch {epoch} is fenced off"
+    )]
+    Fenced {
+        /// The object that proves it (an epoch marker or a manifest).
+        object: String,
+        /// This writer's epoch.
+        epoch: u64,
+        /// The newer epoch found.
+        newer: u64,
+    },
+    /// Another writer published a checkpoint under the same name first (the conditional create
+    /// of the manifest lost). Nothing of ours was published; push again to retry.
+    #[error("{object} was created by another writer first; this checkpoint was not published")]
+    RemoteConflict {
+        /// The manifest object.
+        object: String,
+    },
+    /// A remote object is damaged or not what the manifest naming it says.
+    #[error("{object} at byte {offset}: {detail}")]
+    RemoteCorruption {
+        /// The object.
+        object: String,
+        /// Byte offset in the object.
+        offset: u64,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 impl Error {
@@ -171,7 +213,11 @@ impl Error {
             | Error::LsnExhausted { .. }
             | Error::StateConflict { .. }
             | Error::KeyGroupNotOwned { .. }
-            | Error::Codec { .. } => None,
+            | Error::Codec { .. }
+            | Error::Remote { .. }
+            | Error::Fenced { .. }
+            | Error::RemoteConflict { .. }
+            | Error::RemoteCorruption { .. } => None,
         }
     }
 
@@ -179,6 +225,7 @@ impl Error {
     pub fn offset(&self) -> Option<u64> {
         match self {
             Error::Corruption(c) => Some(c.offset),
+            Error::RemoteCorruption { offset, .. } => Some(*offset),
             _ => None,
         }
     }

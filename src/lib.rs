@@ -26,6 +26,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! On top of the log, a [`Journal`] keeps keyed state with snapshots and checkpoints, and
+//! `remote` (feature `remote`, on by default) ships those checkpoints to an object store and
+//! restores them anywhere.
+//!
 //! The on-disk format is specified in `docs/FORMAT.md`, the design in `docs/DESIGN.md`.
 
 mod checkpoint;
@@ -38,6 +42,8 @@ pub mod inspect;
 mod journal;
 mod keygroup;
 mod log;
+#[cfg(feature = "remote")]
+pub mod remote;
 mod segment;
 pub(crate) mod snapshot;
 mod state;

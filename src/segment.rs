@@ -115,7 +115,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Allocates `len` bytes of real blocks for `file` (never sparse).
-fn preallocate(file: &File, path: &Path, len: u64) -> Result<()> {
+pub(crate) fn preallocate(file: &File, path: &Path, len: u64) -> Result<()> {
     let no_space = |source: io::Error| Error::NoSpace {
         path: path.to_path_buf(),
         len,

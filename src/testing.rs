@@ -1430,15 +1430,29 @@ fn touch(e: &snapshot::Entry<'_>) -> u64 {
     (e.key.len() + e.value.len()) as u64 + edge(e.key) + edge(e.value) + e.map_key.map_or(0, edge)
 }
 
-/// Fuzz harness of the `manifest_decode` target: `data` is a checkpoint manifest image. Decoding
-/// must never panic; what decodes must encode to bytes that decode to the same manifest (the
-/// encoding is canonical for everything the writer produces).
+/// Fuzz harness of the `manifest_decode` target: `data` is a checkpoint manifest image, local
+/// (`*.ckpt`) or remote (`*.sjrm`, [`crate::codec::remote_manifest`]); both decoders get every
+/// input. Decoding must never panic; what decodes must encode to bytes that decode to the same
+/// manifest (the encoding is canonical for everything the writer produces).
 ///
 /// # Panics
 ///
 /// When that invariant is violated.
 pub fn fuzz_manifest_decode(data: &[u8]) {
     use crate::codec::manifest::Manifest;
+    use crate::codec::remote_manifest::RemoteManifest;
+    if let Ok(m) = RemoteManifest::decode(data) {
+        let again = m.encode();
+        assert_eq!(
+            RemoteManifest::decode(&again).as_ref(),
+            Ok(&m),
+            "a decoded remote manifest does not survive re-encoding"
+        );
+        assert!(
+            again.len() <= data.len(),
+            "re-encoding grew the remote manifest"
+        );
+    }
     if let Ok(m) = Manifest::decode(data) {
         let again = m.encode();
         assert_eq!(
@@ -1501,10 +1515,45 @@ pub fn manifest_fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
     }
     let mut truncated = full.encode();
     truncated.truncate(truncated.len() / 2);
+    let remote = {
+        use crate::codec::remote_manifest::{Chunk, RemoteManifest, RemoteSegment, RemoteSnapshot};
+        let chunk = |start: u64, end: u64| Chunk {
+            start,
+            end,
+            crc: (start ^ end) as u32,
+            xxh3: start.wrapping_mul(31) ^ end,
+            object: format!("log/{start:012}-{end:012}.chunk"),
+        };
+        RemoteManifest {
+            seq: 3,
+            epoch: 2,
+            checkpoint_id: full.id,
+            lsn: full.lsn,
+            log_id: full.log_id,
+            created_millis: full.created_millis,
+            local_manifest: full.encode(),
+            snapshot: Some(RemoteSnapshot {
+                lsn: 900_000,
+                len: 1 << 20,
+                crc: 0xabcd_ef01,
+                xxh3: 0x1234_5678_9abc_def0,
+                object: "snapshots/x.snap".into(),
+            }),
+            segments: vec![RemoteSegment {
+                id: 7,
+                base_lsn: 899_000,
+                file_len: 64 << 20,
+                len: 12_288,
+                crc: 0x0bad_cafe,
+                chunks: vec![chunk(0, 4096), chunk(4096, 12_288)],
+            }],
+        }
+    };
     vec![
         ("full", full.encode()),
         ("bare", bare.encode()),
         ("flipped", flipped),
         ("truncated", truncated),
+        ("remote", remote.encode()),
     ]
 }

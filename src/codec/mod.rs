@@ -9,6 +9,7 @@ pub mod header;
 pub mod manifest;
 pub mod meta;
 pub mod record;
+pub mod remote_manifest;
 
 /// Reads a little-endian `u32` at `at`. `None` if the slice is too short.
 #[inline]

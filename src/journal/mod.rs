@@ -12,7 +12,8 @@ pub use recovery::StateRecovery;
 use crate::checkpoint::{write_manifest, Catalog, CheckpointInfo};
 use crate::codec::manifest::{Manifest, StateRef};
 use crate::compaction::CompactionReport;
-use background::{lock, Compactor, Context};
+pub(crate) use background::lock;
+use background::{Compactor, Context};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -537,6 +538,34 @@ impl<C: Codec> Journal<C> {
             self.gc_error = Some(e);
         }
         Ok(info)
+    }
+
+    /// Starts pushing retained checkpoint `id` to the shipper's store and returns at once: the
+    /// upload runs on the shipper's runtime while this journal goes on appending. The files the
+    /// checkpoint names stay pinned (garbage collection keeps them) until the push ends, and the
+    /// directory stays locked until then too (a reopen reports [`Error::Locked`]). Pushes of one
+    /// shipper run one at a time, in the order they were started.
+    #[cfg(feature = "remote")]
+    pub fn push_checkpoint(
+        &mut self,
+        id: u64,
+        shipper: &crate::remote::Shipper,
+    ) -> Result<crate::remote::PushHandle> {
+        let job = crate::remote::push::prepare(&self.dir, &self.log, &self.catalog, id)?;
+        Ok(shipper.spawn(job))
+    }
+
+    /// Takes a checkpoint ([`Journal::checkpoint`]) and starts pushing it
+    /// ([`Journal::push_checkpoint`]): complete locally when this returns, remotely when the
+    /// handle resolves.
+    #[cfg(feature = "remote")]
+    pub fn checkpoint_and_push(
+        &mut self,
+        shipper: &crate::remote::Shipper,
+    ) -> Result<(CheckpointInfo, crate::remote::PushHandle)> {
+        let info = self.checkpoint()?;
+        let handle = self.push_checkpoint(info.id, shipper)?;
+        Ok((info, handle))
     }
 
     /// The error of the last garbage collection after a checkpoint, if it failed (the
