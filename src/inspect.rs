@@ -866,8 +866,15 @@ pub fn inspect(dir: &Path, opts: InspectOptions) -> Result<Inspection> {
         .filter(|(_, m)| Some(m.log_id) == out.log_id)
         .map(|(id, m)| (id, m.lsn))
         .max_by_key(|&(_, lsn)| lsn);
+    // What recovery takes as evidence from outside the log: the LSN through which snapshots
+    // and readable manifests prove the log durable (each was written after a sync through its
+    // LSN), except past an interrupted discard.
+    let external = out
+        .log_id
+        .map_or(0, |id| crate::checkpoint::durable_evidence(dir, id))
+        .min(out.discard_after.map_or(u64::MAX, Lsn::get));
     if log_ok {
-        classify_log(&mut out, &scanned, &live_paths, checkpointed);
+        classify_log(&mut out, &scanned, &live_paths, checkpointed, external);
     }
 
     // Snapshots.
@@ -972,6 +979,7 @@ fn classify_log(
     segs: &[Scanned],
     paths: &[PathBuf],
     checkpointed: Option<(u64, u64)>,
+    external: u64,
 ) {
     let Some(first) = segs.first() else {
         return;
@@ -1004,11 +1012,13 @@ fn classify_log(
         out.log.synced_through = Lsn(watermark);
         let last = s.scan.last_data.unwrap_or(chain);
         let Some(next) = segs.get(i + 1) else {
-            // The tail segment.
-            if s.scan.damage.is_none() && s.dirty == s.scan.end {
+            // The tail segment. A clean end before what a snapshot or manifest proves durable
+            // is damage made to look unwritten (a zeroed page), not a torn tail.
+            let ends_early = external >= s.scan.next_lsn;
+            if s.scan.damage.is_none() && s.dirty == s.scan.end && !ends_early {
                 return;
             }
-            let evidence = watermark.max(s.ahead.watermark) >= s.scan.next_lsn;
+            let evidence = watermark.max(s.ahead.watermark).max(external) >= s.scan.next_lsn;
             let d = Damage {
                 durable: evidence,
                 after: s.ahead.data,
@@ -1064,8 +1074,8 @@ fn classify_log(
                 );
             }
         }
-        let evidence =
-            !next.header.predecessor_unsynced || watermark.max(ahead.watermark) >= s.scan.next_lsn;
+        let evidence = !next.header.predecessor_unsynced
+            || watermark.max(ahead.watermark).max(external) >= s.scan.next_lsn;
         let d = Damage {
             durable: evidence,
             after: ahead.data,
@@ -1115,9 +1125,9 @@ fn push_damage(out: &mut Inspection, s: &Scanned, path: &Path, d: Damage) {
     if d.spans_segments {
         detail.push_str("; the next segment's header names records missing here");
     }
-    // Recovery judges from sync markers and later segments only. A checkpoint at or past the
-    // damaged record synced it too: recovery still cuts (as predicted), but what it cuts was
-    // acknowledged, and the checkpoint is lost with it.
+    // Recovery judges from sync markers, later segments, and the snapshots and readable
+    // manifests present. A checkpoint whose manifest is unreadable synced the damaged record
+    // too, but proves nothing: recovery cuts (as predicted) what was acknowledged.
     let by_checkpoint = d.checkpointed.filter(|&(_, lsn)| lsn >= next);
     if let (false, Some((id, lsn))) = (d.durable, by_checkpoint) {
         detail.push_str(&format!(

@@ -419,7 +419,9 @@ fn damaged_durable_data_is_refused_or_reported() {
             if done() {
                 return Ok(());
             }
-            let (_base, mut sim) = record(sync, seed.is_multiple_of(2), &ops)?;
+            let (_base, sim) = record(sync, seed.is_multiple_of(2), &ops)?;
+            // Also checks that `inspect` (the CLI's `verify` and `repair`) predicts each open.
+            let mut sim = sim.check_inspection(true);
             let report = sim
                 .check_damage(per_point, seed, observe)
                 .map_err(|f| TestCaseError::fail(f.to_string()))?;

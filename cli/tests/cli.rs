@@ -9,7 +9,10 @@ use std::process::Command;
 
 use serde_json::Value;
 use statejournal::inspect::{self, InspectOptions};
-use statejournal::{Durability, Error, Journal, JournalOptions, Lsn, RecoveryMode};
+use statejournal::{
+    CorruptionKind, Durability, DurabilityEvidence, Error, Journal, JournalOptions, Lsn,
+    RecoveryMode,
+};
 
 const EXE: &str = env!("CARGO_BIN_EXE_statejournal");
 
@@ -629,12 +632,6 @@ fn damage_covered_only_by_a_checkpoint_is_durable_damage() {
     let r = run(&["verify", d]);
     assert_eq!(r.code, 4, "{}", r.stdout);
     assert!(
-        r.stdout
-            .contains(&format!("checkpoint {} (LSN {})", b.id, b.lsn)),
-        "{}",
-        r.stdout
-    );
-    assert!(
         r.stdout.contains(&format!("offset {offset}")),
         "{}",
         r.stdout
@@ -643,9 +640,40 @@ fn damage_covered_only_by_a_checkpoint_is_durable_damage() {
     assert_eq!(r.code, 4);
     assert!(r.stderr.contains("--point-in-time"), "{}", r.stderr);
 
-    // The library's default open cuts there and loses checkpoint b (what verify predicted).
+    let ins = inspect::inspect(dir.path(), InspectOptions::default()).unwrap();
+    let problem = ins
+        .problems
+        .iter()
+        .find(|p| p.offset == offset)
+        .unwrap_or_else(|| panic!("no problem at offset {offset}: {:?}", ins.problems));
+    assert_eq!(problem.tolerate_torn_tail, inspect::Outcome::Refuses);
+    assert_eq!(problem.strict, inspect::Outcome::Refuses);
+
+    // The library's default open refuses it too (what verify predicted): checkpoint b's manifest
+    // proves the damaged record was durable, so it is not a torn tail.
     let copy = copy_dir(dir.path());
-    let j = Journal::open(copy.path(), buffered()).unwrap();
+    let err = Journal::open(copy.path(), buffered()).unwrap_err();
+    let Error::Corruption(c) = &err else {
+        panic!("expected corruption, got {err:?}");
+    };
+    assert_eq!(c.offset, offset, "{err}");
+    assert_eq!(c.path, copy.path().join(seg.file_name().unwrap()), "{err}");
+    assert!(
+        matches!(
+            c.kind,
+            CorruptionKind::DamagedRecord {
+                evidence: DurabilityEvidence::Covered(lsn),
+                ..
+            } if lsn >= b.lsn.get()
+        ),
+        "{err}"
+    );
+    // Point-in-time recovery cuts there and says what it lost.
+    let j = Journal::open(
+        copy.path(),
+        buffered().recovery_mode(RecoveryMode::PointInTime),
+    )
+    .unwrap();
     assert_eq!(j.recovery().log.cuts[0].offset, offset);
     assert_eq!(j.log().last_lsn().get(), target - 1);
     assert!(j.checkpoints().iter().all(|c| c.id != b.id));

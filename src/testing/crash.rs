@@ -630,7 +630,9 @@ fn dir_contents(dir: &Path) -> std::result::Result<BTreeMap<String, Vec<u8>>, St
 }
 
 /// Inspects `dir` and checks that inspecting changed nothing.
-fn inspect_unchanged(dir: &Path) -> std::result::Result<crate::inspect::Inspection, String> {
+pub(super) fn inspect_unchanged(
+    dir: &Path,
+) -> std::result::Result<crate::inspect::Inspection, String> {
     let before = dir_contents(dir)?;
     let i = crate::inspect::inspect(dir, crate::inspect::InspectOptions::default())
         .map_err(|e| format!("inspect failed: {e}"))?;
@@ -641,7 +643,7 @@ fn inspect_unchanged(dir: &Path) -> std::result::Result<crate::inspect::Inspecti
 }
 
 /// Checks what `inspect` predicted against what opening the same image did.
-fn inspection_agrees<C: Codec>(
+pub(super) fn inspection_agrees<C: Codec>(
     i: &crate::inspect::Inspection,
     j: &Journal<C>,
     mode: crate::RecoveryMode,
