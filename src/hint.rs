@@ -54,4 +54,6 @@ pub(crate) fn advise_huge_pages<T>(buf: &mut [std::mem::MaybeUninit<T>]) {
             libc::MADV_HUGEPAGE,
         );
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (aligned, end);
 }
