@@ -8,7 +8,7 @@
 //! | `{id:020}.seg`              | segment number `id`                                          |
 //! | `{id:020}.seg.cut-{offset}` | bytes recovery cut from segment `id` at `offset`, kept aside |
 //! | `{lsn:020}.snap`            | full snapshot of the state through LSN `lsn` (`src/snapshot/`) |
-//! | `{id:020}.ckpt`             | manifest of checkpoint `id` ([`crate::checkpoint`])          |
+//! | `{id:020}.ckpt`             | manifest of checkpoint `id` (`docs/FORMAT.md`, "Checkpoint manifest") |
 //! | `*.tmp`                     | a file being created (`{id:020}.seg.next.tmp`: a segment prepared ahead of need); removed by recovery |
 
 use std::path::{Path, PathBuf};
