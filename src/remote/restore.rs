@@ -64,21 +64,8 @@ impl RemoteStore {
         let local = self.check_manifest(&m)?;
         prepare_dir(dir)?;
         let mut written = Written(Vec::new());
-        match self.restore_files(&m, &local, dir, &mut written).await {
-            Ok((objects, bytes)) => Ok(RestoreReport {
-                seq: m.seq,
-                checkpoint_id: m.checkpoint_id,
-                lsn: m.lsn,
-                objects,
-                bytes,
-                files: written.0,
-                duration: started.elapsed(),
-            }),
-            Err(e) => {
-                written.clean();
-                Err(e)
-            }
-        }
+        let outcome = self.restore_files(&m, &local, dir, &mut written).await;
+        restored(&m, started, written, outcome)
     }
 
     /// Restores only key groups `range` of remote checkpoint `seq` (the newest when `None`) into
@@ -110,24 +97,10 @@ impl RemoteStore {
         }
         prepare_dir(dir)?;
         let mut written = Written(Vec::new());
-        match self
+        let outcome = self
             .restore_subset(&m, local, range, dir, &mut written)
-            .await
-        {
-            Ok((objects, bytes)) => Ok(RestoreReport {
-                seq: m.seq,
-                checkpoint_id: m.checkpoint_id,
-                lsn: m.lsn,
-                objects,
-                bytes,
-                files: written.0,
-                duration: started.elapsed(),
-            }),
-            Err(e) => {
-                written.clean();
-                Err(e)
-            }
-        }
+            .await;
+        restored(&m, started, written, outcome)
     }
 
     async fn restore_subset(
@@ -487,4 +460,29 @@ fn create(path: &Path, written: &mut Written) -> Result<File> {
         .map_err(|e| Error::io("create", path, e))?;
     written.0.push(path.to_path_buf());
     Ok(f)
+}
+
+/// The report of a restore that wrote `written`, or, when it failed, its error after the files
+/// it wrote are removed (a failed restore leaves the directory empty).
+fn restored(
+    m: &RemoteManifest,
+    started: Instant,
+    mut written: Written,
+    outcome: Result<(usize, u64)>,
+) -> Result<RestoreReport> {
+    match outcome {
+        Ok((objects, bytes)) => Ok(RestoreReport {
+            seq: m.seq,
+            checkpoint_id: m.checkpoint_id,
+            lsn: m.lsn,
+            objects,
+            bytes,
+            files: written.0,
+            duration: started.elapsed(),
+        }),
+        Err(e) => {
+            written.clean();
+            Err(e)
+        }
+    }
 }
