@@ -42,9 +42,12 @@ use crate::codec::meta::{DiscardIntent, LogMeta, MetaError};
 use crate::codec::record::{decode_record, Op};
 use crate::error::{CorruptionKind, Error, RecordDamage, Result};
 use crate::format;
+use crate::journal::recovery::{choose_snapshot, manifest_error_refuses, SnapshotChoice};
 use crate::keygroup::{KeyGroupRange, MAX_KEY_GROUPS};
-use crate::log::recovery::{dirty_end, scan_ahead, scan_frames, Ahead, SegmentScan};
-use crate::log::{Lsn, RecoveryMode};
+use crate::log::recovery::{
+    dirty_end, plan_log, scan_ahead, scan_frames, Ahead, LogPlan, SegmentScan, SegmentView,
+};
+use crate::log::{CutReason, Lsn, RecoveryMode};
 use crate::snapshot::SnapshotReader;
 use crate::state::{Data, Store};
 
@@ -225,6 +228,9 @@ pub enum ProblemKind {
     BadSnapshot,
     /// A checkpoint manifest does not decode, or names files that are missing or changed.
     BadCheckpoint,
+    /// The log no longer starts at its first record and no usable snapshot covers the records
+    /// before where it starts: no state can be rebuilt.
+    NoState,
 }
 
 impl fmt::Display for ProblemKind {
@@ -236,6 +242,7 @@ impl fmt::Display for ProblemKind {
             ProblemKind::Structure => "broken log structure",
             ProblemKind::BadSnapshot => "bad snapshot",
             ProblemKind::BadCheckpoint => "bad checkpoint",
+            ProblemKind::NoState => "no state to rebuild",
         })
     }
 }
@@ -413,14 +420,39 @@ impl Inspection {
     /// The newest snapshot that verified and whose log tail is still there: the one an open
     /// would load.
     pub fn usable_snapshot(&self) -> Option<&SnapshotInfo> {
-        let first = self.log.first_lsn.get();
-        let last = self.log.last_lsn.get();
-        self.snapshots
+        let (lsn, _, ()) = self.snapshot_choice().loaded?;
+        self.snapshots.iter().find(|s| s.lsn.get() == lsn)
+    }
+
+    /// What recovery's choice of a snapshot ([`choose_snapshot`]) makes of these snapshots.
+    fn snapshot_choice(&self) -> SnapshotChoice<()> {
+        let files: BTreeMap<u64, PathBuf> = self
+            .snapshots
             .iter()
-            .rev()
-            .filter(|s| s.lsn.get() <= last)
-            .take_while(|s| s.lsn.get() + 1 >= first)
-            .find(|s| s.error.is_none())
+            .map(|s| (s.lsn.get(), s.path.clone()))
+            .collect();
+        let by_lsn: BTreeMap<u64, &SnapshotInfo> =
+            self.snapshots.iter().map(|s| (s.lsn.get(), s)).collect();
+        let choice = choose_snapshot(
+            &files,
+            self.log.first_lsn.get(),
+            self.log.last_lsn.get(),
+            |lsn, path| match by_lsn.get(&lsn).and_then(|s| s.error.as_ref()) {
+                None => Ok(()),
+                Some(detail) => Err(Error::corrupt(
+                    path,
+                    0,
+                    CorruptionKind::BadSnapshot {
+                        detail: detail.clone(),
+                    },
+                )),
+            },
+        );
+        // `load` above never returns `InvalidOptions`, the one error `choose_snapshot` passes on.
+        choice.unwrap_or(SnapshotChoice {
+            loaded: None,
+            unusable: Vec::new(),
+        })
     }
 }
 
@@ -882,25 +914,20 @@ pub fn inspect(dir: &Path, opts: InspectOptions) -> Result<Inspection> {
         out.snapshots
             .push(inspect_snapshot(path, lsn, opts.verify_snapshots));
     }
-    let last = out.log.last_lsn.get();
+    // Which snapshot an open loads, decided as recovery decides it (the same function): the
+    // unusable ones it tries first are fallen back past, or refuse the open when nothing older
+    // covers the log; the others are never read.
     let first = out.log.first_lsn.get();
-    let usable: Vec<u64> = out
-        .snapshots
-        .iter()
-        .filter(|s| s.error.is_none() && s.lsn.get() <= last && s.lsn.get() + 1 >= first)
-        .map(|s| s.lsn.get())
-        .collect();
+    let choice = out.snapshot_choice();
+    let covers = choice.covers(first);
     let mut snap_problems = Vec::new();
     for s in &out.snapshots {
         if let Some(err) = &s.error {
-            // Recovery falls back past it if an older usable snapshot or the whole log remains.
-            let older = usable.iter().any(|&l| l < s.lsn.get()) || first <= 1;
-            let outcome = if s.lsn.get() > last {
-                Outcome::Ignores
-            } else if older {
-                Outcome::FallsBack
-            } else {
-                Outcome::Refuses
+            let tried = choice.unusable.iter().any(|(p, _)| p == &s.path);
+            let outcome = match (tried, covers) {
+                (false, _) => Outcome::Ignores,
+                (true, true) => Outcome::FallsBack,
+                (true, false) => Outcome::Refuses,
             };
             snap_problems.push(Problem {
                 kind: ProblemKind::BadSnapshot,
@@ -915,20 +942,48 @@ pub fn inspect(dir: &Path, opts: InspectOptions) -> Result<Inspection> {
             });
         }
     }
+    if log_ok && !covers && choice.unusable.is_empty() {
+        let path = live_paths
+            .first()
+            .cloned()
+            .unwrap_or_else(|| dir.to_path_buf());
+        snap_problems.push(Problem {
+            kind: ProblemKind::NoState,
+            path,
+            offset: 0,
+            detail: format!(
+                "the log starts at LSN {first} (after any cut) and no snapshot at LSN {} or later \
+                 covers the records before it",
+                first.saturating_sub(1)
+            ),
+            strict: Outcome::Refuses,
+            tolerate_torn_tail: Outcome::Refuses,
+            point_in_time: Outcome::Refuses,
+            intact_records_after: None,
+            bytes: 0,
+        });
+    }
     out.problems.extend(snap_problems);
 
     // Checkpoints.
     for (&id, path) in &listing.manifests {
-        let c = inspect_manifest(dir, id, path, &out, opts.verify_checkpoints);
+        let (c, refuses) = inspect_manifest(dir, id, path, &out, opts.verify_checkpoints);
         if let Some(err) = &c.error {
+            // Opening ignores a damaged manifest, but one it cannot read (a newer format, an I/O
+            // error) fails the open (`manifest_error_refuses`).
+            let outcome = if refuses {
+                Outcome::Refuses
+            } else {
+                Outcome::Ignores
+            };
             out.problems.push(Problem {
                 kind: ProblemKind::BadCheckpoint,
                 path: path.clone(),
                 offset: 0,
                 detail: err.clone(),
-                strict: Outcome::Ignores,
-                tolerate_torn_tail: Outcome::Ignores,
-                point_in_time: Outcome::Ignores,
+                strict: outcome.clone(),
+                tolerate_torn_tail: outcome.clone(),
+                point_in_time: outcome,
                 intact_records_after: None,
                 bytes: 0,
             });
@@ -973,7 +1028,8 @@ fn probe_lock(dir: &Path) -> bool {
     }
 }
 
-/// Mirrors `log::recovery::recover`'s decisions over the scanned segments.
+/// Predicts what log recovery does with the scanned segments, in each mode, by making its own
+/// decision ([`plan_log`]) over the same reading of them.
 fn classify_log(
     out: &mut Inspection,
     segs: &[Scanned],
@@ -984,161 +1040,88 @@ fn classify_log(
     let Some(first) = segs.first() else {
         return;
     };
-    out.log.first_lsn = Lsn(first.header.base_lsn);
-    out.log.last_lsn = Lsn(first.header.base_lsn.saturating_sub(1));
+    let views: Vec<SegmentView> = segs
+        .iter()
+        .map(|s| SegmentView {
+            header: s.header,
+            scan: s.scan,
+            dirty: s.dirty,
+            ahead: s.ahead,
+        })
+        .collect();
     let discard = out.discard_after.map(Lsn::get);
-    let mut watermark = 0u64;
-    let mut prev_last: Option<(u64, u32)> = None;
-    for (i, s) in segs.iter().enumerate() {
-        let path = paths.get(i).cloned().unwrap_or_default();
-        let h = s.header;
-        let chain = prev_last.unwrap_or((h.prev_last_lsn, h.prev_last_crc));
-        if prev_last.is_some() && (h.prev_last_lsn, h.prev_last_crc) != chain {
-            push_structure(
-                out,
-                &path,
-                CorruptionKind::BrokenChain {
-                    previous_last: chain,
-                    header_says: (h.prev_last_lsn, h.prev_last_crc),
-                },
-            );
+    let plan = |mode| plan_log(&views, paths, mode, external, discard);
+    let (tolerate, pit, strict) = (
+        plan(RecoveryMode::TolerateTornTail),
+        plan(RecoveryMode::PointInTime),
+        plan(RecoveryMode::Strict),
+    );
+    // Point-in-time recovery refuses only a broken structure; it cuts any damage.
+    let pit = match pit {
+        Ok(p) => p,
+        Err(e) => {
+            push_structure(out, &e);
             return;
         }
-        watermark = watermark.max(s.scan.watermark);
+    };
+    // The records kept: the segments through the tail, up to the end of their intact frames.
+    out.log.first_lsn = Lsn(first.header.base_lsn);
+    out.log.last_lsn = Lsn(first.header.base_lsn.saturating_sub(1));
+    for s in segs.iter().take(pit.tail + 1) {
         out.log.records += s.scan.data_records;
         out.log.payload_bytes += s.payload_bytes;
         out.log.frame_bytes += (s.scan.end - SEGMENT_HEADER_LEN) as u64;
         out.log.last_lsn = Lsn(s.scan.next_lsn.saturating_sub(1));
-        out.log.synced_through = Lsn(watermark);
-        let last = s.scan.last_data.unwrap_or(chain);
-        let Some(next) = segs.get(i + 1) else {
-            // The tail segment. A clean end before what a snapshot or manifest proves durable
-            // is damage made to look unwritten (a zeroed page), not a torn tail.
-            let ends_early = external >= s.scan.next_lsn;
-            if s.scan.damage.is_none() && s.dirty == s.scan.end && !ends_early {
-                return;
-            }
-            let evidence = watermark.max(s.ahead.watermark).max(external) >= s.scan.next_lsn;
-            let d = Damage {
-                durable: evidence,
-                after: s.ahead.data,
-                discard,
-                spans_segments: false,
-                checkpointed,
-            };
-            push_damage(out, s, &path, d);
-            return;
-        };
-        let claim = (next.header.prev_last_lsn, next.header.prev_last_crc);
-        if last == claim {
-            prev_last = Some(last);
-            if s.dirty > s.scan.end {
-                out.problems.push(Problem {
-                    kind: ProblemKind::Debris,
-                    path: path.clone(),
-                    offset: s.scan.end as u64,
-                    detail: damage_text(Some(
-                        s.scan.damage.unwrap_or(RecordDamage::GarbageAfterEnd),
-                    )),
-                    strict: Outcome::Refuses,
-                    tolerate_torn_tail: Outcome::SetsAside,
-                    point_in_time: Outcome::SetsAside,
-                    intact_records_after: None,
-                    bytes: (s.dirty - s.scan.end) as u64,
-                });
-            }
+    }
+    out.log.synced_through = Lsn(pit.watermark);
+    for &(i, damage) in &pit.debris {
+        let (Some(s), Some(path)) = (segs.get(i), paths.get(i)) else {
             continue;
-        }
-        if last.0 >= claim.0 {
-            let next_path = paths.get(i + 1).cloned().unwrap_or_default();
-            push_structure(
-                out,
-                &next_path,
-                CorruptionKind::BrokenChain {
-                    previous_last: last,
-                    header_says: claim,
-                },
-            );
-            return;
-        }
-        // Records the successor names are missing here.
-        let mut ahead = s.ahead;
-        for l in &segs[i + 1..] {
-            ahead.watermark = ahead.watermark.max(l.scan.watermark);
-            if let Some((lsn, _)) = l.scan.last_data {
-                let lo = l.header.base_lsn;
-                ahead.data = Some(
-                    ahead
-                        .data
-                        .map_or((lo, lsn), |(a, b)| (a.min(lo), b.max(lsn))),
-                );
-            }
-        }
-        let evidence = !next.header.predecessor_unsynced
-            || watermark.max(ahead.watermark).max(external) >= s.scan.next_lsn;
-        let d = Damage {
-            durable: evidence,
-            after: ahead.data,
-            discard,
-            spans_segments: true,
-            checkpointed,
         };
-        push_damage(out, s, &path, d);
+        out.problems.push(Problem {
+            kind: ProblemKind::Debris,
+            path: path.clone(),
+            offset: s.scan.end as u64,
+            detail: damage_text(Some(damage)),
+            strict: Outcome::Refuses,
+            tolerate_torn_tail: Outcome::SetsAside,
+            point_in_time: Outcome::SetsAside,
+            intact_records_after: None,
+            bytes: (s.dirty - s.scan.end) as u64,
+        });
+    }
+    let (Some(cut), Some(s), Some(path)) = (&pit.cut, segs.get(pit.tail), paths.get(pit.tail))
+    else {
         return;
+    };
+    if matches!(cut.reason, CutReason::Discarded { .. }) {
+        return; // in records an interrupted restore is discarding: not damage
     }
-}
-
-fn push_structure(out: &mut Inspection, path: &Path, kind: CorruptionKind) {
-    out.problems.push(Problem {
-        kind: ProblemKind::Structure,
-        path: path.to_path_buf(),
-        offset: 0,
-        detail: kind.to_string(),
-        strict: Outcome::Refuses,
-        tolerate_torn_tail: Outcome::Refuses,
-        point_in_time: Outcome::Refuses,
-        intact_records_after: None,
-        bytes: 0,
-    });
-}
-
-/// What is known about damage where a segment's intact frames end.
-struct Damage {
-    /// A sync marker or a later segment proves the damaged record durable.
-    durable: bool,
-    /// Intact data records found after the damage.
-    after: Option<(u64, u64)>,
-    /// An interrupted discard's LSN.
-    discard: Option<u64>,
-    /// The next segment's header names records missing here.
-    spans_segments: bool,
-    /// The newest checkpoint (id, LSN) of this log.
-    checkpointed: Option<(u64, u64)>,
-}
-
-fn push_damage(out: &mut Inspection, s: &Scanned, path: &Path, d: Damage) {
     let next = s.scan.next_lsn;
-    if d.discard.is_some_and(|l| next > l) {
-        return; // in records an interrupted restore is discarding: not damage (see recovery)
-    }
+    let durable = matches!(cut.reason, CutReason::DurableDataDamaged(_));
     let mut detail = format!("record LSN {next}: {}", damage_text(s.scan.damage));
-    if d.spans_segments {
+    if cut.named.is_some() {
         detail.push_str("; the next segment's header names records missing here");
     }
     // Recovery judges from sync markers, later segments, and the snapshots and readable
     // manifests present. A checkpoint whose manifest is unreadable synced the damaged record
     // too, but proves nothing: recovery cuts (as predicted) what was acknowledged.
-    let by_checkpoint = d.checkpointed.filter(|&(_, lsn)| lsn >= next);
-    if let (false, Some((id, lsn))) = (d.durable, by_checkpoint) {
+    let by_checkpoint = checkpointed.filter(|&(_, lsn)| lsn >= next);
+    if let (false, Some((id, lsn))) = (durable, by_checkpoint) {
         detail.push_str(&format!(
             "; checkpoint {id} (LSN {lsn}) had made it durable, but no sync marker proves it, so \
              recovery takes it for a torn tail and cuts it, losing that checkpoint"
         ));
     }
-    let lost = d.durable || by_checkpoint.is_some();
-    let cut = Outcome::Cuts {
-        continues_at: Lsn(next),
-        loses_durable: lost,
+    let lost = durable || by_checkpoint.is_some();
+    let outcome = |p: Result<&LogPlan, &Error>| match p {
+        Ok(LogPlan { cut: Some(_), .. }) => Outcome::Cuts {
+            continues_at: Lsn(next),
+            loses_durable: lost,
+        },
+        // (Not reached: every mode decides about the same damage.)
+        Ok(LogPlan { cut: None, .. }) => Outcome::Ignores,
+        Err(_) => Outcome::Refuses,
     };
     out.problems.push(Problem {
         kind: if lost {
@@ -1146,18 +1129,29 @@ fn push_damage(out: &mut Inspection, s: &Scanned, path: &Path, d: Damage) {
         } else {
             ProblemKind::TornTail
         },
-        path: path.to_path_buf(),
+        path: path.clone(),
         offset: s.scan.end as u64,
         detail,
-        strict: Outcome::Refuses,
-        tolerate_torn_tail: if d.durable {
-            Outcome::Refuses
-        } else {
-            cut.clone()
-        },
-        point_in_time: cut,
-        intact_records_after: d.after.map(|(a, b)| (Lsn(a), Lsn(b))),
+        strict: outcome(strict.as_ref()),
+        tolerate_torn_tail: outcome(tolerate.as_ref()),
+        point_in_time: outcome(Ok(&pit)),
+        intact_records_after: cut.intact_after.map(|(a, b)| (Lsn(a), Lsn(b))),
         bytes: (s.dirty.max(s.scan.end) - s.scan.end) as u64,
+    });
+}
+
+/// A broken log structure, which no mode opens: recovery's own error.
+fn push_structure(out: &mut Inspection, e: &Error) {
+    out.problems.push(Problem {
+        kind: ProblemKind::Structure,
+        path: e.path().map(Path::to_path_buf).unwrap_or_default(),
+        offset: e.offset().unwrap_or(0),
+        detail: corruption_detail(e),
+        strict: Outcome::Refuses,
+        tolerate_torn_tail: Outcome::Refuses,
+        point_in_time: Outcome::Refuses,
+        intact_records_after: None,
+        bytes: 0,
     });
 }
 
@@ -1181,6 +1175,9 @@ fn inspect_snapshot(path: &Path, lsn: u64, verify: bool) -> SnapshotInfo {
         }
     };
     let m = r.meta();
+    if m.lsn != lsn {
+        info.error = Some(format!("its name says LSN {lsn}, its footer {}", m.lsn));
+    }
     info.entries = m.entries;
     info.max_key_groups = m.max_key_groups;
     info.states = m
@@ -1202,7 +1199,7 @@ fn inspect_snapshot(path: &Path, lsn: u64, verify: bool) -> SnapshotInfo {
             Ok(())
         });
         if let Err(e) = checked {
-            info.error = Some(e.to_string());
+            info.error.get_or_insert(e.to_string());
         }
     }
     info
@@ -1214,7 +1211,7 @@ fn inspect_manifest(
     path: &Path,
     out: &Inspection,
     verify: bool,
-) -> CheckpointSummary {
+) -> (CheckpointSummary, bool) {
     let mut c = CheckpointSummary {
         id,
         path: path.to_path_buf(),
@@ -1225,12 +1222,12 @@ fn inspect_manifest(
         Ok(m) => m,
         Err(e) => {
             c.error = Some(corruption_detail(&e));
-            return c;
+            return (c, manifest_error_refuses(&e));
         }
     };
     c.error = check_manifest(dir, id, &m, out, verify).err();
     c.manifest = Some(m);
-    c
+    (c, false)
 }
 
 fn check_manifest(

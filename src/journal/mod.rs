@@ -1,7 +1,7 @@
 //! The facade users hold: a [`Journal`] owns a [`Log`] and the keyed state recovered from it.
 
 mod background;
-mod recovery;
+pub(crate) mod recovery;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

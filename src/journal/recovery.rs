@@ -156,60 +156,54 @@ pub(crate) fn open(mut args: OpenArgs<'_>) -> Result<Opened> {
     let limit = restore
         .as_ref()
         .map_or(target, |(_, m)| m.snapshot.as_ref().map_or(0, |s| s.lsn));
-    let mut store = None;
     let mut snapshot_file_bytes = 0;
-    let mut first_error = None;
-    let mut corrupt = Vec::new();
     let load_started = Instant::now();
-    for (&lsn, path) in listing.snapshots.range(..=limit).rev() {
-        if lsn + 1 < first {
-            break; // the log after it is gone: neither it nor anything older can be used
+    let range = args.range;
+    let choice = choose_snapshot(&listing.snapshots, first, limit, |lsn, path| {
+        let r = SnapshotReader::open(path)?;
+        let m = r.meta();
+        if m.lsn != lsn {
+            return Err(Error::corrupt(
+                path,
+                0,
+                CorruptionKind::BadSnapshot {
+                    detail: format!("its name says LSN {lsn}, its footer {}", m.lsn),
+                },
+            ));
         }
-        let mut st = Store::new(args.range);
-        let loaded = SnapshotReader::open(path).and_then(|r| {
-            let m = r.meta();
-            if m.lsn != lsn {
-                return Err(Error::corrupt(
-                    path,
-                    0,
-                    CorruptionKind::BadSnapshot {
-                        detail: format!("its name says LSN {lsn}, its footer {}", m.lsn),
-                    },
-                ));
-            }
-            if m.key_groups.start() > args.range.start() || m.key_groups.end() < args.range.end() {
-                return Err(Error::InvalidOptions {
-                    name: "key_group_range",
-                    reason: format!(
-                        "{} holds key groups {}, not all of the {} this journal serves",
-                        path.display(),
-                        m.key_groups,
-                        args.range
-                    ),
-                });
-            }
-            st.load_snapshot(&r).map(|l| (l, r.file_len()))
-        });
-        match loaded {
-            Ok((l, file_len)) => {
-                snapshot_file_bytes = file_len;
-                report.snapshot = Some(path.clone());
-                report.snapshot_lsn = Lsn(lsn);
-                report.snapshot_entries = l.entries;
-                report.snapshot_bytes = l.bytes;
-                store = Some(st);
-                break;
-            }
-            Err(e @ Error::InvalidOptions { .. }) => return Err(e),
-            Err(e) => {
-                report.fallbacks.push(format!(
-                    "snapshot {} is unusable ({e}); falling back to an older state",
-                    path.display()
-                ));
-                corrupt.push(path.clone());
-                first_error.get_or_insert(e);
-            }
+        if m.key_groups.start() > range.start() || m.key_groups.end() < range.end() {
+            return Err(Error::InvalidOptions {
+                name: "key_group_range",
+                reason: format!(
+                    "{} holds key groups {}, not all of the {} this journal serves",
+                    path.display(),
+                    m.key_groups,
+                    range
+                ),
+            });
         }
+        let mut st = Store::new(range);
+        let l = st.load_snapshot(&r)?;
+        Ok((st, l, r.file_len()))
+    })?;
+    let mut store = None;
+    let mut corrupt = Vec::with_capacity(choice.unusable.len());
+    let mut first_error = None;
+    for (path, e) in choice.unusable {
+        report.fallbacks.push(format!(
+            "snapshot {} is unusable ({e}); falling back to an older state",
+            path.display()
+        ));
+        corrupt.push(path);
+        first_error.get_or_insert(e);
+    }
+    if let Some((lsn, path, (st, l, file_len))) = choice.loaded {
+        snapshot_file_bytes = file_len;
+        report.snapshot = Some(path);
+        report.snapshot_lsn = Lsn(lsn);
+        report.snapshot_entries = l.entries;
+        report.snapshot_bytes = l.bytes;
+        store = Some(st);
     }
     report.snapshot_time = load_started.elapsed();
     let mut store = match store {
@@ -263,7 +257,7 @@ pub(crate) fn open(mut args: OpenArgs<'_>) -> Result<Opened> {
     for (&id, path) in &listing.manifests {
         match read_manifest(path) {
             Ok(m) => manifests.push((id, path.clone(), m)),
-            Err(e @ (Error::Io { .. } | Error::UnsupportedVersion { .. })) => return Err(e),
+            Err(e) if manifest_error_refuses(&e) => return Err(e),
             Err(e) => {
                 // Left in place for inspection; it cannot be restored, and nothing is kept for it.
                 report.damaged_manifests.push(e.to_string());
@@ -481,4 +475,62 @@ fn listing_max_id(dir: &Path) -> Result<u64> {
         }
     }
     Ok(max)
+}
+
+/// Which snapshot an open loads, and which it falls back past: the one decision, shared by
+/// recovery and [`crate::inspect`] (which predicts what recovery will do).
+pub(crate) struct SnapshotChoice<T> {
+    /// The snapshot loaded: its LSN, its file and what `load` made of it.
+    pub loaded: Option<(u64, PathBuf, T)>,
+    /// The snapshots tried before it and found unusable, newest first, with why.
+    pub unusable: Vec<(PathBuf, Error)>,
+}
+
+/// Tries the snapshots at or below `limit`, newest first, while the log after them is still
+/// there (`lsn + 1 >= first`: a snapshot older than that cannot be brought up to date, nor can
+/// anything older), and takes the first that `load` accepts. A snapshot `load` refuses is
+/// unusable and recovery falls back past it, except for an [`Error::InvalidOptions`] (the
+/// journal's options, not the file, are wrong), which is returned at once.
+///
+/// With nothing loaded, the state is whole only if the whole log is there (`first <= 1`): see
+/// [`SnapshotChoice::covers`].
+pub(crate) fn choose_snapshot<T>(
+    snapshots: &std::collections::BTreeMap<u64, PathBuf>,
+    first: u64,
+    limit: u64,
+    mut load: impl FnMut(u64, &Path) -> Result<T>,
+) -> Result<SnapshotChoice<T>> {
+    let mut choice = SnapshotChoice {
+        loaded: None,
+        unusable: Vec::new(),
+    };
+    for (&lsn, path) in snapshots.range(..=limit).rev() {
+        if lsn + 1 < first {
+            break;
+        }
+        match load(lsn, path) {
+            Ok(t) => {
+                choice.loaded = Some((lsn, path.clone(), t));
+                break;
+            }
+            Err(e @ Error::InvalidOptions { .. }) => return Err(e),
+            Err(e) => choice.unusable.push((path.clone(), e)),
+        }
+    }
+    Ok(choice)
+}
+
+impl<T> SnapshotChoice<T> {
+    /// The state can be rebuilt: from the snapshot loaded, or from the whole log when it starts
+    /// at its first record.
+    pub(crate) fn covers(&self, first: u64) -> bool {
+        self.loaded.is_some() || first <= 1
+    }
+}
+
+/// Whether a manifest that cannot be read fails the open (an I/O error, a newer format: the
+/// manifest may be sound), rather than being left in place and ignored (it is damaged). Shared
+/// with [`crate::inspect`].
+pub(crate) fn manifest_error_refuses(e: &Error) -> bool {
+    matches!(e, Error::Io { .. } | Error::UnsupportedVersion { .. })
 }

@@ -452,14 +452,14 @@ fn meta_error(path: &Path, e: MetaError) -> Error {
 }
 
 fn damaged(
-    seg: &Segment,
+    path: &Path,
     at: usize,
     expected_lsn: u64,
     damage: RecordDamage,
     evidence: DurabilityEvidence,
 ) -> Error {
     Error::corrupt(
-        seg.path(),
+        path,
         at as u64,
         CorruptionKind::DamagedRecord {
             expected_lsn,
@@ -625,206 +625,102 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         segs.push(seg);
     }
 
-    let mut watermark = 0u64;
-    let mut debris: Vec<Debris> = Vec::new();
-    let mut prev_last: Option<(u64, u32)> = None;
-    let mut recovered: Vec<Arc<Segment>> = Vec::with_capacity(segs.len());
-    let mut tail: Option<(Segment, SegmentScan)> = None;
-    let mut iter = segs.into_iter().peekable();
-    while let Some(seg) = iter.next() {
-        let h = *seg.header();
-        let chain = prev_last.unwrap_or((h.prev_last_lsn, h.prev_last_crc));
-        if prev_last.is_some() && (h.prev_last_lsn, h.prev_last_crc) != chain {
-            return Err(Error::corrupt(
-                seg.path(),
-                0,
-                CorruptionKind::BrokenChain {
-                    previous_last: chain,
-                    header_says: (h.prev_last_lsn, h.prev_last_crc),
-                },
-            ));
-        }
-        let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
-        let scan = scan_frames(buf, h.base_lsn);
-        watermark = watermark.max(scan.watermark);
-        report.records += scan.data_records;
-        report.bytes += (scan.end - SEGMENT_HEADER_LEN) as u64;
-        let last = scan.last_data.unwrap_or(chain);
-        let Some(next) = iter.peek() else {
-            tail = Some((seg, scan));
-            break;
-        };
-        let claim = (next.header().prev_last_lsn, next.header().prev_last_crc);
-        if last == claim {
-            // Every record the successor names is here. Anything after them (a damaged sync
-            // marker, stray bytes) is debris: no record is lost, but it must not be read.
-            prev_last = Some(last);
-            let dirty = segment_dirty_end(&seg, buf, scan.end);
-            let mut seg = seg;
-            if dirty > scan.end {
-                let damage = scan.damage.unwrap_or(RecordDamage::GarbageAfterEnd);
-                if opts.recovery_mode == RecoveryMode::Strict {
-                    return Err(damaged(
-                        &seg,
-                        scan.end,
-                        scan.next_lsn,
-                        damage,
-                        DurabilityEvidence::StrictMode,
-                    ));
-                }
-                // Set aside in `finish`, once the whole log is known to recover: a failed open
-                // changes nothing.
-                debris.push(Debris {
-                    path: seg.path().to_path_buf(),
-                    id: seg.id(),
-                    from: scan.end,
-                    to: dirty,
-                    damage,
-                    next_lsn: scan.next_lsn,
-                });
-            }
-            seg.seal_at(scan.end, scan.end)
-                .map_err(|e| Error::io("msync", seg.path(), e))?;
-            recovered.push(Arc::new(seg));
-            continue;
-        }
-        if last.0 >= claim.0 {
-            // The successor expects fewer records, or a different last record: not our successor.
-            return Err(Error::corrupt(
-                next.path(),
-                0,
-                CorruptionKind::BrokenChain {
-                    previous_last: last,
-                    header_says: claim,
-                },
-            ));
-        }
-        // Records the successor's header names are missing here. Whether they were durable
-        // decides between a torn tail (spanning segments) and damaged durable data.
-        let damage = scan.damage.unwrap_or(RecordDamage::Frame(FrameError::End));
-        let later: Vec<Segment> = iter.collect();
-        let mut intact_after = scan_ahead(buf, scan.end, seg.len(), scan.next_lsn);
-        for l in &later {
-            let lb = l.bytes(0, l.len()).unwrap_or(&[]);
-            let ls = scan_frames(lb, l.header().base_lsn);
-            intact_after.watermark = intact_after.watermark.max(ls.watermark);
-            if let Some((lsn, _)) = ls.last_data {
-                let lo = l.header().base_lsn;
-                intact_after.data = Some(
-                    intact_after
-                        .data
-                        .map_or((lo, lsn), |(a, b)| (a.min(lo), b.max(lsn))),
-                );
-            }
-        }
-        let evidence = if !later
-            .first()
-            .is_some_and(|n| n.header().predecessor_unsynced)
-        {
-            later
-                .first()
-                .map(|n| DurabilityEvidence::LaterSegment(n.id()))
-        } else {
-            proof(
-                watermark.max(intact_after.watermark),
-                external,
-                scan.next_lsn,
-            )
-        };
-        let reason = match discard {
-            // Every record through the discard point is intact: the damage is in records being
-            // discarded (an interrupted discard left them half zeroed), not in kept ones.
-            Some(after) if scan.next_lsn > after => CutReason::Discarded { after: Lsn(after) },
-            _ => cut_reason(opts.recovery_mode, evidence, &seg, &scan, damage)?,
-        };
-        // This segment becomes the tail; everything after it is set aside.
-        let path = seg.path().to_path_buf();
-        let id = seg.id();
-        drop(seg);
-        let later: Vec<PathBuf> = later.iter().map(|s| s.path().to_path_buf()).collect();
-        let seg = Segment::open(&path, id, true)?;
-        let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
-        let scan = scan_frames(buf, h.base_lsn);
-        cut_tail(
-            dir,
-            seg,
-            scan,
-            Some(damage),
-            reason,
-            &mut report,
-            &mut recovered,
-        )?;
-        if let Some(cut) = report.cuts.last_mut() {
-            cut.intact_records_cut = intact_after.data.map(|(a, b)| (Lsn(a), Lsn(b)));
-            cut.lost_through = lost_through(cut, intact_after.data, Some(claim.0));
-        }
-        // The meta file moves first: a crash before the renames below leaves later segments whose
-        // chain no longer matches, which the next open sets aside again.
-        meta.last_segment = id;
-        write_meta(dir, &meta)?;
-        set_aside_segments(dir, &later, &mut report)?;
-        return finish(
-            dir,
-            discard,
-            meta,
-            recovered,
-            debris,
-            &orphans,
-            opts.keep_discard_intent,
-            watermark,
-            report,
-            started,
-        );
-    }
-
-    let (seg, scan) = tail.ok_or_else(|| {
-        Error::corrupt(
+    if segs.is_empty() {
+        return Err(Error::corrupt(
             format::segment_path(dir, meta.first_segment),
             0,
             CorruptionKind::MissingSegment {
                 segment_id: meta.first_segment,
             },
-        )
-    })?;
-    let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
-    let dirty = segment_dirty_end(&seg, buf, scan.end);
-    // A clean end before what a snapshot or manifest proves durable: the end of the records was
-    // damaged to look unwritten (a zeroed page), not torn.
-    let ends_early = external >= scan.next_lsn;
-    if scan.damage.is_none() && dirty == scan.end && !ends_early {
-        // Clean end.
-        let mut seg = seg;
-        seg.activate(scan.end, scan.end, scan.data_records, scan.last_data)
-            .map_err(|e| Error::io("activate", seg.path(), e))?;
+        ));
+    }
+    // Read every segment, then decide (the decision is shared with `inspect`, which predicts it).
+    let views: Vec<SegmentView> = segs
+        .iter()
+        .map(|seg| {
+            let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
+            SegmentView::read(buf, *seg.header(), |from| {
+                segment_dirty_end(seg, buf, from)
+            })
+        })
+        .collect();
+    let paths: Vec<PathBuf> = segs.iter().map(|s| s.path().to_path_buf()).collect();
+    let plan = plan_log(&views, &paths, opts.recovery_mode, external, discard)?;
+
+    // Carry it out. Complete segments first: sealed at their last record, debris noted (set
+    // aside in `finish`, once the whole log is known to recover: a failed open changes nothing).
+    let mut debris: Vec<Debris> = Vec::new();
+    let mut recovered: Vec<Arc<Segment>> = Vec::with_capacity(plan.tail + 1);
+    let mut segs = segs.into_iter();
+    for (i, v) in views.iter().enumerate().take(plan.tail) {
+        let Some(mut seg) = segs.next() else { break };
+        report.records += v.scan.data_records;
+        report.bytes += (v.scan.end - SEGMENT_HEADER_LEN) as u64;
+        if let Some(&(_, damage)) = plan.debris.iter().find(|&&(d, _)| d == i) {
+            debris.push(Debris {
+                path: seg.path().to_path_buf(),
+                id: seg.id(),
+                from: v.scan.end,
+                to: v.dirty,
+                damage,
+                next_lsn: v.scan.next_lsn,
+            });
+        }
+        seg.seal_at(v.scan.end, v.scan.end)
+            .map_err(|e| Error::io("msync", seg.path(), e))?;
         recovered.push(Arc::new(seg));
+    }
+    let (Some(seg), Some(v)) = (segs.next(), views.get(plan.tail)) else {
+        return Err(Error::corrupt(
+            format::segment_path(dir, meta.first_segment),
+            0,
+            CorruptionKind::MissingSegment {
+                segment_id: meta.first_segment,
+            },
+        ));
+    };
+    report.records += v.scan.data_records;
+    report.bytes += (v.scan.end - SEGMENT_HEADER_LEN) as u64;
+    // Segments after the tail (records its successor names are missing in it) are set aside.
+    let later: Vec<PathBuf> = segs.map(|s| s.path().to_path_buf()).collect();
+    let seg = if later.is_empty() {
+        seg
     } else {
-        let damage = scan.damage.unwrap_or(if dirty > scan.end {
-            RecordDamage::GarbageAfterEnd
-        } else {
-            RecordDamage::Frame(FrameError::End)
-        });
-        let ahead = scan_ahead(buf, scan.end, dirty, scan.next_lsn);
-        let evidence = proof(watermark.max(ahead.watermark), external, scan.next_lsn);
-        let reason = match discard {
-            // As above: damage past the discard point is in records being discarded.
-            Some(after) if scan.next_lsn > after => CutReason::Discarded { after: Lsn(after) },
-            _ => cut_reason(opts.recovery_mode, evidence, &seg, &scan, damage)?,
-        };
-        cut_tail(
-            dir,
-            seg,
-            scan,
-            Some(damage),
-            reason,
-            &mut report,
-            &mut recovered,
-        )?;
-        if let Some(cut) = report.cuts.last_mut() {
-            cut.intact_records_cut = ahead.data.map(|(a, b)| (Lsn(a), Lsn(b)));
-            cut.lost_through = lost_through(cut, ahead.data, None);
+        // Only the last segment was opened writable: reopen the new tail so.
+        let (path, id) = (seg.path().to_path_buf(), seg.id());
+        drop(seg);
+        Segment::open(&path, id, true)?
+    };
+    match plan.cut {
+        None => {
+            let mut seg = seg;
+            seg.activate(v.scan.end, v.scan.end, v.scan.data_records, v.scan.last_data)
+                .map_err(|e| Error::io("activate", seg.path(), e))?;
+            recovered.push(Arc::new(seg));
+        }
+        Some(c) => {
+            cut_tail(
+                dir,
+                seg,
+                v.scan,
+                Some(c.damage),
+                c.reason,
+                &mut report,
+                &mut recovered,
+            )?;
+            if let Some(cut) = report.cuts.last_mut() {
+                cut.intact_records_cut = c.intact_after.map(|(a, b)| (Lsn(a), Lsn(b)));
+                cut.lost_through = lost_through(cut, c.intact_after, c.named);
+            }
         }
     }
-    if let Some(last) = recovered.last() {
+    if !later.is_empty() {
+        // The meta file moves first: a crash before the renames below leaves later segments whose
+        // chain no longer matches, which the next open sets aside again.
+        meta.last_segment = views[plan.tail].header.segment_id;
+        write_meta(dir, &meta)?;
+        set_aside_segments(dir, &later, &mut report)?;
+    } else if let Some(last) = recovered.last() {
         if last.id() > meta.last_segment {
             meta.last_segment = last.id();
             write_meta(dir, &meta)?;
@@ -838,10 +734,199 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         debris,
         &orphans,
         opts.keep_discard_intent,
-        watermark,
+        plan.watermark,
         report,
         started,
     )
+}
+
+/// What recovery reads off one segment before deciding anything about it. Recovery and
+/// [`crate::inspect`] (which predicts recovery) build these alike and hand them to the one
+/// decision, [`plan_log`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SegmentView {
+    /// Its header.
+    pub header: SegmentHeader,
+    /// Its intact frames.
+    pub scan: SegmentScan,
+    /// Just past its last non-zero byte at or after `scan.end`.
+    pub dirty: usize,
+    /// Intact frames between `scan.end` and `dirty` (past the damage).
+    pub ahead: Ahead,
+}
+
+impl SegmentView {
+    /// Reads a segment image; `dirty_end` finds the last non-zero byte at or after an offset.
+    pub(crate) fn read(
+        buf: &[u8],
+        header: SegmentHeader,
+        dirty_end: impl FnOnce(usize) -> usize,
+    ) -> SegmentView {
+        let scan = scan_frames(buf, header.base_lsn);
+        let dirty = dirty_end(scan.end);
+        let ahead = scan_ahead(buf, scan.end, dirty, scan.next_lsn);
+        SegmentView {
+            header,
+            scan,
+            dirty,
+            ahead,
+        }
+    }
+}
+
+/// How recovery treats a log's segments, decided before anything changes.
+#[derive(Debug)]
+pub(crate) struct LogPlan {
+    /// Complete segments (before `tail`) with damaged or stray bytes after their last record,
+    /// which are set aside: (index, what is there).
+    pub debris: Vec<(usize, RecordDamage)>,
+    /// The segment that becomes the appendable tail; any after it are set aside.
+    pub tail: usize,
+    /// Where and why the tail is cut; `None` for a clean end.
+    pub cut: Option<PlannedCut>,
+    /// The highest sync-marker watermark in the segments kept.
+    pub watermark: u64,
+}
+
+/// A cut of the tail segment at the end of its intact frames (`scan.end`).
+#[derive(Debug)]
+pub(crate) struct PlannedCut {
+    /// What is there.
+    pub damage: RecordDamage,
+    /// Why cutting is allowed.
+    pub reason: CutReason,
+    /// LSN range of intact data records after the damage (in the tail and the segments after
+    /// it), which the cut sets aside.
+    pub intact_after: Option<(u64, u64)>,
+    /// The last LSN the next segment's header names, when records it names are missing.
+    pub named: Option<u64>,
+}
+
+/// The decision of log recovery over its segments, in order (`paths[i]` is the file of
+/// `views[i]`): which become the log, where it is cut and why — or the error that refuses the
+/// open. Pure, shared by recovery and [`crate::inspect`], so that what `verify` and `repair`
+/// predict is what recovery does.
+///
+/// `external` is the LSN through which snapshots and manifests prove the log durable, `discard`
+/// the LSN after which an (interrupted) discard sets every record aside.
+pub(crate) fn plan_log(
+    views: &[SegmentView],
+    paths: &[PathBuf],
+    mode: RecoveryMode,
+    external: u64,
+    discard: Option<u64>,
+) -> Result<LogPlan> {
+    let path = |i: usize| paths.get(i).cloned().unwrap_or_default();
+    let mut plan = LogPlan {
+        debris: Vec::new(),
+        tail: 0,
+        cut: None,
+        watermark: 0,
+    };
+    let mut prev_last: Option<(u64, u32)> = None;
+    for (i, v) in views.iter().enumerate() {
+        let h = v.header;
+        let chain = prev_last.unwrap_or((h.prev_last_lsn, h.prev_last_crc));
+        if prev_last.is_some() && (h.prev_last_lsn, h.prev_last_crc) != chain {
+            return Err(Error::corrupt(
+                path(i),
+                0,
+                CorruptionKind::BrokenChain {
+                    previous_last: chain,
+                    header_says: (h.prev_last_lsn, h.prev_last_crc),
+                },
+            ));
+        }
+        plan.tail = i;
+        plan.watermark = plan.watermark.max(v.scan.watermark);
+        let last = v.scan.last_data.unwrap_or(chain);
+        let Some(next) = views.get(i + 1) else {
+            // The tail segment. A clean end before what a snapshot or manifest proves durable:
+            // the end of the records was damaged to look unwritten (a zeroed page), not torn.
+            let ends_early = external >= v.scan.next_lsn;
+            if v.scan.damage.is_none() && v.dirty == v.scan.end && !ends_early {
+                return Ok(plan);
+            }
+            let damage = v.scan.damage.unwrap_or(if v.dirty > v.scan.end {
+                RecordDamage::GarbageAfterEnd
+            } else {
+                RecordDamage::Frame(FrameError::End)
+            });
+            let evidence = proof(
+                plan.watermark.max(v.ahead.watermark),
+                external,
+                v.scan.next_lsn,
+            );
+            let reason = cut_reason(mode, discard, evidence, &path(i), &v.scan, damage)?;
+            plan.cut = Some(PlannedCut {
+                damage,
+                reason,
+                intact_after: v.ahead.data,
+                named: None,
+            });
+            return Ok(plan);
+        };
+        let claim = (next.header.prev_last_lsn, next.header.prev_last_crc);
+        if last == claim {
+            // Every record the successor names is here. Anything after them (a damaged sync
+            // marker, stray bytes) is debris: no record is lost, but it must not be read.
+            prev_last = Some(last);
+            if v.dirty > v.scan.end {
+                let damage = v.scan.damage.unwrap_or(RecordDamage::GarbageAfterEnd);
+                if mode == RecoveryMode::Strict {
+                    return Err(damaged(
+                        &path(i),
+                        v.scan.end,
+                        v.scan.next_lsn,
+                        damage,
+                        DurabilityEvidence::StrictMode,
+                    ));
+                }
+                plan.debris.push((i, damage));
+            }
+            continue;
+        }
+        if last.0 >= claim.0 {
+            // The successor expects fewer records, or a different last record: not our successor.
+            return Err(Error::corrupt(
+                path(i + 1),
+                0,
+                CorruptionKind::BrokenChain {
+                    previous_last: last,
+                    header_says: claim,
+                },
+            ));
+        }
+        // Records the successor's header names are missing here. Whether they were durable
+        // decides between a torn tail (spanning segments) and damaged durable data.
+        let damage = v.scan.damage.unwrap_or(RecordDamage::Frame(FrameError::End));
+        let mut after = v.ahead;
+        for l in &views[i + 1..] {
+            after.watermark = after.watermark.max(l.scan.watermark);
+            if let Some((lsn, _)) = l.scan.last_data {
+                let lo = l.header.base_lsn;
+                after.data = Some(after.data.map_or((lo, lsn), |(a, b)| (a.min(lo), b.max(lsn))));
+            }
+        }
+        let evidence = if next.header.predecessor_unsynced {
+            proof(
+                plan.watermark.max(after.watermark),
+                external,
+                v.scan.next_lsn,
+            )
+        } else {
+            Some(DurabilityEvidence::LaterSegment(next.header.segment_id))
+        };
+        let reason = cut_reason(mode, discard, evidence, &path(i), &v.scan, damage)?;
+        plan.cut = Some(PlannedCut {
+            damage,
+            reason,
+            intact_after: after.data,
+            named: Some(claim.0),
+        });
+        return Ok(plan);
+    }
+    Ok(plan)
 }
 
 /// What a cut is known to lose through: the last intact record after the damage, the last record
@@ -878,16 +963,22 @@ fn proof(marked: u64, external: u64, lsn: u64) -> Option<DurabilityEvidence> {
     }
 }
 
-/// What the recovery mode makes of damage at `scan.end`, given the evidence that it is durable:
-/// the reason to cut there, or the error to refuse with.
+/// What the recovery mode makes of damage at `scan.end` of the segment at `path`, given the
+/// evidence that it is durable: the reason to cut there, or the error to refuse with.
 fn cut_reason(
     mode: RecoveryMode,
+    discard: Option<u64>,
     evidence: Option<DurabilityEvidence>,
-    seg: &Segment,
+    path: &Path,
     scan: &SegmentScan,
     damage: RecordDamage,
 ) -> Result<CutReason> {
-    let refuse = |ev| damaged(seg, scan.end, scan.next_lsn, damage, ev);
+    if let Some(after) = discard.filter(|&after| scan.next_lsn > after) {
+        // Every record through the discard point is intact: the damage is in records being
+        // discarded (an interrupted discard left them half zeroed), not in kept ones.
+        return Ok(CutReason::Discarded { after: Lsn(after) });
+    }
+    let refuse = |ev| damaged(path, scan.end, scan.next_lsn, damage, ev);
     match (mode, evidence) {
         (RecoveryMode::Strict, ev) => Err(refuse(ev.unwrap_or(DurabilityEvidence::StrictMode))),
         (RecoveryMode::TolerateTornTail, Some(ev)) => Err(refuse(ev)),

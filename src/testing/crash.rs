@@ -690,8 +690,8 @@ pub(super) fn inspection_agrees<C: Codec>(
             rec.log
         ));
     }
-    // Opening an empty log appends the journal's `Init` record.
-    let init = u64::from(i.log.records == 0);
+    // Opening a journal with neither a snapshot nor a record appends its `Init` record.
+    let init = u64::from(i.log.records == 0 && i.usable_snapshot().is_none());
     if i.discard_after.is_none() && j.log().last_lsn().get() != i.log.last_lsn.get() + init {
         return Err(format!(
             "inspect said the log ends at LSN {}, the open ended it at {}",

@@ -463,15 +463,9 @@ impl<S: Clone + PartialEq + fmt::Debug, C: Codec + Clone> CrashSimulator<S, C> {
             report.opens += 1;
             let outcome = (|| -> std::result::Result<DamageOutcome, String> {
                 let opts = self.opts.clone().recovery_mode(mode);
-                // `inspect` must predict what this open does, damage and all (the CLI's
-                // `verify` and `repair` stand on it).
-                // (Only for damage to a segment's frames in the default and strict modes, for
-                // now: inspect's mirror of the snapshot fallback and of point-in-time cuts still
-                // differs from recovery on some damaged images; see the closing note of issue 8.)
-                let predicted = if self.check_inspection
-                    && target.kind == DamagedFile::SegmentFrames
-                    && mode != RecoveryMode::PointInTime
-                {
+                // `inspect` must predict what this open does, damage and all, in every mode and
+                // for every kind of damage (the CLI's `verify` and `repair` stand on it).
+                let predicted = if self.check_inspection {
                     Some(super::inspect_unchanged(&dir)?)
                 } else {
                     None
