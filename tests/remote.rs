@@ -925,8 +925,8 @@ fn progress_counts_every_byte_of_a_push_and_a_restore() {
     let progress = Arc::new(Progress::default());
     // Small parts, so that the snapshot goes up in a multipart upload whose parts are counted.
     let opts = RemoteOptions::default()
-        .multipart_threshold(32 << 10)
-        .part_size(16 << 10)
+        .multipart_threshold(8 << 10)
+        .part_size(4 << 10)
         .progress(Arc::clone(&progress));
     let remote = RemoteStore::new(Arc::new(InMemory::new()), "progress")
         .unwrap()
@@ -939,7 +939,7 @@ fn progress_counts_every_byte_of_a_push_and_a_restore() {
     job.mutate(500);
     let (_, push) = job.j.checkpoint_and_push(&shipper).unwrap();
     let pushed = push.wait().unwrap();
-    assert!(pushed.snapshot_bytes_uploaded > 32 << 10, "{pushed:?}");
+    assert!(pushed.snapshot_bytes_uploaded > 8 << 10, "{pushed:?}");
     assert_eq!(progress.total(), pushed.bytes_uploaded);
     assert_eq!(progress.done(), pushed.bytes_uploaded);
     // An incremental push counts only what it uploads.

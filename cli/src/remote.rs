@@ -261,6 +261,13 @@ pub fn push(a: PushArgs) -> CliResult {
     let dir = a.dir.display().to_string();
     // The checkpoint is checked before it is published: every snapshot block, every segment
     // prefix's CRC (a push copies bytes; it would publish damage nobody could restore).
+    let spin = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new_spinner()
+    };
+    spin.set_message(format!("checking {dir}"));
+    spin.enable_steady_tick(Duration::from_millis(100));
     let i = inspect::inspect(
         &a.dir,
         InspectOptions {
@@ -269,7 +276,9 @@ pub fn push(a: PushArgs) -> CliResult {
             replay_state: false,
         },
     )
-    .map_err(|e| CliError(e.to_string()))?;
+    .map_err(|e| CliError(e.to_string()));
+    spin.finish_and_clear();
+    let i = i?;
     if i.in_use {
         return Err(locked(&dir));
     }
@@ -311,14 +320,6 @@ pub fn push(a: PushArgs) -> CliResult {
     let progress = Arc::new(Progress::default());
     let remote = open_store(&a.url, Some(Arc::clone(&progress)))?;
     let store_err = |e: Error| CliError(format!("{}: {e}", a.url));
-    let epoch = if a.new_epoch {
-        remote.claim_epoch_blocking().map_err(store_err)?
-    } else {
-        match remote.current_epoch_blocking().map_err(store_err)? {
-            0 => remote.claim_epoch_blocking().map_err(store_err)?,
-            e => e,
-        }
-    };
     // Already there: the newest remote checkpoint is this one (a second push would publish a
     // copy under a new number).
     let newest = remote.checkpoints_blocking().map_err(store_err)?.pop();
@@ -340,6 +341,14 @@ pub fn push(a: PushArgs) -> CliResult {
             return Ok(ExitCode::SUCCESS);
         }
     }
+    let epoch = if a.new_epoch {
+        remote.claim_epoch_blocking().map_err(store_err)?
+    } else {
+        match remote.current_epoch_blocking().map_err(store_err)? {
+            0 => remote.claim_epoch_blocking().map_err(store_err)?,
+            e => e,
+        }
+    };
     let opts = crate::repair::reopen_options(&a.dir, &i, RecoveryMode::TolerateTornTail)?
         .compaction(CompactionPolicy::manual());
     let mut journal = match Journal::open(&a.dir, opts) {
