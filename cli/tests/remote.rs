@@ -431,6 +431,36 @@ fn push_needs_the_lock_and_store_urls_are_checked() {
 }
 
 #[test]
+fn an_operator_push_joins_the_epoch_unless_told_to_take_over() {
+    use statejournal::remote::{RemoteStore, Shipper};
+    let tmp = tempfile::tempdir().unwrap();
+    let url = url_of(&tmp.path().join("store"));
+    // A running job pushing to the store, with the epoch its shipper claimed.
+    let mut live = Journal::open(tmp.path().join("live"), opts()).unwrap();
+    let v = live.value_state::<u32, u64>("clicks").unwrap();
+    let shipper = Shipper::new(RemoteStore::from_url(&url).unwrap()).unwrap();
+    let mut push_live = |live: &mut Journal, n: u64| {
+        v.set(live, &0, &n).unwrap();
+        live.checkpoint_and_push(&shipper).unwrap().1.wait()
+    };
+    assert_eq!(push_live(&mut live, 1).unwrap().epoch, 1);
+    // An operator pushes another journal to the same store: it joins epoch 1, fencing nobody.
+    let other = tmp.path().join("other");
+    journal(&other);
+    let r = ok(&["checkpoint", "push", s(&other), &url]);
+    assert!(r.stdout.contains("(epoch 1)"), "{}", r.stdout);
+    assert_eq!(push_live(&mut live, 2).unwrap().epoch, 1);
+    // --new-epoch takes the store over: the job's next push is fenced off.
+    let r = ok(&["checkpoint", "push", s(&other), &url, "--new-epoch"]);
+    assert!(r.stdout.contains("(epoch 2)"), "{}", r.stdout);
+    assert!(
+        matches!(push_live(&mut live, 3), Err(Error::Fenced { .. })),
+        "the older writer is fenced off"
+    );
+    live.close().unwrap();
+}
+
+#[test]
 fn demo_pushes_its_checkpoints_and_moves_to_another_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let url = url_of(&tmp.path().join("store"));
