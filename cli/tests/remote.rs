@@ -439,7 +439,7 @@ fn an_operator_push_joins_the_epoch_unless_told_to_take_over() {
     let mut live = Journal::open(tmp.path().join("live"), opts()).unwrap();
     let v = live.value_state::<u32, u64>("clicks").unwrap();
     let shipper = Shipper::new(RemoteStore::from_url(&url).unwrap()).unwrap();
-    let mut push_live = |live: &mut Journal, n: u64| {
+    let push_live = |live: &mut Journal, n: u64| {
         v.set(live, &0, &n).unwrap();
         live.checkpoint_and_push(&shipper).unwrap().1.wait()
     };
