@@ -134,7 +134,7 @@ fn with_bar<T: Send>(
     .progress_chars("=> ");
     std::thread::scope(|s| {
         let (tx, rx) = mpsc::channel();
-        s.spawn(move || {
+        let worker = s.spawn(move || {
             // The receiver outlives this thread: the send cannot fail.
             let _ = tx.send(work());
         });
@@ -158,7 +158,10 @@ fn with_bar<T: Send>(
                     bar.set_position(progress.done());
                 }
                 Err(RecvTimeoutError::Disconnected) => {
+                    // The worker ended without a result: it panicked. Joined here, so that the
+                    // scope does not panic in turn.
                     bar.finish_and_clear();
+                    let _ = worker.join();
                     return Err(CliError(format!("{verb}: the transfer thread failed")));
                 }
             }
