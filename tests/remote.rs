@@ -920,6 +920,53 @@ fn store_from_url() {
 }
 
 #[test]
+fn progress_counts_every_byte_of_a_push_and_a_restore() {
+    use statejournal::remote::Progress;
+    let progress = Arc::new(Progress::default());
+    // Small parts, so that the snapshot goes up in a multipart upload whose parts are counted.
+    let opts = RemoteOptions::default()
+        .multipart_threshold(8 << 10)
+        .part_size(4 << 10)
+        .progress(Arc::clone(&progress));
+    let remote = RemoteStore::new(Arc::new(InMemory::new()), "progress")
+        .unwrap()
+        .with_options(opts);
+    let shipper = Shipper::new(remote.clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut job = Job::open(dir.path());
+    job.mutate(3000);
+    job.j.compact().unwrap();
+    job.mutate(500);
+    let (_, push) = job.j.checkpoint_and_push(&shipper).unwrap();
+    let pushed = push.wait().unwrap();
+    assert!(pushed.snapshot_bytes_uploaded > 8 << 10, "{pushed:?}");
+    assert_eq!(progress.total(), pushed.bytes_uploaded);
+    assert_eq!(progress.done(), pushed.bytes_uploaded);
+    // An incremental push counts only what it uploads.
+    job.mutate(100);
+    let (_, push) = job.j.checkpoint_and_push(&shipper).unwrap();
+    let pushed = push.wait().unwrap();
+    assert_eq!(pushed.snapshot_bytes_uploaded, 0);
+    assert_eq!(
+        (progress.total(), progress.done()),
+        (pushed.bytes_uploaded, pushed.bytes_uploaded)
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let restored = remote
+        .restore_blocking(None, out.path().join("all"))
+        .unwrap();
+    assert_eq!(progress.total(), restored.bytes);
+    assert_eq!(progress.done(), restored.bytes);
+    let part = remote
+        .restore_key_groups_blocking(None, KeyGroupRange::new(0, 16), out.path().join("part"))
+        .unwrap();
+    assert!(part.bytes < restored.bytes, "{part:?} {restored:?}");
+    assert_eq!(progress.total(), part.bytes);
+    assert_eq!(progress.done(), part.bytes);
+}
+
+#[test]
 fn closing_during_a_push_keeps_the_directory_locked_until_it_ends() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let faulty = FaultyStore::new(store);

@@ -17,20 +17,21 @@
 //! affects the results exactly once. At the end it recomputes every window's result straight
 //! from the generator, compares, and prints the verdict (exit code 1 on a mismatch).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
+use statejournal::remote::{PushHandle, Shipper};
 use statejournal::{Journal, JournalOptions, ListState, MapState, ValueState};
 
 use crate::fmt::{bytes, count, duration};
 use crate::stream::{digest_of, event, EVENTS_PER_EVENT_SEC, MAX_DELAY_MS, SEED, WINDOW_MS};
 use crate::{CliError, CliResult};
 
-/// `demo [--dir DIR] [--events N] [--checkpoint-every SECS]`.
+/// `demo [--dir DIR] [--events N] [--checkpoint-every SECS] [--remote URL]`.
 #[derive(clap::Args)]
 pub struct Args {
     /// Directory of the job's journal (created if missing).
@@ -48,6 +49,59 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Also push every checkpoint to this store (s3://…, file:///…, memory:///…; see
+    /// `statejournal checkpoint push --help`). A DIR without a journal starts from the store's
+    /// newest checkpoint: the job moves to another machine.
+    #[arg(long, value_name = "URL")]
+    remote: Option<String>,
+}
+
+/// Pushes the job's checkpoints to a store as it takes them.
+struct Pusher {
+    url: String,
+    shipper: Shipper,
+    /// Pushes started and not yet waited for, oldest first.
+    pending: VecDeque<PushHandle>,
+    pushed: u64,
+    bytes: u64,
+    last_seq: u64,
+}
+
+impl Pusher {
+    /// Waits for the oldest push in flight.
+    fn wait_one(&mut self) -> Result<(), CliError> {
+        if let Some(h) = self.pending.pop_front() {
+            let id = h.checkpoint_id();
+            let r = h.wait().map_err(|e| {
+                CliError(format!(
+                    "pushing checkpoint {id} to {} failed: {e}",
+                    self.url
+                ))
+            })?;
+            self.pushed += 1;
+            self.bytes += r.bytes_uploaded;
+            self.last_seq = r.seq;
+        }
+        Ok(())
+    }
+
+    /// Starts pushing checkpoint `id`, after collecting the pushes that ended; at most two are
+    /// in flight (a slow store slows the job down rather than piling up pinned checkpoints).
+    fn push(&mut self, j: &mut Journal, id: u64) -> Result<(), CliError> {
+        while self.pending.front().is_some_and(PushHandle::is_finished) || self.pending.len() >= 2 {
+            self.wait_one()?;
+        }
+        let h = j.push_checkpoint(id, &self.shipper)?;
+        self.pending.push_back(h);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), CliError> {
+        while !self.pending.is_empty() {
+            self.wait_one()?;
+        }
+        Ok(())
+    }
 }
 
 /// The watermark after event `i`: no later event has an earlier time.
@@ -231,11 +285,53 @@ pub fn run(a: Args) -> CliResult {
         }
     };
     crate::outln!(
-        "statejournal demo: clicks per user per 10 s window over {} events, a checkpoint every {} s, in {}",
+        "statejournal demo: clicks per user per 10 s window over {} events, a checkpoint every {} s, in {}{}",
         a.events,
         a.checkpoint_every,
-        dir.display()
+        dir.display(),
+        a.remote
+            .as_ref()
+            .map(|u| format!(", pushed to {u}"))
+            .unwrap_or_default()
     );
+    let mut pusher = match &a.remote {
+        None => None,
+        Some(url) => {
+            let remote = crate::remote::open_store(url, None)?;
+            let fresh_dir = std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none());
+            if fresh_dir && !a.fresh {
+                // No journal here: start where the store's newest checkpoint left off.
+                let cps = remote
+                    .checkpoints_blocking()
+                    .map_err(|e| CliError(format!("{url}: {e}")))?;
+                if !cps.is_empty() {
+                    let r = remote.restore_blocking(None, &dir).map_err(|e| {
+                        CliError(format!(
+                            "restoring the newest checkpoint of {url} into {} failed: {e}",
+                            dir.display()
+                        ))
+                    })?;
+                    crate::outln!(
+                        "restored remote checkpoint #{} (local checkpoint {}) from {url}: {} in {}",
+                        r.seq,
+                        r.checkpoint_id,
+                        bytes(r.bytes),
+                        duration(r.duration)
+                    );
+                }
+            }
+            // A new epoch: this run fences off any earlier run still pushing to the store.
+            let shipper = Shipper::new(remote).map_err(|e| CliError(format!("{url}: {e}")))?;
+            Some(Pusher {
+                url: url.clone(),
+                shipper,
+                pending: VecDeque::new(),
+                pushed: 0,
+                bytes: 0,
+                last_seq: 0,
+            })
+        }
+    };
 
     let started = Instant::now();
     let (mut j, restored) = open_job(&dir, &say)?;
@@ -278,7 +374,10 @@ pub fn run(a: Args) -> CliResult {
             s.results.clear_all(&mut j)?;
             s.source.set(&mut j, &0, &0)?;
             s.config.set(&mut j, &0, &config)?;
-            j.checkpoint()?;
+            let id = j.checkpoint()?.id;
+            if let Some(p) = pusher.as_mut() {
+                p.push(&mut j, id)?;
+            }
             crate::outln!("started a new run (opened in {})", duration(recovery_time));
         }
     }
@@ -349,6 +448,9 @@ pub fn run(a: Args) -> CliResult {
                 let t = Instant::now();
                 s.source.set(&mut j, &0, &offset)?;
                 last_id = j.checkpoint()?.id;
+                if let Some(p) = pusher.as_mut() {
+                    p.push(&mut j, last_id)?;
+                }
                 checkpoint_time += t.elapsed();
                 checkpoints += 1;
                 last_checkpoint = Instant::now();
@@ -367,6 +469,12 @@ pub fn run(a: Args) -> CliResult {
     if offset > first_offset || last_id == 0 {
         last_id = j.checkpoint()?.id;
         checkpoints += 1;
+        if let Some(p) = pusher.as_mut() {
+            p.push(&mut j, last_id)?;
+        }
+    }
+    if let Some(p) = pusher.as_mut() {
+        p.finish()?;
     }
     let elapsed = run_started.elapsed();
     bar.finish_and_clear();
@@ -433,6 +541,15 @@ pub fn run(a: Args) -> CliResult {
         io.compactions,
         io.write_amplification()
     );
+    if let Some(p) = &pusher {
+        crate::outln!(
+            "remote: pushed {} checkpoints to {} this run ({} uploaded); the newest is remote checkpoint #{}",
+            p.pushed,
+            p.url,
+            bytes(p.bytes),
+            p.last_seq
+        );
+    }
     let total_clicks: u64 = got.values().map(|r| r.clicks).sum();
     if got == want {
         crate::outln!(

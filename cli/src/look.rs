@@ -36,11 +36,15 @@ pub struct VerifyArgs {
     json: bool,
 }
 
-/// `checkpoint list DIR`.
+/// `checkpoint list DIR` or `checkpoint list --remote URL`.
 #[derive(clap::Args)]
 pub struct ListArgs {
     /// The journal directory.
-    dir: PathBuf,
+    #[arg(required_unless_present = "remote", conflicts_with = "remote")]
+    dir: Option<PathBuf>,
+    /// List the checkpoints in this store instead (s3://…, file:///…, memory:///…).
+    #[arg(long, value_name = "URL")]
+    remote: Option<String>,
     /// Print a JSON array instead of a table.
     #[arg(long)]
     json: bool,
@@ -477,8 +481,13 @@ fn print_checkpoint_table(i: &Inspection) {
 
 /// `statejournal checkpoint list`.
 pub fn list(a: ListArgs) -> CliResult {
+    let dir = match (a.dir, a.remote) {
+        (_, Some(url)) => return crate::remote::list(&url, a.json),
+        (Some(dir), None) => dir,
+        (None, None) => return Err(CliError("give a journal directory or --remote URL".into())),
+    };
     let i = run_inspect(
-        &a.dir,
+        &dir,
         InspectOptions {
             verify_snapshots: true,
             verify_checkpoints: true,

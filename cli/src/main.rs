@@ -34,6 +34,7 @@ mod dump;
 mod fmt;
 mod look;
 mod plan;
+mod remote;
 mod repair;
 mod stream;
 
@@ -79,7 +80,7 @@ enum Command {
     /// Run a write-heavy streaming job (clicks per user per 10-second window) with exactly-once
     /// checkpoints; kill it at any moment and run it again: it resumes and checks its result.
     #[command(
-        after_help = "Example:\n  statejournal demo --events 2000000 --checkpoint-every 1\n  (press Ctrl-C or kill -9 it, run it again: it resumes from its last checkpoint)"
+        after_help = "Examples:\n  statejournal demo --events 2000000 --checkpoint-every 1\n  (press Ctrl-C or kill -9 it, run it again: it resumes from its last checkpoint)\n  statejournal demo --remote file:///tmp/sj-store          every checkpoint also pushed to a store\n  statejournal demo --dir ./elsewhere --remote file:///tmp/sj-store\n  (an empty --dir starts from the store's newest checkpoint: the job moved to another machine)"
     )]
     Demo(demo::Args),
     /// Show what a journal directory holds: segments, LSNs, snapshots, checkpoints, states, key
@@ -119,12 +120,61 @@ enum Command {
     Plan(plan::Args),
 }
 
+/// How the remote subcommands name a store and find its credentials (their `--help`).
+const STORES: &str = "Stores (URL):\n  s3://BUCKET/PREFIX        Amazon S3 or any S3 API (MinIO, moto, R2 ...)\n  file:///ABSOLUTE/PATH     a directory, e.g. a shared file system\n  memory:///PREFIX          this process's memory (gone when it exits: for tests)\n\nS3 settings come from the environment, as object_store's AmazonS3Builder::from_env reads them:\nAWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION (or AWS_DEFAULT_REGION),\nAWS_ENDPOINT_URL (or AWS_ENDPOINT) for a server other than AWS, AWS_ALLOW_HTTP=true for a plain\nhttp:// endpoint, and the other AWS_* names object_store knows (unknown ones are ignored).\nWithout credentials in the environment the client asks the instance metadata service.";
+
+fn push_help() -> String {
+    format!(
+        "Examples:\n  statejournal checkpoint push ./statejournal-demo s3://backups/clicks\n  statejournal checkpoint push ./statejournal-demo file:///mnt/ckpt/clicks --checkpoint 7\n  AWS_ENDPOINT_URL=http://127.0.0.1:9000 AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=... \\\n    AWS_SECRET_ACCESS_KEY=... AWS_REGION=us-east-1 statejournal checkpoint push ./job s3://bucket/job\n\n\
+         The checkpoint is checked first (every snapshot block, every segment prefix's CRC). The push\n\
+         opens the journal, so it needs the directory's lock: if a job has the journal open, it fails\n\
+         (push from the job, e.g. `statejournal demo --remote URL`, or stop it first); a torn tail a\n\
+         killed job left is cut as the job's own restart would, other damage is refused. It joins the\n\
+         store's current writer epoch, fencing nobody off; --new-epoch claims a new one, after which\n\
+         older writers' pushes fail. A checkpoint older than the newest one pushed from the same log\n\
+         is refused (it would become the newest).\n\n{STORES}"
+    )
+}
+
+fn pull_help(verb: &str) -> String {
+    let what = if verb == "pull" {
+        "pull downloads and checks every object (length, CRC-32, XXH3, every segment prefix's CRC) and\n\
+         leaves the files, a journal directory, for a job to open at the checkpoint; restore does the\n\
+         same and then opens it (the library's recovery rebuilds the whole state) and reports it."
+    } else {
+        "restore is pull (download and check every object: length, CRC-32, XXH3, every segment\n\
+         prefix's CRC) followed by an open at the checkpoint, which rebuilds the whole state from\n\
+         the snapshot and the log after it, and reports what it holds."
+    };
+    format!(
+        "Examples:\n  statejournal checkpoint {verb} ./restored s3://backups/clicks                 the newest\n  statejournal checkpoint {verb} ./restored s3://backups/clicks --checkpoint 12\n  statejournal checkpoint {verb} ./part-0 file:///mnt/ckpt/clicks --key-groups 0..64    scale out:\n  statejournal checkpoint {verb} ./part-1 file:///mnt/ckpt/clicks --key-groups 64..128  two journals\n\n\
+         {what}\n\
+         DIR must be empty or missing; a failed {verb} leaves nothing behind in it.\n\
+         --checkpoint takes the number `#` of `statejournal checkpoint list --remote URL`.\n\n{STORES}"
+    )
+}
+
 #[derive(Subcommand)]
 enum CheckpointCommand {
-    /// List the checkpoints of a journal directory, oldest first, and whether each can be
-    /// restored. Read-only.
-    #[command(after_help = "Example:\n  statejournal checkpoint list ./statejournal-demo")]
+    /// List the checkpoints of a journal directory (or, with --remote, of a store), oldest
+    /// first. Read-only.
+    #[command(after_help = concat!(
+        "Examples:\n  statejournal checkpoint list ./statejournal-demo                 local checkpoints, and whether each can be restored\n  statejournal checkpoint list --remote s3://backups/clicks         remote checkpoints: # is what pull/restore --checkpoint take\n  statejournal checkpoint list --remote file:///mnt/ckpt/clicks --json\n\n",
+        "Stores (URL): s3://BUCKET/PREFIX, file:///ABSOLUTE/PATH, memory:///PREFIX; S3 settings from the AWS_*\nenvironment variables (see `statejournal checkpoint push --help`)."
+    ))]
     List(look::ListArgs),
+    /// Push a local checkpoint (default: the newest) of the journal in DIR to the store at URL,
+    /// uploading only what the store lacks. Opens the journal: it must not be open elsewhere.
+    #[command(after_help = push_help())]
+    Push(remote::PushArgs),
+    /// Download a remote checkpoint into an empty (or missing) DIR, checking every object's
+    /// length and checksums; the files are left for a job to open. `restore` also opens them.
+    #[command(after_help = pull_help("pull"))]
+    Pull(remote::PullArgs),
+    /// `pull`, then open DIR at the checkpoint (rebuilding the state from every snapshot block
+    /// and log record) and report what it holds: proof that a job can start from it.
+    #[command(after_help = pull_help("restore"))]
+    Restore(remote::PullArgs),
 }
 
 fn main() -> ExitCode {
@@ -137,6 +187,9 @@ fn main() -> ExitCode {
         Command::Repair(a) => repair::repair(a),
         Command::Compact(a) => repair::compact(a),
         Command::Checkpoint(CheckpointCommand::List(a)) => look::list(a),
+        Command::Checkpoint(CheckpointCommand::Push(a)) => remote::push(a),
+        Command::Checkpoint(CheckpointCommand::Pull(a)) => remote::pull(a),
+        Command::Checkpoint(CheckpointCommand::Restore(a)) => remote::restore(a),
         Command::Plan(a) => plan::run(a),
     };
     match result {

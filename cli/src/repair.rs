@@ -60,7 +60,7 @@ pub fn max_key_groups(dir: &Path, i: &Inspection) -> Result<u16, CliError> {
 
 /// Options that reopen an existing journal as it is: never create one, its key-group count, and
 /// a retention that keeps every checkpoint present.
-fn reopen_options(
+pub(crate) fn reopen_options(
     dir: &Path,
     i: &Inspection,
     mode: RecoveryMode,

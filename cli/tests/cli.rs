@@ -168,6 +168,9 @@ fn every_subcommand_has_help_with_an_example() {
         vec!["repair"],
         vec!["compact"],
         vec!["checkpoint", "list"],
+        vec!["checkpoint", "push"],
+        vec!["checkpoint", "pull"],
+        vec!["checkpoint", "restore"],
         vec!["plan"],
     ] {
         let mut args = sub.clone();

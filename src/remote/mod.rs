@@ -28,6 +28,7 @@
 
 mod gc;
 pub mod layout;
+mod progress;
 pub(crate) mod push;
 mod restore;
 
@@ -41,6 +42,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
 
 pub use crate::codec::remote_manifest::{Chunk, RemoteManifest, RemoteSegment, RemoteSnapshot};
 pub use gc::RemoteGcReport;
+pub use progress::Progress;
 pub use push::{PushHandle, PushReport, Shipper};
 pub use restore::RestoreReport;
 
@@ -56,6 +58,7 @@ use crate::error::{Error, Result};
 /// | attempts | 3 tries of a push that failed on a store error, with exponential backoff |
 /// | backoff | 100 ms, doubling, at most 5 s |
 /// | upload timeout | none: the uploads of one push attempt may take as long as they take |
+/// | progress | none: no byte counters ([`Progress`]) |
 #[derive(Debug, Clone)]
 pub struct RemoteOptions {
     multipart_threshold: u64,
@@ -65,6 +68,7 @@ pub struct RemoteOptions {
     initial_backoff: Duration,
     max_backoff: Duration,
     upload_timeout: Option<Duration>,
+    progress: Option<Arc<Progress>>,
 }
 
 impl Default for RemoteOptions {
@@ -77,6 +81,7 @@ impl Default for RemoteOptions {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             upload_timeout: None,
+            progress: None,
         }
     }
 }
@@ -112,6 +117,13 @@ impl RemoteOptions {
     /// An attempt that exceeds it fails as a store error, and is retried.
     pub fn upload_timeout(mut self, limit: Duration) -> Self {
         self.upload_timeout = Some(limit);
+        self
+    }
+
+    /// Byte counters that pushes and restores with these options keep up to date while they run
+    /// (see [`Progress`]).
+    pub fn progress(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = Some(progress);
         self
     }
 
@@ -407,6 +419,25 @@ impl RemoteStore {
             }
             next += 1; // another claimant took it
         }
+    }
+
+    /// The highest epoch in the store (of an epoch marker or a manifest), 0 when there is none:
+    /// a [`Shipper::with_epoch`] with it joins the store's current writers without fencing them
+    /// off (a new epoch, [`RemoteStore::claim_epoch`], would).
+    pub async fn current_epoch(&self) -> Result<u64> {
+        let marked = self.max_epoch().await?.map_or(0, |(e, _)| e);
+        let published = self.latest().await?.map_or(0, |m| m.epoch);
+        Ok(marked.max(published))
+    }
+
+    /// [`RemoteStore::current_epoch`], blocking.
+    pub fn current_epoch_blocking(&self) -> Result<u64> {
+        block_on(self.current_epoch())
+    }
+
+    /// [`RemoteStore::manifest`], blocking.
+    pub fn manifest_blocking(&self, seq: u64) -> Result<RemoteManifest> {
+        block_on(self.manifest(seq))
     }
 
     /// [`RemoteStore::checkpoints`], blocking.

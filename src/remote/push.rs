@@ -452,6 +452,7 @@ impl RemoteStore {
                 .put(&path, PutPayload::from(bytes))
                 .await
                 .map_err(|e| self.err("put", key, e))?;
+            self.progress_add(len, false);
             return Ok(len);
         }
         let upload = self
@@ -473,6 +474,7 @@ impl RemoteStore {
                 return Err(self.err("upload a part of", key, e));
             }
             w.put(part);
+            self.progress_add(n, false);
             at += n;
         }
         w.finish()
@@ -634,6 +636,7 @@ async fn push_once(
     }
 
     let objects_uploaded = uploads.len();
+    remote.progress_start(uploads.iter().map(|(_, s)| s.len()).sum());
     let transfer = futures::stream::iter(uploads)
         .map(|(key, source)| async move { remote.upload(&key, source).await })
         .buffer_unordered(remote.opts.concurrency)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 
-use super::{layout, RemoteStore};
+use super::{layout, RemoteCheckpoint, RemoteStore};
 use crate::codec::manifest::Manifest;
 use crate::codec::meta::LogMeta;
 use crate::codec::remote_manifest::{Chunk, RemoteManifest};
@@ -63,6 +63,7 @@ impl RemoteStore {
         let m = self.pick(seq).await?;
         let local = self.check_manifest(&m)?;
         prepare_dir(dir)?;
+        self.progress_start(RemoteCheckpoint::of(&m).bytes);
         let mut written = Written(Vec::new());
         let outcome = self.restore_files(&m, &local, dir, &mut written).await;
         restored(&m, started, written, outcome)
@@ -96,6 +97,8 @@ impl RemoteStore {
             });
         }
         prepare_dir(dir)?;
+        // The log whole; the snapshot's ranges are added as they are read.
+        self.progress_start(m.segments.iter().map(|s| s.len).sum());
         let mut written = Written(Vec::new());
         let outcome = self
             .restore_subset(&m, local, range, dir, &mut written)
@@ -156,6 +159,10 @@ impl RemoteStore {
             write(&head, 0)?;
             write(&tail, footer_offset)?;
             bytes += head.len() as u64 + trailer.len() as u64 + tail.len() as u64;
+            self.progress_add(
+                head.len() as u64 + trailer.len() as u64 + tail.len() as u64,
+                true,
+            );
             let reader = SnapshotReader::open(&sparse)?;
             let wanted: Vec<_> = reader
                 .index()
@@ -168,6 +175,7 @@ impl RemoteStore {
                 let blocks = self.get_range(&s.object, r.clone()).await?;
                 write(&blocks, r.start)?;
                 bytes += blocks.len() as u64;
+                self.progress_add(blocks.len() as u64, true);
             }
             objects += 1;
             // The subset as a snapshot of its own; the cursor checks every block it reads.
@@ -290,6 +298,7 @@ impl RemoteStore {
                 file.write_all_at(&piece, at)
                     .map_err(|e| Error::io("write", &tmp, e))?;
                 at += piece.len() as u64;
+                self.progress_add(piece.len() as u64, false);
             }
             let found = (at, crc.finalize(), xxh.digest());
             if found != (s.len, s.crc, s.xxh3) {
@@ -348,6 +357,7 @@ impl RemoteStore {
                     .map_err(|e| Error::io("write", &tmp, e))?;
                 objects += 1;
                 bytes += b.len() as u64;
+                self.progress_add(b.len() as u64, false);
             }
             let crc = prefix_crc.finalize();
             if crc != seg.crc {
