@@ -639,9 +639,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         .iter()
         .map(|seg| {
             let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
-            SegmentView::read(buf, *seg.header(), |from| {
-                segment_dirty_end(seg, buf, from)
-            })
+            SegmentView::read(buf, *seg.header(), |from| segment_dirty_end(seg, buf, from))
         })
         .collect();
     let paths: Vec<PathBuf> = segs.iter().map(|s| s.path().to_path_buf()).collect();
@@ -694,8 +692,13 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
     match plan.cut {
         None => {
             let mut seg = seg;
-            seg.activate(v.scan.end, v.scan.end, v.scan.data_records, v.scan.last_data)
-                .map_err(|e| Error::io("activate", seg.path(), e))?;
+            seg.activate(
+                v.scan.end,
+                v.scan.end,
+                v.scan.data_records,
+                v.scan.last_data,
+            )
+            .map_err(|e| Error::io("activate", seg.path(), e))?;
             recovered.push(Arc::new(seg));
         }
         Some(c) => {
@@ -899,13 +902,20 @@ pub(crate) fn plan_log(
         }
         // Records the successor's header names are missing here. Whether they were durable
         // decides between a torn tail (spanning segments) and damaged durable data.
-        let damage = v.scan.damage.unwrap_or(RecordDamage::Frame(FrameError::End));
+        let damage = v
+            .scan
+            .damage
+            .unwrap_or(RecordDamage::Frame(FrameError::End));
         let mut after = v.ahead;
         for l in &views[i + 1..] {
             after.watermark = after.watermark.max(l.scan.watermark);
             if let Some((lsn, _)) = l.scan.last_data {
                 let lo = l.header.base_lsn;
-                after.data = Some(after.data.map_or((lo, lsn), |(a, b)| (a.min(lo), b.max(lsn))));
+                after.data = Some(
+                    after
+                        .data
+                        .map_or((lo, lsn), |(a, b)| (a.min(lo), b.max(lsn))),
+                );
             }
         }
         let evidence = if next.header.predecessor_unsynced {

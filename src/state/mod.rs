@@ -149,6 +149,8 @@ impl MapData {
 
 /// How many entries ahead a snapshot load starts loading a key's table slot.
 const LOAD_AHEAD: usize = 8;
+/// How many prefaulted arena chunks (2 MiB each) a snapshot load keeps ready ahead of need.
+const PREFAULT_AHEAD: usize = 16;
 
 /// One verified snapshot block, decoded: its entry bytes copied out of the reader's buffer and
 /// each entry's position in them with its key's table hash (a unit of the parallel load).
@@ -370,7 +372,35 @@ impl Store {
             })?;
             return Ok(loaded);
         }
+        // Full-size arena chunks the tables will need, faulted in by a third thread: the kernel
+        // zeroing fresh pages was 40% of the inserting thread's time, and this one has the
+        // slack (on a VM, first touches of memory are slower still).
+        let wanted: Vec<(u32, usize)> = states
+            .iter()
+            .enumerate()
+            .filter_map(|(id, (_, d))| match d {
+                Data::Plain(t) => Some((id as u32, t.chunks_wanted())),
+                Data::Map(_) => None,
+            })
+            .filter(|&(_, n)| n > 0)
+            .collect();
         std::thread::scope(|scope| {
+            let (chunk_tx, chunk_rx) =
+                std::sync::mpsc::sync_channel::<(u32, table::PrefaultedChunk)>(PREFAULT_AHEAD);
+            if !wanted.is_empty() {
+                scope.spawn(move || {
+                    for (id, n) in wanted {
+                        for _ in 0..n {
+                            // A closed channel: the load is over (or failed).
+                            if chunk_tx.send((id, table::PrefaultedChunk::new())).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            } else {
+                drop(chunk_tx);
+            }
             let (tx, rx) = std::sync::mpsc::sync_channel::<crate::Result<DecodedBlock>>(4);
             let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<DecodedBlock>();
             let decoder_corrupt = &corrupt;
@@ -387,12 +417,27 @@ impl Store {
                 }
             });
             let mut loaded = Loaded::default();
-            for block in rx {
-                let block = block?;
-                insert_block(states, &block, &mut loaded, &corrupt)?;
-                let _ = recycle_tx.send(block);
+            let inserted = (|| {
+                for block in rx {
+                    let block = block?;
+                    while let Ok((id, chunk)) = chunk_rx.try_recv() {
+                        if let Some((_, Data::Plain(t))) = states.get_mut(id as usize) {
+                            t.add_prefaulted(chunk);
+                        }
+                    }
+                    insert_block(states, &block, &mut loaded, &corrupt)?;
+                    let _ = recycle_tx.send(block);
+                }
+                Ok(())
+            })();
+            // Stops the faulting thread, and returns what it made beyond the need.
+            drop(chunk_rx);
+            for (_, d) in states.iter_mut() {
+                if let Data::Plain(t) = d {
+                    t.drop_prefaulted();
+                }
             }
-            Ok(loaded)
+            inserted.map(|()| loaded)
         })
     }
 
