@@ -28,6 +28,7 @@
 
 mod gc;
 pub mod layout;
+mod merge;
 pub(crate) mod push;
 mod restore;
 
@@ -41,6 +42,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
 
 pub use crate::codec::remote_manifest::{Chunk, RemoteManifest, RemoteSegment, RemoteSnapshot};
 pub use gc::RemoteGcReport;
+pub use merge::{restore_merged, restore_merged_blocking, MergeReport, MergeSource, MergedSource};
 pub use push::{PushHandle, PushReport, Shipper};
 pub use restore::RestoreReport;
 

@@ -156,7 +156,16 @@ impl RemoteStore {
             write(&head, 0)?;
             write(&tail, footer_offset)?;
             bytes += head.len() as u64 + trailer.len() as u64 + tail.len() as u64;
-            let reader = SnapshotReader::open(&sparse)?;
+            // Damage the reader finds in the stand-in is damage of the object, at the same offset.
+            let of_object = |e: Error| match e {
+                Error::Corruption(c) if c.path == sparse => Error::RemoteCorruption {
+                    object: self.describe(&s.object),
+                    offset: c.offset,
+                    detail: c.kind.to_string(),
+                },
+                other => other,
+            };
+            let reader = SnapshotReader::open(&sparse).map_err(of_object)?;
             let wanted: Vec<_> = reader
                 .index()
                 .iter()
@@ -180,7 +189,7 @@ impl RemoteStore {
                 meta.states.clone(),
             )?;
             let mut cursor = reader.cursor(range);
-            while cursor.advance()? {
+            while cursor.advance().map_err(of_object)? {
                 if let Some(e) = cursor.entry() {
                     w.add(e)?;
                 }
@@ -205,7 +214,7 @@ impl RemoteStore {
     }
 
     /// Manifest `seq`, or the newest.
-    async fn pick(&self, seq: Option<u64>) -> Result<RemoteManifest> {
+    pub(crate) async fn pick(&self, seq: Option<u64>) -> Result<RemoteManifest> {
         match seq {
             Some(seq) => self.manifest(seq).await,
             None => self.latest().await?.ok_or_else(|| Error::InvalidOptions {
@@ -216,7 +225,7 @@ impl RemoteStore {
     }
 
     /// Checks that a manifest is one a restore can produce a journal from.
-    fn check_manifest(&self, m: &RemoteManifest) -> Result<Manifest> {
+    pub(crate) fn check_manifest(&self, m: &RemoteManifest) -> Result<Manifest> {
         let bad = |detail: String| Error::RemoteCorruption {
             object: self.describe(&layout::manifest_key(m.seq)),
             offset: 0,
