@@ -326,6 +326,11 @@ fn merge_and_open(
     let r = restore_merged_blocking(sources, range, dir).unwrap();
     assert_eq!(r.key_groups, range);
     assert!(r.bytes > 0 && r.objects > 0);
+    // A journal by the format's rules: inspection (which mirrors recovery) finds nothing wrong.
+    let seen = statejournal::inspect::inspect(dir, Default::default()).unwrap();
+    assert!(seen.problems.is_empty(), "{:?}", seen.problems);
+    assert!(seen.state_error.is_none(), "{:?}", seen.state_error);
+    assert_eq!(seen.checkpoints.len(), 1);
     let mut j = Journal::open_at_checkpoint(dir, r.checkpoint_id, opts(clock, range)).unwrap();
     assert_eq!(j.log().last_lsn().get(), r.lsn);
     let s = register(&mut j, [1, 2, 0]);
