@@ -399,6 +399,11 @@ fn rescale_two_into_one(kind: Kind) {
     let e = refused(&sources[..1], all);
     assert!(matches!(e, Error::IncompatibleCheckpoints { .. }), "{e}");
     assert!(e.to_string().contains("[64, 128)"), "{e}");
+    let e = refused(&sources[1..], all);
+    assert!(
+        e.to_string().contains("no source holds key groups [0, 64)"),
+        "{e}"
+    );
     // Into a directory that holds something: refused, and it is left as it was.
     std::fs::create_dir(&target).unwrap();
     std::fs::write(target.join("precious"), b"x").unwrap();

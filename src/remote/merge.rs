@@ -5,8 +5,10 @@
 //! differ, and no one log can hold records of several. So the merged journal is not a splice of
 //! their files but a new journal: one snapshot, written by the snapshot writer, holding for each
 //! key group the state its source had at its checkpoint, and an empty log of a new identity after
-//! it. Each source is first restored (every object checked) for its part of the range into a
-//! scratch directory; its log tail, filtered to that part, is folded into a delta exactly as a
+//! it. Each source is first restored for its part of the range into a scratch directory (the
+//! log's chunks checked whole, the snapshot's blocks of the part downloaded into a stand-in file
+//! and checked block by block as the merge reads them); its log tail, filtered to that part, is
+//! folded into a delta exactly as a
 //! compaction folds it, and merged with its snapshot part straight into the one writer, its
 //! state ids renumbered into the merged registry. Sources are taken in key-group order, so the
 //! entries arrive sorted. Everything is built in a temporary directory beside the target and
@@ -222,7 +224,10 @@ fn plan(mut picked: Vec<Picked>, range: KeyGroupRange) -> Result<Plan> {
             continue; // holds none of `range`: not downloaded
         }
         if start > next {
-            break;
+            return Err(incompatible(format!(
+                "no source holds key groups {}",
+                KeyGroupRange::new(next, start)
+            )));
         }
         next = end;
         parts.push((p, KeyGroupRange::new(start, end), Vec::new()));
@@ -376,7 +381,7 @@ async fn build(plan: &Plan, range: KeyGroupRange, tmp: &Path) -> Result<MergeRep
         let scratch = tmp.join(format!("source-{i}{}", format::TMP_SUFFIX));
         let r = p
             .remote
-            .restore_key_groups(Some(p.manifest.seq), *part, &scratch)
+            .restore_key_groups_unwritten(&p.manifest, p.local.clone(), *part, &scratch)
             .await?;
         report.objects += r.objects;
         report.bytes += r.bytes;
@@ -389,6 +394,11 @@ async fn build(plan: &Plan, range: KeyGroupRange, tmp: &Path) -> Result<MergeRep
         let job = FoldJob {
             scratch: scratch.clone(),
             name: p.name(),
+            snapshot_object: p
+                .manifest
+                .snapshot
+                .as_ref()
+                .map(|s| p.remote.describe(&s.object)),
             local: p.local.clone(),
             part: *part,
             ids: ids.clone(),
@@ -487,6 +497,8 @@ struct FoldJob {
     scratch: PathBuf,
     /// The source's manifest object, for errors.
     name: String,
+    /// Its snapshot object (store and key), for errors.
+    snapshot_object: Option<String>,
     local: Manifest,
     part: KeyGroupRange,
     ids: Vec<u32>,
@@ -495,13 +507,28 @@ struct FoldJob {
 
 impl FoldJob {
     fn run(mut self) -> Result<(SnapshotWriter, u64)> {
-        let entries = self.fold()?;
-        Ok((self.writer, entries))
+        let stand_in = self
+            .local
+            .snapshot
+            .as_ref()
+            .map(|s| self.scratch.join(super::restore::stand_in_name(&s.file)));
+        match self.fold(stand_in.as_deref()) {
+            Ok(entries) => Ok((self.writer, entries)),
+            // Damage found in the stand-in is damage of the object, at the same offset.
+            Err(Error::Corruption(c)) if Some(c.path.as_path()) == stand_in.as_deref() => {
+                Err(Error::RemoteCorruption {
+                    object: self.snapshot_object.unwrap_or_default(),
+                    offset: c.offset,
+                    detail: c.kind.to_string(),
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    fn fold(&mut self) -> Result<u64> {
-        let base = match &self.local.snapshot {
-            Some(s) => Some(SnapshotReader::open(&self.scratch.join(&s.file))?),
+    fn fold(&mut self, stand_in: Option<&Path>) -> Result<u64> {
+        let base = match stand_in {
+            Some(path) => Some(SnapshotReader::open(path)?),
             None => None,
         };
         let snapshot_lsn = self.local.snapshot.as_ref().map_or(0, |s| s.lsn);

@@ -17,6 +17,10 @@
 //! * [`RemoteStore::restore`] writes a checkpoint into an empty directory, verifying every
 //!   checksum; [`Journal::open_at_checkpoint`](crate::Journal::open_at_checkpoint) (or `open`)
 //!   then opens it at exactly the checkpoint's state.
+//! * [`RemoteStore::restore_key_groups`] restores a key-group range of one checkpoint (scale
+//!   out); [`restore_merged`] restores a range from several checkpoints with disjoint ranges —
+//!   the N tasks of a job, each pushing under its own prefix — into one journal (scale in, and
+//!   with ranges cutting across the sources any N → M rescale).
 //! * [`RemoteStore::collect_garbage`] keeps the last N remote checkpoints and deletes every
 //!   object none of them names.
 //!
@@ -466,6 +470,20 @@ pub(crate) fn block_on<T>(fut: impl Future<Output = Result<T>>) -> Result<T> {
         });
     }
     runtime()?.block_on(fut)
+}
+
+/// Runs blocking file work (reads, writes, hashing, fsync) on the runtime's blocking pool, so a
+/// large snapshot never holds one of its worker threads (other tasks, a user's among them, would
+/// stall behind it). `path` names the file for the error if the work panics.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    path: &std::path::Path,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(r) => r,
+        Err(e) => Err(Error::io(what, path, std::io::Error::other(e))),
+    }
 }
 
 /// Waits before retry `attempt` (1-based).

@@ -3,6 +3,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -98,9 +99,30 @@ impl RemoteStore {
         prepare_dir(dir)?;
         let mut written = Written(Vec::new());
         let outcome = self
-            .restore_subset(&m, local, range, dir, &mut written)
+            .restore_subset(&m, local, range, dir, &mut written, true)
             .await;
         restored(&m, started, written, outcome)
+    }
+
+    /// [`RemoteStore::restore_key_groups`] of a checkpoint already picked and checked, for a
+    /// merged restore: the snapshot's header, footer and the blocks of `range` are left in the
+    /// stand-in file [`stand_in_name`] (unchecked: the merge reads them through the cursor,
+    /// which checks each block) instead of being rewritten as a snapshot of `range`, which the
+    /// merge would only read once more.
+    pub(crate) async fn restore_key_groups_unwritten(
+        &self,
+        m: &RemoteManifest,
+        local: Manifest,
+        range: KeyGroupRange,
+        dir: &Path,
+    ) -> Result<RestoreReport> {
+        let started = Instant::now();
+        prepare_dir(dir)?;
+        let mut written = Written(Vec::new());
+        let outcome = self
+            .restore_subset(m, local, range, dir, &mut written, false)
+            .await;
+        restored(m, started, written, outcome)
     }
 
     async fn restore_subset(
@@ -110,6 +132,7 @@ impl RemoteStore {
         range: KeyGroupRange,
         dir: &Path,
         written: &mut Written,
+        rewrite: bool,
     ) -> Result<(usize, u64)> {
         let mut objects = 0;
         let mut bytes = 0;
@@ -179,6 +202,20 @@ impl RemoteStore {
                 bytes += blocks.len() as u64;
             }
             objects += 1;
+            if !rewrite {
+                drop(reader);
+                drop(file);
+                let kept = dir.join(stand_in_name(&ls.file));
+                fs::rename(&sparse, &kept).map_err(|e| Error::io("rename", &sparse, e))?;
+                written.0.retain(|p| p != &sparse);
+                written.0.push(kept);
+                let mut renames = Vec::new();
+                let (o, b) = self
+                    .download_segments(m, dir, written, &mut renames)
+                    .await?;
+                self.finish_restore(m, &local.encode(), dir, written, renames)?;
+                return Ok((objects + o, bytes + b));
+            }
             // The subset as a snapshot of its own; the cursor checks every block it reads.
             let meta = reader.meta();
             let mut w = SnapshotWriter::create(
@@ -279,7 +316,7 @@ impl RemoteStore {
                 });
             }
             let tmp = format::tmp_path(dir, &name);
-            let file = create(&tmp, written)?;
+            let file = Arc::new(create(&tmp, written)?);
             let got = self
                 .store
                 .get(&self.path(&s.object))
@@ -289,16 +326,32 @@ impl RemoteStore {
             let mut crc = crc32fast::Hasher::new();
             let mut xxh = xxhash_rust::xxh3::Xxh3::new();
             let mut at = 0u64;
-            while let Some(piece) = stream
-                .try_next()
-                .await
-                .map_err(|e| self.err("get", &s.object, e))?
-            {
-                crc.update(&piece);
-                xxh.update(&piece);
-                file.write_all_at(&piece, at)
-                    .map_err(|e| Error::io("write", &tmp, e))?;
-                at += piece.len() as u64;
+            // Pieces are collected to 8 MiB and written on the blocking pool (a write, like the
+            // fsync below, must not hold one of the runtime's worker threads).
+            let mut pending: Vec<bytes::Bytes> = Vec::new();
+            let mut pending_at = 0u64;
+            loop {
+                let piece = stream
+                    .try_next()
+                    .await
+                    .map_err(|e| self.err("get", &s.object, e))?;
+                let done = piece.is_none();
+                if let Some(piece) = piece {
+                    crc.update(&piece);
+                    xxh.update(&piece);
+                    at += piece.len() as u64;
+                    pending.push(piece);
+                }
+                if at - pending_at >= WRITE_BATCH || (done && at > pending_at) {
+                    let batch = std::mem::take(&mut pending);
+                    let (f, p, from) = (Arc::clone(&file), tmp.clone(), pending_at);
+                    super::blocking("write", &tmp, move || write_pieces(&f, &p, from, &batch))
+                        .await?;
+                    pending_at = at;
+                }
+                if done {
+                    break;
+                }
             }
             let found = (at, crc.finalize(), xxh.digest());
             if found != (s.len, s.crc, s.xxh3) {
@@ -312,7 +365,7 @@ impl RemoteStore {
                     ),
                 });
             }
-            file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+            sync_file(&file, &tmp).await?;
             objects += 1;
             bytes += at;
             renames.push((tmp, dir.join(&name)));
@@ -340,12 +393,16 @@ impl RemoteStore {
         for seg in &m.segments {
             let name = format::segment_file_name(seg.id);
             let tmp = format::tmp_path(dir, &name);
-            let file = create(&tmp, written)?;
+            let file = Arc::new(create(&tmp, written)?);
             // The whole file size first, allocated (the original segment's room to append; never
             // a sparse hole: the log maps the file, and a store into a hole on a full disk would
             // be a SIGBUS). Where the file system cannot allocate, zeros are written: before
             // the data, which then overwrites them.
-            crate::segment::preallocate(&file, &tmp, seg.file_len)?;
+            let (f, p, len) = (Arc::clone(&file), tmp.clone(), seg.file_len);
+            super::blocking("fallocate", &tmp, move || {
+                crate::segment::preallocate(&f, &p, len)
+            })
+            .await?;
             let mut prefix_crc = crc32fast::Hasher::new();
             // Chunks download concurrently and arrive in order, each checked before it is written.
             let mut chunks = futures::stream::iter(seg.chunks.iter())
@@ -353,10 +410,11 @@ impl RemoteStore {
                 .buffered(self.opts.concurrency);
             while let Some((c, b)) = chunks.try_next().await? {
                 prefix_crc.update(&b);
-                file.write_all_at(&b, c.start)
-                    .map_err(|e| Error::io("write", &tmp, e))?;
+                let n = b.len() as u64;
+                let (f, p, at) = (Arc::clone(&file), tmp.clone(), c.start);
+                super::blocking("write", &tmp, move || write_pieces(&f, &p, at, &[b])).await?;
                 objects += 1;
-                bytes += b.len() as u64;
+                bytes += n;
             }
             let crc = prefix_crc.finalize();
             if crc != seg.crc {
@@ -370,7 +428,7 @@ impl RemoteStore {
                     ),
                 });
             }
-            file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+            sync_file(&file, &tmp).await?;
             renames.push((tmp, dir.join(name)));
         }
         Ok((objects, bytes))
@@ -433,6 +491,34 @@ impl RemoteStore {
         }
         Ok(b)
     }
+}
+
+/// The name under which [`RemoteStore::restore_key_groups_unwritten`] leaves the parts of
+/// snapshot `file` it downloaded (a file of the snapshot's length, holes where nothing was read).
+pub(crate) fn stand_in_name(file: &str) -> String {
+    format!("{file}.stand-in")
+}
+
+/// Bytes collected before a write of a streamed download.
+const WRITE_BATCH: u64 = 8 << 20;
+
+/// Writes `pieces` back to back from `at`.
+fn write_pieces(file: &File, path: &Path, mut at: u64, pieces: &[bytes::Bytes]) -> Result<()> {
+    for piece in pieces {
+        file.write_all_at(piece, at)
+            .map_err(|e| Error::io("write", path, e))?;
+        at += piece.len() as u64;
+    }
+    Ok(())
+}
+
+/// `fsync` on the blocking pool.
+async fn sync_file(file: &Arc<File>, path: &Path) -> Result<()> {
+    let (f, p) = (Arc::clone(file), path.to_path_buf());
+    super::blocking("fsync", path, move || {
+        f.sync_all().map_err(|e| Error::io("fsync", &p, e))
+    })
+    .await
 }
 
 /// Creates `dir`, or checks that it is empty.
