@@ -456,6 +456,15 @@ fn hash(b: &[u8]) -> (u32, u64) {
     (crc32fast::hash(b), xxhash_rust::xxh3::xxh3_64(b))
 }
 
+/// [`hash`], on the blocking pool for more than 1 MiB (a 64 MiB segment takes tens of
+/// milliseconds: too long to hold a worker thread).
+async fn hash_bytes(b: Bytes, path: &std::path::Path) -> Result<(u32, u64)> {
+    if b.len() <= 1 << 20 {
+        return Ok(hash(&b));
+    }
+    super::blocking("checksum", path, move || Ok(hash(&b))).await
+}
+
 impl RemoteStore {
     /// Uploads `source` under `key`: one PUT, or a multipart upload with several parts in flight.
     async fn upload(&self, key: &str, source: Source) -> Result<u64> {
@@ -624,9 +633,9 @@ async fn push_once(
             let same = st.verified.contains(&(c.object.clone(), s.ident)) || {
                 let b = s
                     .seg
-                    .bytes(c.start as usize, c.end as usize)
+                    .slice(c.start as usize, c.end as usize)
                     .ok_or_else(unreadable)?;
-                hash(b) == (c.crc, c.xxh3)
+                hash_bytes(b, s.seg.path()).await? == (c.crc, c.xxh3)
             };
             if !same {
                 break; // another history of this segment (a zombie's, or before a restore)
@@ -640,7 +649,7 @@ async fn push_once(
                 .seg
                 .slice(at as usize, s.len as usize)
                 .ok_or_else(unreadable)?;
-            let (crc, xxh3) = hash(&bytes);
+            let (crc, xxh3) = hash_bytes(bytes.clone(), s.seg.path()).await?;
             let object = layout::chunk_key(m.log_id, s.base_lsn, at, s.len, crc, xxh3);
             chunks.push(Chunk {
                 start: at,
