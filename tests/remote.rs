@@ -590,6 +590,22 @@ fn large_objects_go_up_in_parts(kind: Kind) {
     for (k, blob) in &model {
         assert_eq!(v2.get(&mut j2, k).unwrap().as_ref(), Some(blob), "key {k}");
     }
+    // A key-group restore of every group fetches the ~11 MiB of blocks in several ranged GETs.
+    let dir3 = tempfile::tempdir().unwrap();
+    let kr = remote
+        .restore_key_groups_blocking(None, KeyGroupRange::new(0, 128), dir3.path())
+        .unwrap();
+    assert!(kr.bytes > 8 << 20, "{kr:?}");
+    let mut j3 = Journal::open_at_checkpoint(
+        dir3.path(),
+        kr.checkpoint_id,
+        JournalOptions::default().compaction(CompactionPolicy::manual()),
+    )
+    .unwrap();
+    let v3: ValueState<u32, Vec<u8>> = j3.value_state("blobs").unwrap();
+    for (k, blob) in &model {
+        assert_eq!(v3.get(&mut j3, k).unwrap().as_ref(), Some(blob), "key {k}");
+    }
 }
 
 fn key_group_restore_scales_out(kind: Kind) {

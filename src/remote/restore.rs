@@ -196,10 +196,22 @@ impl RemoteStore {
                 .copied()
                 .collect();
             if let (Some(first), Some(last)) = (wanted.first(), wanted.last()) {
-                let r = first.offset..last.offset + last.bytes;
-                let blocks = self.get_range(&s.object, r.clone()).await?;
-                write(&blocks, r.start)?;
-                bytes += blocks.len() as u64;
+                // In ranged GETs of at most 8 MiB, several in flight, each written as it
+                // arrives: memory stays bounded whatever the range's size.
+                let (start, end) = (first.offset, last.offset + last.bytes);
+                let pieces = (start..end)
+                    .step_by(RANGE_PIECE as usize)
+                    .map(|at| at..(at + RANGE_PIECE).min(end));
+                let mut got =
+                    futures::stream::iter(pieces)
+                        .map(|r| async move {
+                            self.get_range(&s.object, r.clone()).await.map(|b| (r, b))
+                        })
+                        .buffered(self.opts.concurrency);
+                while let Some((r, b)) = got.try_next().await? {
+                    write(&b, r.start)?;
+                    bytes += b.len() as u64;
+                }
             }
             objects += 1;
             if !rewrite {
@@ -498,6 +510,9 @@ impl RemoteStore {
 pub(crate) fn stand_in_name(file: &str) -> String {
     format!("{file}.stand-in")
 }
+
+/// The largest ranged GET of a key-group restore's snapshot blocks.
+const RANGE_PIECE: u64 = 8 << 20;
 
 /// Bytes collected before a write of a streamed download.
 const WRITE_BATCH: u64 = 8 << 20;
