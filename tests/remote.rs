@@ -593,6 +593,8 @@ fn large_objects_go_up_in_parts(kind: Kind) {
     // A key-group restore of every group fetches the ~11 MiB of blocks in several ranged GETs.
     let dir3 = tempfile::tempdir().unwrap();
     let kr = remote
+        .clone()
+        .with_options(RemoteOptions::default().range_get_size(3 << 20))
         .restore_key_groups_blocking(None, KeyGroupRange::new(0, 128), dir3.path())
         .unwrap();
     assert!(kr.bytes > 8 << 20, "{kr:?}");

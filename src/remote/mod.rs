@@ -62,6 +62,7 @@ use crate::error::{Error, Result};
 /// | attempts | 3 tries of a push that failed on a store error, with exponential backoff |
 /// | backoff | 100 ms, doubling, at most 5 s |
 /// | upload timeout | none: the uploads of one push attempt may take as long as they take |
+/// | ranged GET size | 64 MiB: a key-group restore fetches its blocks in pieces of this size |
 #[derive(Debug, Clone)]
 pub struct RemoteOptions {
     multipart_threshold: u64,
@@ -71,6 +72,7 @@ pub struct RemoteOptions {
     initial_backoff: Duration,
     max_backoff: Duration,
     upload_timeout: Option<Duration>,
+    range_get_size: u64,
 }
 
 impl Default for RemoteOptions {
@@ -83,6 +85,7 @@ impl Default for RemoteOptions {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             upload_timeout: None,
+            range_get_size: 64 << 20,
         }
     }
 }
@@ -118,6 +121,15 @@ impl RemoteOptions {
     /// An attempt that exceeds it fails as a store error, and is retried.
     pub fn upload_timeout(mut self, limit: Duration) -> Self {
         self.upload_timeout = Some(limit);
+        self
+    }
+
+    /// The largest ranged GET of a key-group (or merged) restore: the blocks of its range are
+    /// fetched in pieces of this size (at least 1 byte), `concurrency` at a time, so memory stays
+    /// bounded by their product. (Some servers, moto among them, copy the whole object for each
+    /// ranged GET: small pieces make those slow.)
+    pub fn range_get_size(mut self, bytes: u64) -> Self {
+        self.range_get_size = bytes.max(1);
         self
     }
 

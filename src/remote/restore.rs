@@ -196,12 +196,13 @@ impl RemoteStore {
                 .copied()
                 .collect();
             if let (Some(first), Some(last)) = (wanted.first(), wanted.last()) {
-                // In ranged GETs of at most 8 MiB, several in flight, each written as it
-                // arrives: memory stays bounded whatever the range's size.
+                // In ranged GETs of at most `range_get_size`, several in flight, each written as
+                // it arrives: memory stays bounded whatever the range's size.
                 let (start, end) = (first.offset, last.offset + last.bytes);
+                let piece = self.opts.range_get_size;
                 let pieces = (start..end)
-                    .step_by(RANGE_PIECE as usize)
-                    .map(|at| at..(at + RANGE_PIECE).min(end));
+                    .step_by(piece as usize)
+                    .map(|at| at..(at + piece).min(end));
                 let mut got =
                     futures::stream::iter(pieces)
                         .map(|r| async move {
@@ -510,9 +511,6 @@ impl RemoteStore {
 pub(crate) fn stand_in_name(file: &str) -> String {
     format!("{file}.stand-in")
 }
-
-/// The largest ranged GET of a key-group restore's snapshot blocks.
-const RANGE_PIECE: u64 = 8 << 20;
 
 /// Bytes collected before a write of a streamed download.
 const WRITE_BATCH: u64 = 8 << 20;
