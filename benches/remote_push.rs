@@ -10,9 +10,13 @@
 //!    upload, manifest). Afterwards the sums over every round: bytes uploaded / log bytes appended.
 //! 2. Snapshot push: a state of `SJ_BENCH_PUSH_SNAPSHOT_MIB` (64) MiB compacted into one snapshot,
 //!    pushed to a fresh prefix (a multipart upload: 8 MiB parts, 4 in flight), timed once:
-//!    MiB/s. Then restored into an empty directory, timed: MiB/s.
+//!    MiB/s. Then restored into an empty directory, timed: MiB/s; and restored again through
+//!    `restore_merged` (the scale-in path, one source over every key group): MiB/s downloaded.
+//!    The issue's 1 GiB case: `SJ_BENCH_PUSH_SNAPSHOT_MIB=1024 cargo bench --bench remote_push`
+//!    (about 3 GiB of disk and 3 GiB of memory; a few minutes).
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,8 +25,10 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use serde_bytes::ByteBuf;
-use statejournal::remote::{RemoteStore, Shipper};
-use statejournal::{CompactionPolicy, Journal, JournalOptions, ValueState};
+use statejournal::remote::{restore_merged_blocking, MergeSource, RemoteStore, Shipper};
+use statejournal::{
+    CompactionPolicy, Journal, JournalOptions, KeyGroupRange, ValueState, DEFAULT_MAX_KEY_GROUPS,
+};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -151,19 +157,45 @@ fn bench(c: &mut Criterion) {
         let report = j.compact().expect("compact");
         let remote = RemoteStore::new(Arc::clone(&store), &format!("snapshot-{name}"))
             .expect("a remote store");
-        let shipper = Shipper::new(remote.clone()).expect("a shipper");
+        // The push runs on a 2-worker runtime of the bench's own, beside a task that sleeps 1 ms
+        // in a loop: how late its wake-ups get shows whether the push blocks the runtime's
+        // worker threads (blocking file reads, hashing) instead of leaving them to other tasks.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let shipper = Shipper::new(remote.clone())
+            .expect("a shipper")
+            .on_runtime(rt.handle().clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let stop = Arc::clone(&stop);
+            rt.spawn(async move {
+                let mut worst = Duration::ZERO;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    worst = worst.max(t.elapsed().saturating_sub(Duration::from_millis(1)));
+                }
+                worst
+            })
+        };
         let started = Instant::now();
         let (_, push) = j.checkpoint_and_push(&shipper).expect("checkpoint");
         let r = push.wait().expect("push");
         let secs = started.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        let worst = rt.block_on(ticker).expect("the ticker");
         println!(
             "remote_push/snapshot/{name}: {} bytes ({} of snapshot, {} of log) in {:.2} s: {:.0} \
-             MiB/s",
+             MiB/s; a 1 ms timer on the push's runtime woke up to {:.1} ms late",
             r.bytes_uploaded,
             report.bytes,
             r.bytes_uploaded - r.snapshot_bytes_uploaded,
             secs,
-            r.bytes_uploaded as f64 / secs / (1 << 20) as f64
+            r.bytes_uploaded as f64 / secs / (1 << 20) as f64,
+            worst.as_secs_f64() * 1e3
         );
         let target = tempfile::tempdir().expect("a temporary directory");
         let started = Instant::now();
@@ -176,6 +208,27 @@ fn bench(c: &mut Criterion) {
             rr.bytes,
             secs,
             rr.bytes as f64 / secs / (1 << 20) as f64
+        );
+        // The same checkpoint through a merged restore (the scale-in path: every block
+        // re-encoded into a new snapshot, the log tail folded in), as the one source of a
+        // journal over every key group.
+        let target = tempfile::tempdir().expect("a temporary directory");
+        let started = Instant::now();
+        let mr = restore_merged_blocking(
+            &[MergeSource::latest(remote.clone())],
+            KeyGroupRange::all(DEFAULT_MAX_KEY_GROUPS),
+            target.path().join("merged"),
+        )
+        .expect("merged restore");
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "remote_push/merged_restore/{name}: {} bytes downloaded, a {} byte snapshot of {} \
+             entries written, in {:.2} s: {:.0} MiB/s downloaded",
+            mr.bytes,
+            mr.snapshot_bytes,
+            mr.entries,
+            secs,
+            mr.bytes as f64 / secs / (1 << 20) as f64
         );
     }
     group.finish();

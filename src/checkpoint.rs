@@ -331,7 +331,16 @@ impl Catalog {
         for m in self.checkpoints.values() {
             let s = m.snapshot.as_ref().map_or(0, |s| s.lsn);
             needed_snapshots.push(s);
-            needed_from = needed_from.min(s);
+            // A checkpoint at its snapshot's LSN needs no record locally, but pushing it needs
+            // the segment holding that LSN (a restored log must end there): keep it too, or a
+            // push after the log rolled past it fails
+            // (tests/regression_push_checkpoint_at_snapshot.rs).
+            let keep = if m.segments.is_empty() {
+                m.lsn.saturating_sub(1)
+            } else {
+                s
+            };
+            needed_from = needed_from.min(keep);
         }
         if let Some(c) = self.compacting_from {
             needed_snapshots.push(c);

@@ -509,11 +509,24 @@ pub(crate) struct MergeStats {
     pub expired: u64,
 }
 
+/// Where [`merge`] writes its sorted entries: a snapshot writer, or (a merged restore) an adapter
+/// that renumbers states before writing.
+pub(crate) trait EntrySink {
+    /// Takes the next entry, in (key group, state, key, map key) order.
+    fn add(&mut self, e: Entry<'_>) -> Result<()>;
+}
+
+impl EntrySink for SnapshotWriter {
+    fn add(&mut self, e: Entry<'_>) -> Result<()> {
+        SnapshotWriter::add(self, e)
+    }
+}
+
 /// Streams the previous snapshot's entries (if any) past the sorted delta into `out`.
-pub(crate) fn merge(
+pub(crate) fn merge<S: EntrySink>(
     base: Option<&SnapshotReader>,
     delta: Delta,
-    out: &mut SnapshotWriter,
+    out: &mut S,
     now: u64,
     cancel: &AtomicBool,
 ) -> Result<MergeStats> {

@@ -184,6 +184,16 @@ pub enum Error {
         /// The manifest object.
         object: String,
     },
+    /// The checkpoints given to a merged restore
+    /// ([`remote::restore_merged`](crate::remote::restore_merged)) cannot form one journal:
+    /// their key-group ranges overlap or leave part of the range asked for uncovered, their
+    /// numbers of key groups differ, or a state name is registered with another kind, TTL or
+    /// refresh flag in one than in another. Nothing was written; pick other checkpoints.
+    #[error("these checkpoints cannot be merged: {detail}")]
+    IncompatibleCheckpoints {
+        /// What conflicts, naming the manifests concerned.
+        detail: String,
+    },
     /// A remote object is damaged or not what the manifest naming it says.
     #[error("{object} at byte {offset}: {detail}")]
     RemoteCorruption {
@@ -217,6 +227,7 @@ impl Error {
             | Error::Remote { .. }
             | Error::Fenced { .. }
             | Error::RemoteConflict { .. }
+            | Error::IncompatibleCheckpoints { .. }
             | Error::RemoteCorruption { .. } => None,
         }
     }

@@ -396,7 +396,7 @@ fn list_dir(dir: &Path) -> Result<Listing> {
     Ok(l)
 }
 
-fn random_log_id() -> u64 {
+pub(crate) fn random_log_id() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     // RandomState is seeded from the OS's randomness once per process and stepped per instance.
     RandomState::new().hash_one((std::process::id(), Instant::now()))

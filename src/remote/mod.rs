@@ -17,6 +17,10 @@
 //! * [`RemoteStore::restore`] writes a checkpoint into an empty directory, verifying every
 //!   checksum; [`Journal::open_at_checkpoint`](crate::Journal::open_at_checkpoint) (or `open`)
 //!   then opens it at exactly the checkpoint's state.
+//! * [`RemoteStore::restore_key_groups`] restores a key-group range of one checkpoint (scale
+//!   out); [`restore_merged`] restores a range from several checkpoints with disjoint ranges —
+//!   the N tasks of a job, each pushing under its own prefix — into one journal (scale in, and
+//!   with ranges cutting across the sources any N → M rescale).
 //! * [`RemoteStore::collect_garbage`] keeps the last N remote checkpoints and deletes every
 //!   object none of them names.
 //!
@@ -29,6 +33,7 @@
 mod gc;
 pub mod layout;
 mod progress;
+mod merge;
 pub(crate) mod push;
 mod restore;
 
@@ -43,6 +48,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
 pub use crate::codec::remote_manifest::{Chunk, RemoteManifest, RemoteSegment, RemoteSnapshot};
 pub use gc::RemoteGcReport;
 pub use progress::Progress;
+pub use merge::{restore_merged, restore_merged_blocking, MergeReport, MergeSource, MergedSource};
 pub use push::{PushHandle, PushReport, Shipper};
 pub use restore::RestoreReport;
 
@@ -59,6 +65,7 @@ use crate::error::{Error, Result};
 /// | backoff | 100 ms, doubling, at most 5 s |
 /// | upload timeout | none: the uploads of one push attempt may take as long as they take |
 /// | progress | none: no byte counters ([`Progress`]) |
+/// | ranged GET size | 64 MiB: a key-group restore fetches its blocks in pieces of this size |
 #[derive(Debug, Clone)]
 pub struct RemoteOptions {
     multipart_threshold: u64,
@@ -69,6 +76,7 @@ pub struct RemoteOptions {
     max_backoff: Duration,
     upload_timeout: Option<Duration>,
     progress: Option<Arc<Progress>>,
+    range_get_size: u64,
 }
 
 impl Default for RemoteOptions {
@@ -82,6 +90,7 @@ impl Default for RemoteOptions {
             max_backoff: Duration::from_secs(5),
             upload_timeout: None,
             progress: None,
+            range_get_size: 64 << 20,
         }
     }
 }
@@ -124,6 +133,15 @@ impl RemoteOptions {
     /// (see [`Progress`]).
     pub fn progress(mut self, progress: Arc<Progress>) -> Self {
         self.progress = Some(progress);
+        self
+    }
+
+    /// The largest ranged GET of a key-group (or merged) restore: the blocks of its range are
+    /// fetched in pieces of this size (at least 1 byte), `concurrency` at a time, so memory stays
+    /// bounded by their product. (Some servers, moto among them, copy the whole object for each
+    /// ranged GET: small pieces make those slow.)
+    pub fn range_get_size(mut self, bytes: u64) -> Self {
+        self.range_get_size = bytes.max(1);
         self
     }
 
@@ -495,6 +513,20 @@ pub(crate) fn block_on<T>(fut: impl Future<Output = Result<T>>) -> Result<T> {
         });
     }
     runtime()?.block_on(fut)
+}
+
+/// Runs blocking file work (reads, writes, hashing, fsync) on the runtime's blocking pool, so a
+/// large snapshot never holds one of its worker threads (other tasks, a user's among them, would
+/// stall behind it). `path` names the file for the error if the work panics.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    path: &std::path::Path,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(r) => r,
+        Err(e) => Err(Error::io(what, path, std::io::Error::other(e))),
+    }
 }
 
 /// Waits before retry `attempt` (1-based).

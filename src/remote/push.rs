@@ -419,23 +419,50 @@ fn read_at(file: &File, path: &std::path::Path, offset: u64, len: usize) -> Resu
     Ok(Bytes::from(buf))
 }
 
-/// CRC-32 and XXH3-64 of a whole file, read in 8 MiB pieces.
-fn hash_file(s: &SnapshotSource) -> Result<(u32, u64)> {
-    let mut crc = crc32fast::Hasher::new();
-    let mut xxh = xxhash_rust::xxh3::Xxh3::new();
-    let mut at = 0;
-    while at < s.len {
-        let n = (s.len - at).min(8 << 20) as usize;
-        let b = read_at(&s.file, &s.path, at, n)?;
-        crc.update(&b);
-        xxh.update(&b);
-        at += n as u64;
-    }
-    Ok((crc.finalize(), xxh.digest()))
+/// CRC-32 and XXH3-64 of a whole file, read in 8 MiB pieces (on the blocking pool).
+async fn hash_file(s: &SnapshotSource) -> Result<(u32, u64)> {
+    let (file, path, len) = (Arc::clone(&s.file), s.path.clone(), s.len);
+    super::blocking("read", &s.path, move || {
+        let mut crc = crc32fast::Hasher::new();
+        let mut xxh = xxhash_rust::xxh3::Xxh3::new();
+        let mut buf = vec![0u8; (len.min(8 << 20)) as usize];
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(8 << 20) as usize;
+            let piece = &mut buf[..n];
+            file.read_exact_at(piece, at)
+                .map_err(|e| Error::io("read", &path, e))?;
+            crc.update(piece);
+            xxh.update(piece);
+            at += n as u64;
+        }
+        Ok((crc.finalize(), xxh.digest()))
+    })
+    .await
+}
+
+/// [`read_at`] on the blocking pool.
+async fn read_at_blocking(
+    file: &Arc<File>,
+    path: &std::path::Path,
+    offset: u64,
+    len: usize,
+) -> Result<Bytes> {
+    let (file, p) = (Arc::clone(file), path.to_path_buf());
+    super::blocking("read", path, move || read_at(&file, &p, offset, len)).await
 }
 
 fn hash(b: &[u8]) -> (u32, u64) {
     (crc32fast::hash(b), xxhash_rust::xxh3::xxh3_64(b))
+}
+
+/// [`hash`], on the blocking pool for more than 1 MiB (a 64 MiB segment takes tens of
+/// milliseconds: too long to hold a worker thread).
+async fn hash_bytes(b: Bytes, path: &std::path::Path) -> Result<(u32, u64)> {
+    if b.len() <= 1 << 20 {
+        return Ok(hash(&b));
+    }
+    super::blocking("checksum", path, move || Ok(hash(&b))).await
 }
 
 impl RemoteStore {
@@ -446,7 +473,9 @@ impl RemoteStore {
         if len <= self.opts.multipart_threshold {
             let bytes = match source {
                 Source::Bytes(b) => b,
-                Source::File { file, path, len } => read_at(&file, &path, 0, len as usize)?,
+                Source::File { file, path, len } => {
+                    read_at_blocking(&file, &path, 0, len as usize).await?
+                }
             };
             self.store
                 .put(&path, PutPayload::from(bytes))
@@ -467,7 +496,15 @@ impl RemoteStore {
             let n = (len - at).min(step);
             let part = match &source {
                 Source::Bytes(b) => b.slice(at as usize..(at + n) as usize),
-                Source::File { file, path, .. } => read_at(file, path, at, n as usize)?,
+                Source::File { file, path, .. } => {
+                    match read_at_blocking(file, path, at, n as usize).await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let _ = w.abort().await; // no incomplete upload left in the store
+                            return Err(e);
+                        }
+                    }
+                }
             };
             if let Err(e) = w.wait_for_capacity(self.opts.concurrency).await {
                 let _ = w.abort().await;
@@ -540,7 +577,7 @@ async fn push_once(
             let (crc, xxh3) = match st.snapshot_hashes.get(&s.ident) {
                 Some(h) => *h,
                 None => {
-                    let h = hash_file(s)?;
+                    let h = hash_file(s).await?;
                     st.snapshot_hashes.insert(s.ident, h);
                     h
                 }
@@ -598,9 +635,9 @@ async fn push_once(
             let same = st.verified.contains(&(c.object.clone(), s.ident)) || {
                 let b = s
                     .seg
-                    .bytes(c.start as usize, c.end as usize)
+                    .slice(c.start as usize, c.end as usize)
                     .ok_or_else(unreadable)?;
-                hash(b) == (c.crc, c.xxh3)
+                hash_bytes(b, s.seg.path()).await? == (c.crc, c.xxh3)
             };
             if !same {
                 break; // another history of this segment (a zombie's, or before a restore)
@@ -614,7 +651,7 @@ async fn push_once(
                 .seg
                 .slice(at as usize, s.len as usize)
                 .ok_or_else(unreadable)?;
-            let (crc, xxh3) = hash(&bytes);
+            let (crc, xxh3) = hash_bytes(bytes.clone(), s.seg.path()).await?;
             let object = layout::chunk_key(m.log_id, s.base_lsn, at, s.len, crc, xxh3);
             chunks.push(Chunk {
                 start: at,

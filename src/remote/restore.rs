@@ -3,6 +3,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -101,9 +102,30 @@ impl RemoteStore {
         self.progress_start(m.segments.iter().map(|s| s.len).sum());
         let mut written = Written(Vec::new());
         let outcome = self
-            .restore_subset(&m, local, range, dir, &mut written)
+            .restore_subset(&m, local, range, dir, &mut written, true)
             .await;
         restored(&m, started, written, outcome)
+    }
+
+    /// [`RemoteStore::restore_key_groups`] of a checkpoint already picked and checked, for a
+    /// merged restore: the snapshot's header, footer and the blocks of `range` are left in the
+    /// stand-in file [`stand_in_name`] (unchecked: the merge reads them through the cursor,
+    /// which checks each block) instead of being rewritten as a snapshot of `range`, which the
+    /// merge would only read once more.
+    pub(crate) async fn restore_key_groups_unwritten(
+        &self,
+        m: &RemoteManifest,
+        local: Manifest,
+        range: KeyGroupRange,
+        dir: &Path,
+    ) -> Result<RestoreReport> {
+        let started = Instant::now();
+        prepare_dir(dir)?;
+        let mut written = Written(Vec::new());
+        let outcome = self
+            .restore_subset(m, local, range, dir, &mut written, false)
+            .await;
+        restored(m, started, written, outcome)
     }
 
     async fn restore_subset(
@@ -113,6 +135,7 @@ impl RemoteStore {
         range: KeyGroupRange,
         dir: &Path,
         written: &mut Written,
+        rewrite: bool,
     ) -> Result<(usize, u64)> {
         let mut objects = 0;
         let mut bytes = 0;
@@ -163,7 +186,16 @@ impl RemoteStore {
                 head.len() as u64 + trailer.len() as u64 + tail.len() as u64,
                 true,
             );
-            let reader = SnapshotReader::open(&sparse)?;
+            // Damage the reader finds in the stand-in is damage of the object, at the same offset.
+            let of_object = |e: Error| match e {
+                Error::Corruption(c) if c.path == sparse => Error::RemoteCorruption {
+                    object: self.describe(&s.object),
+                    offset: c.offset,
+                    detail: c.kind.to_string(),
+                },
+                other => other,
+            };
+            let reader = SnapshotReader::open(&sparse).map_err(of_object)?;
             let wanted: Vec<_> = reader
                 .index()
                 .iter()
@@ -171,13 +203,40 @@ impl RemoteStore {
                 .copied()
                 .collect();
             if let (Some(first), Some(last)) = (wanted.first(), wanted.last()) {
-                let r = first.offset..last.offset + last.bytes;
-                let blocks = self.get_range(&s.object, r.clone()).await?;
-                write(&blocks, r.start)?;
-                bytes += blocks.len() as u64;
-                self.progress_add(blocks.len() as u64, true);
+                // In ranged GETs of at most `range_get_size`, several in flight, each written as
+                // it arrives: memory stays bounded whatever the range's size.
+                let (start, end) = (first.offset, last.offset + last.bytes);
+                let piece = self.opts.range_get_size;
+                let pieces = (start..end)
+                    .step_by(piece as usize)
+                    .map(|at| at..(at + piece).min(end));
+                let mut got =
+                    futures::stream::iter(pieces)
+                        .map(|r| async move {
+                            self.get_range(&s.object, r.clone()).await.map(|b| (r, b))
+                        })
+                        .buffered(self.opts.concurrency);
+                while let Some((r, b)) = got.try_next().await? {
+                    write(&b, r.start)?;
+                    bytes += b.len() as u64;
+                    self.progress_add(b.len() as u64, true);
+                }
             }
             objects += 1;
+            if !rewrite {
+                drop(reader);
+                drop(file);
+                let kept = dir.join(stand_in_name(&ls.file));
+                fs::rename(&sparse, &kept).map_err(|e| Error::io("rename", &sparse, e))?;
+                written.0.retain(|p| p != &sparse);
+                written.0.push(kept);
+                let mut renames = Vec::new();
+                let (o, b) = self
+                    .download_segments(m, dir, written, &mut renames)
+                    .await?;
+                self.finish_restore(m, &local.encode(), dir, written, renames)?;
+                return Ok((objects + o, bytes + b));
+            }
             // The subset as a snapshot of its own; the cursor checks every block it reads.
             let meta = reader.meta();
             let mut w = SnapshotWriter::create(
@@ -188,7 +247,7 @@ impl RemoteStore {
                 meta.states.clone(),
             )?;
             let mut cursor = reader.cursor(range);
-            while cursor.advance()? {
+            while cursor.advance().map_err(of_object)? {
                 if let Some(e) = cursor.entry() {
                     w.add(e)?;
                 }
@@ -213,7 +272,7 @@ impl RemoteStore {
     }
 
     /// Manifest `seq`, or the newest.
-    async fn pick(&self, seq: Option<u64>) -> Result<RemoteManifest> {
+    pub(crate) async fn pick(&self, seq: Option<u64>) -> Result<RemoteManifest> {
         match seq {
             Some(seq) => self.manifest(seq).await,
             None => self.latest().await?.ok_or_else(|| Error::InvalidOptions {
@@ -224,7 +283,7 @@ impl RemoteStore {
     }
 
     /// Checks that a manifest is one a restore can produce a journal from.
-    fn check_manifest(&self, m: &RemoteManifest) -> Result<Manifest> {
+    pub(crate) fn check_manifest(&self, m: &RemoteManifest) -> Result<Manifest> {
         let bad = |detail: String| Error::RemoteCorruption {
             object: self.describe(&layout::manifest_key(m.seq)),
             offset: 0,
@@ -278,7 +337,7 @@ impl RemoteStore {
                 });
             }
             let tmp = format::tmp_path(dir, &name);
-            let file = create(&tmp, written)?;
+            let file = Arc::new(create(&tmp, written)?);
             let got = self
                 .store
                 .get(&self.path(&s.object))
@@ -288,17 +347,33 @@ impl RemoteStore {
             let mut crc = crc32fast::Hasher::new();
             let mut xxh = xxhash_rust::xxh3::Xxh3::new();
             let mut at = 0u64;
-            while let Some(piece) = stream
-                .try_next()
-                .await
-                .map_err(|e| self.err("get", &s.object, e))?
-            {
-                crc.update(&piece);
-                xxh.update(&piece);
-                file.write_all_at(&piece, at)
-                    .map_err(|e| Error::io("write", &tmp, e))?;
-                at += piece.len() as u64;
-                self.progress_add(piece.len() as u64, false);
+            // Pieces are collected to 8 MiB and written on the blocking pool (a write, like the
+            // fsync below, must not hold one of the runtime's worker threads).
+            let mut pending: Vec<bytes::Bytes> = Vec::new();
+            let mut pending_at = 0u64;
+            loop {
+                let piece = stream
+                    .try_next()
+                    .await
+                    .map_err(|e| self.err("get", &s.object, e))?;
+                let done = piece.is_none();
+                if let Some(piece) = piece {
+                    crc.update(&piece);
+                    xxh.update(&piece);
+                    at += piece.len() as u64;
+                    self.progress_add(piece.len() as u64, false);
+                    pending.push(piece);
+                }
+                if at - pending_at >= WRITE_BATCH || (done && at > pending_at) {
+                    let batch = std::mem::take(&mut pending);
+                    let (f, p, from) = (Arc::clone(&file), tmp.clone(), pending_at);
+                    super::blocking("write", &tmp, move || write_pieces(&f, &p, from, &batch))
+                        .await?;
+                    pending_at = at;
+                }
+                if done {
+                    break;
+                }
             }
             let found = (at, crc.finalize(), xxh.digest());
             if found != (s.len, s.crc, s.xxh3) {
@@ -312,7 +387,7 @@ impl RemoteStore {
                     ),
                 });
             }
-            file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+            sync_file(&file, &tmp).await?;
             objects += 1;
             bytes += at;
             renames.push((tmp, dir.join(&name)));
@@ -340,12 +415,16 @@ impl RemoteStore {
         for seg in &m.segments {
             let name = format::segment_file_name(seg.id);
             let tmp = format::tmp_path(dir, &name);
-            let file = create(&tmp, written)?;
+            let file = Arc::new(create(&tmp, written)?);
             // The whole file size first, allocated (the original segment's room to append; never
             // a sparse hole: the log maps the file, and a store into a hole on a full disk would
             // be a SIGBUS). Where the file system cannot allocate, zeros are written: before
             // the data, which then overwrites them.
-            crate::segment::preallocate(&file, &tmp, seg.file_len)?;
+            let (f, p, len) = (Arc::clone(&file), tmp.clone(), seg.file_len);
+            super::blocking("fallocate", &tmp, move || {
+                crate::segment::preallocate(&f, &p, len)
+            })
+            .await?;
             let mut prefix_crc = crc32fast::Hasher::new();
             // Chunks download concurrently and arrive in order, each checked before it is written.
             let mut chunks = futures::stream::iter(seg.chunks.iter())
@@ -353,11 +432,12 @@ impl RemoteStore {
                 .buffered(self.opts.concurrency);
             while let Some((c, b)) = chunks.try_next().await? {
                 prefix_crc.update(&b);
-                file.write_all_at(&b, c.start)
-                    .map_err(|e| Error::io("write", &tmp, e))?;
+                let n = b.len() as u64;
+                let (f, p, at) = (Arc::clone(&file), tmp.clone(), c.start);
+                super::blocking("write", &tmp, move || write_pieces(&f, &p, at, &[b])).await?;
                 objects += 1;
-                bytes += b.len() as u64;
-                self.progress_add(b.len() as u64, false);
+                bytes += n;
+                self.progress_add(n, false);
             }
             let crc = prefix_crc.finalize();
             if crc != seg.crc {
@@ -371,7 +451,7 @@ impl RemoteStore {
                     ),
                 });
             }
-            file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+            sync_file(&file, &tmp).await?;
             renames.push((tmp, dir.join(name)));
         }
         Ok((objects, bytes))
@@ -434,6 +514,34 @@ impl RemoteStore {
         }
         Ok(b)
     }
+}
+
+/// The name under which [`RemoteStore::restore_key_groups_unwritten`] leaves the parts of
+/// snapshot `file` it downloaded (a file of the snapshot's length, holes where nothing was read).
+pub(crate) fn stand_in_name(file: &str) -> String {
+    format!("{file}.stand-in")
+}
+
+/// Bytes collected before a write of a streamed download.
+const WRITE_BATCH: u64 = 8 << 20;
+
+/// Writes `pieces` back to back from `at`.
+fn write_pieces(file: &File, path: &Path, mut at: u64, pieces: &[bytes::Bytes]) -> Result<()> {
+    for piece in pieces {
+        file.write_all_at(piece, at)
+            .map_err(|e| Error::io("write", path, e))?;
+        at += piece.len() as u64;
+    }
+    Ok(())
+}
+
+/// `fsync` on the blocking pool.
+async fn sync_file(file: &Arc<File>, path: &Path) -> Result<()> {
+    let (f, p) = (Arc::clone(file), path.to_path_buf());
+    super::blocking("fsync", path, move || {
+        f.sync_all().map_err(|e| Error::io("fsync", &p, e))
+    })
+    .await
 }
 
 /// Creates `dir`, or checks that it is empty.
