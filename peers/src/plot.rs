@@ -18,18 +18,14 @@ const COLOURS: [RGBColor; 4] = [
 pub fn throughput_svg(results: &Results, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     // (group label, row, metric); W5 is plotted as keys/s of reopen-and-read-all.
     let mut groups: Vec<(String, String, &str)> = vec![
-        ("W1 updates/s".into(), "W1".into(), "ops_per_sec"),
-        ("W2 RMW/s".into(), "W2".into(), "ops_per_sec"),
+        ("W1 update".into(), "W1".into(), "ops_per_sec"),
+        ("W2 RMW".into(), "W2".into(), "ops_per_sec"),
     ];
     for (b, t) in W3_CONFIGS {
-        groups.push((
-            format!("W3 {b}/commit {t}thr commits/s"),
-            w3_row(b, t),
-            "commits_per_sec",
-        ));
+        groups.push((format!("W3 b{b} t{t}"), w3_row(b, t), "commits_per_sec"));
     }
-    groups.push(("W4 appends/s".into(), "W4".into(), "ops_per_sec"));
-    groups.push(("W5 keys/s reopen+read".into(), "W5".into(), "keys_per_sec"));
+    groups.push(("W4 list add".into(), "W4".into(), "ops_per_sec"));
+    groups.push(("W5 reopen".into(), "W5".into(), "keys_per_sec"));
     let engines = engines();
     let values: Vec<Vec<Option<f64>>> = groups
         .iter()
@@ -65,7 +61,7 @@ pub fn throughput_svg(results: &Results, path: &Path) -> Result<(), Box<dyn std:
             ("sans-serif", 22),
         )
         .margin(12)
-        .x_label_area_size(110)
+        .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), (lo..hi).log_scale())?;
     let labels: Vec<String> = groups.iter().map(|g| g.0.clone()).collect();
@@ -81,12 +77,8 @@ pub fn throughput_svg(results: &Results, path: &Path) -> Result<(), Box<dyn std:
                 String::new()
             }
         })
-        .x_label_style(
-            ("sans-serif", 12)
-                .into_font()
-                .transform(FontTransform::Rotate90),
-        )
-        .y_desc("operations per second")
+        .x_label_style(("sans-serif", 13))
+        .y_desc("per second: W1/W2/W4 ops, W3 commits (b = updates per commit, t = threads), W5 keys reopened and read")
         .y_label_formatter(&|y| crate::report::si(*y))
         .draw()?;
     let width = 0.8 / engines.len() as f64;

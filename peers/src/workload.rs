@@ -107,7 +107,8 @@ impl Default for Values {
 /// Named measurements of one run.
 pub type Metrics = Vec<(&'static str, f64)>;
 
-fn finish(mut m: Metrics, dir: &Path) -> Metrics {
+/// Adds what the process wrote so far, the directory's size and the peak memory to `m`.
+pub fn finish(mut m: Metrics, dir: &Path) -> Metrics {
     m.push(("disk_write_bytes", disk_write_bytes() as f64));
     m.push(("dir_bytes", dir_bytes(dir) as f64));
     m.push(("peak_rss_bytes", peak_rss_bytes() as f64));
