@@ -8,16 +8,25 @@ use std::path::Path;
 /// dirtied (also through a memory map), so a page written back and dirtied again counts twice,
 /// as it costs twice. 0 where `/proc/self/io` cannot be read.
 pub fn disk_write_bytes() -> u64 {
-    let Ok(text) = std::fs::read_to_string("/proc/self/io") else {
-        return 0;
-    };
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field("write_bytes:").saturating_sub(field("cancelled_write_bytes:"))
+    io_field("write_bytes:").saturating_sub(io_field("cancelled_write_bytes:"))
+}
+
+/// Bytes this process dirtied for storage so far (`write_bytes` of `/proc/self/io`), not less
+/// what it cancelled by deleting files: for deltas over an interval, which a deletion inside the
+/// interval must not make negative.
+pub fn dirtied_bytes() -> u64 {
+    io_field("write_bytes:")
+}
+
+fn io_field(name: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Peak resident set of this process in bytes (`VmHWM` of `/proc/self/status`); 0 if unknown.

@@ -210,13 +210,19 @@ fn parent() {
     eprintln!("peers: {reps} repetitions of {workloads:?} on {engines:?}, {sizes:?}");
 
     let mut runs: Vec<Run> = Vec::new();
+    let mut loads: Vec<f64> = Vec::new();
     let mut record = |row: &str, engine: &str, rep: usize, m: Option<BTreeMap<String, f64>>| {
+        loads.push(load_average());
         if let Some(metrics) = m {
             let brief: Vec<String> = ["ops_per_sec", "commits_per_sec", "secs", "checkpoint_secs"]
                 .iter()
                 .filter_map(|k| metrics.get(*k).map(|v| format!("{k}={v:.4e}")))
                 .collect();
-            eprintln!("  rep {rep} {row:<14} {engine:<24} {}", brief.join(" "));
+            eprintln!(
+                "  rep {rep} {row:<14} {engine:<24} {} (load {:.2})",
+                brief.join(" "),
+                load_average()
+            );
             runs.push(Run {
                 row: row.to_string(),
                 engine: engine.to_string(),
@@ -289,7 +295,12 @@ fn parent() {
         }
     }
 
-    let results = Results { runs, sizes, reps };
+    let results = Results {
+        runs,
+        sizes,
+        reps,
+        loads,
+    };
     let md = results.markdown();
     println!("{md}");
     write_file(&out.join("results.md"), &md);
@@ -320,6 +331,16 @@ pub struct Results {
     pub sizes: Sizes,
     /// Repetitions asked for.
     pub reps: usize,
+    /// The 1-minute load average after each child.
+    pub loads: Vec<f64>,
+}
+
+/// The 1-minute load average (`/proc/loadavg`), 0 if unknown.
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(0.0)
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::engine::{Checkpointing, DurableWriter, Engine, Key, OpenCfg, KEY_LEN};
-use crate::measure::{dir_bytes, disk_write_bytes, peak_rss_bytes};
+use crate::measure::{dir_bytes, dirtied_bytes, disk_write_bytes, peak_rss_bytes};
 
 /// Value length of W1, W3 and W6.
 pub const VALUE_LEN: usize = 100;
@@ -181,7 +181,7 @@ pub fn w2<E: Engine>(dir: &Path, sizes: &Sizes) -> Metrics {
 pub fn w3<E: Engine>(dir: &Path, sizes: &Sizes, batch: usize, threads: usize) -> Metrics {
     let writers = E::writers(dir, threads);
     let duration = Duration::from_secs_f64(sizes.w3_secs);
-    let bytes_before = disk_write_bytes();
+    let bytes_before = dirtied_bytes();
     let t = Instant::now();
     let handles: Vec<_> = writers
         .into_iter()
@@ -210,7 +210,7 @@ pub fn w3<E: Engine>(dir: &Path, sizes: &Sizes, batch: usize, threads: usize) ->
         .map(|h| h.join().expect("a writer thread"))
         .sum();
     let secs = t.elapsed().as_secs_f64();
-    let written = disk_write_bytes() - bytes_before;
+    let written = dirtied_bytes().saturating_sub(bytes_before);
     let updates = commits * batch as u64;
     let m = vec![
         ("secs", secs),
@@ -314,11 +314,11 @@ pub fn w6<E: Checkpointing>(dir: &Path, sizes: &Sizes, prepare: impl FnOnce(&mut
     for i in 0..sizes.w6_updates {
         e.put(&key(rng.below(entries)), values.get(i + 1));
     }
-    let bytes_before = disk_write_bytes();
+    let bytes_before = dirtied_bytes();
     let t = Instant::now();
     let new_bytes = e.checkpoint(&dir.join("checkpoint-2"));
     let secs = t.elapsed().as_secs_f64();
-    let written = disk_write_bytes() - bytes_before;
+    let written = dirtied_bytes().saturating_sub(bytes_before);
     let m = vec![
         ("fill_secs", fill),
         ("state_entries", entries as f64),
