@@ -199,10 +199,12 @@ fn parent() {
         .filter(|e| all.contains(&e.as_str()))
         .collect();
     let base = std::env::var_os("SJ_PEERS_DIR")
-        .map(PathBuf::from)
+        .map(|p| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p))
         .unwrap_or_else(|| workspace_target().join("peers-tmp"));
+    // Relative paths are the workspace root's (cargo runs benchmarks in the package's directory).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = std::env::var_os("SJ_PEERS_OUT")
-        .map(PathBuf::from)
+        .map(|p| root.join(p))
         .unwrap_or_else(|| workspace_target().join("peers"));
     std::fs::create_dir_all(&out).expect("create the output directory");
     let sizes = Sizes::from_env();
@@ -211,7 +213,12 @@ fn parent() {
 
     let mut runs: Vec<Run> = Vec::new();
     let mut loads: Vec<f64> = Vec::new();
-    let mut record = |row: &str, engine: &str, rep: usize, m: Option<BTreeMap<String, f64>>| {
+    let record = |runs: &mut Vec<Run>,
+                  loads: &mut Vec<f64>,
+                  row: &str,
+                  engine: &str,
+                  rep: usize,
+                  m: Option<BTreeMap<String, f64>>| {
         loads.push(load_average());
         if let Some(metrics) = m {
             let brief: Vec<String> = ["ops_per_sec", "commits_per_sec", "secs", "checkpoint_secs"]
@@ -248,12 +255,12 @@ fn parent() {
             let mut dirs = Vec::new();
             for e in &w1_engines {
                 let d = fresh_dir(&base, &format!("w1-{e}"));
-                record("W1", e, rep, spawn("W1", e, &d));
+                record(&mut runs, &mut loads, "W1", e, rep, spawn("W1", e, &d));
                 dirs.push((e.clone(), d));
             }
             if has("W5") {
                 for (e, d) in &dirs {
-                    record("W5", e, rep, spawn("W5", e, d));
+                    record(&mut runs, &mut loads, "W5", e, rep, spawn("W5", e, d));
                 }
             }
             for (_, d) in dirs {
@@ -263,7 +270,7 @@ fn parent() {
         if has("W2") {
             for e in &order {
                 let d = fresh_dir(&base, &format!("w2-{e}"));
-                record("W2", e, rep, spawn("W2", e, &d));
+                record(&mut runs, &mut loads, "W2", e, rep, spawn("W2", e, &d));
                 let _ = std::fs::remove_dir_all(d);
             }
         }
@@ -271,7 +278,14 @@ fn parent() {
             for (b, t) in W3_CONFIGS {
                 for e in &order {
                     let d = fresh_dir(&base, &format!("w3-{e}"));
-                    record(&w3_row(b, t), e, rep, spawn(&format!("W3:{b}:{t}"), e, &d));
+                    record(
+                        &mut runs,
+                        &mut loads,
+                        &w3_row(b, t),
+                        e,
+                        rep,
+                        spawn(&format!("W3:{b}:{t}"), e, &d),
+                    );
                     let _ = std::fs::remove_dir_all(d);
                 }
             }
@@ -279,7 +293,7 @@ fn parent() {
         if has("W4") {
             for e in &order {
                 let d = fresh_dir(&base, &format!("w4-{e}"));
-                record("W4", e, rep, spawn("W4", e, &d));
+                record(&mut runs, &mut loads, "W4", e, rep, spawn("W4", e, &d));
                 let _ = std::fs::remove_dir_all(d);
             }
         }
@@ -289,27 +303,32 @@ fn parent() {
                 .filter(|e| *e == "statejournal" || *e == "rocksdb")
             {
                 let d = fresh_dir(&base, &format!("w6-{e}"));
-                record("W6", e, rep, spawn("W6", e, &d));
+                record(&mut runs, &mut loads, "W6", e, rep, spawn("W6", e, &d));
                 let _ = std::fs::remove_dir_all(d);
             }
         }
+        // Everything so far, after every repetition: a run cut short still leaves its results.
+        let results = Results {
+            runs: runs.clone(),
+            sizes,
+            reps: rep + 1,
+            loads: loads.clone(),
+        };
+        let md = results.markdown();
+        if rep + 1 == reps {
+            println!("{md}");
+        }
+        write_file(&out.join("results.md"), &md);
+        write_file(&out.join("runs.csv"), &results.csv());
+        if let Err(e) = crate::plot::throughput_svg(&results, &out.join("peers.svg")) {
+            eprintln!("peers: no plot: {e}");
+        }
+        eprintln!(
+            "peers: {} repetition(s) done, results in {}",
+            rep + 1,
+            out.display()
+        );
     }
-
-    let results = Results {
-        runs,
-        sizes,
-        reps,
-        loads,
-    };
-    let md = results.markdown();
-    println!("{md}");
-    write_file(&out.join("results.md"), &md);
-    write_file(&out.join("runs.csv"), &results.csv());
-    match crate::plot::throughput_svg(&results, &out.join("peers.svg")) {
-        Ok(()) => eprintln!("peers: wrote {}", out.join("peers.svg").display()),
-        Err(e) => eprintln!("peers: no plot: {e}"),
-    }
-    eprintln!("peers: wrote {}", out.join("results.md").display());
 }
 
 fn write_file(path: &Path, text: &str) {
