@@ -504,6 +504,14 @@ impl Results {
             bytes(s.w6_state_bytes as f64),
             si(s.w6_updates as f64)
         );
+        if let Some(m) = median(self.loads.clone()) {
+            let hi = self.loads.iter().copied().fold(0.0, f64::max);
+            let lo = self.loads.iter().copied().fold(f64::INFINITY, f64::min);
+            let _ = writeln!(
+                md,
+                "1-minute load average after each child process: median {m:.2}, range {lo:.2}–{hi:.2} (2 cores; the benchmark itself adds about 1–2).\n"
+            );
+        }
         md.push_str(
             "### Throughput (W1 update-heavy, W2 read-modify-write, W4 list appends; no sync)\n\n",
         );
