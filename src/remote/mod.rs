@@ -32,8 +32,8 @@
 
 mod gc;
 pub mod layout;
-mod progress;
 mod merge;
+mod progress;
 pub(crate) mod push;
 mod restore;
 
@@ -47,8 +47,8 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
 
 pub use crate::codec::remote_manifest::{Chunk, RemoteManifest, RemoteSegment, RemoteSnapshot};
 pub use gc::RemoteGcReport;
-pub use progress::Progress;
 pub use merge::{restore_merged, restore_merged_blocking, MergeReport, MergeSource, MergedSource};
+pub use progress::Progress;
 pub use push::{PushHandle, PushReport, Shipper};
 pub use restore::RestoreReport;
 
