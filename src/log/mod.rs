@@ -30,6 +30,7 @@ use arc_swap::ArcSwap;
 
 pub use options::{Durability, LogOptions, RecoveryMode, DEFAULT_SEGMENT_SIZE};
 pub use reader::{LogReader, Record};
+#[cfg(feature = "remote")]
 pub(crate) use recovery::random_log_id as random_id;
 pub(crate) use recovery::remove_discard_intent;
 pub use recovery::{CutReason, RecoveryReport, TailCut};
