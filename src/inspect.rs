@@ -63,6 +63,19 @@ pub struct InspectOptions {
     pub replay_state: bool,
 }
 
+impl InspectOptions {
+    /// Only the listing, the log's scan and the headers, footers and manifests: no snapshot
+    /// block read, no segment prefix checksummed, no state rebuilt. What a command needs to find
+    /// its way in a directory quickly.
+    pub fn structure_only() -> Self {
+        InspectOptions {
+            verify_snapshots: false,
+            verify_checkpoints: false,
+            replay_state: false,
+        }
+    }
+}
+
 impl Default for InspectOptions {
     fn default() -> Self {
         InspectOptions {

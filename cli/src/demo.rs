@@ -262,11 +262,7 @@ pub fn run(a: Args) -> CliResult {
                 dir.display()
             )));
         }
-        let quick = statejournal::inspect::InspectOptions {
-            verify_snapshots: false,
-            verify_checkpoints: false,
-            replay_state: false,
-        };
+        let quick = statejournal::inspect::InspectOptions::structure_only();
         if statejournal::inspect::inspect(&dir, quick).is_ok_and(|i| i.in_use) {
             return Err(CliError(format!(
                 "--fresh: the journal in {} is open in another process; not deleting it",

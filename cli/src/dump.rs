@@ -161,15 +161,8 @@ fn key_fields(obj: &mut serde_json::Map<String, Value>, composite: &[u8]) {
 /// `statejournal dump`.
 pub fn run(a: Args) -> CliResult {
     existing_dir(&a.dir)?;
-    let found = inspect::inspect(
-        &a.dir,
-        InspectOptions {
-            verify_snapshots: false,
-            verify_checkpoints: false,
-            replay_state: false,
-        },
-    )
-    .map_err(|e| CliError(e.to_string()))?;
+    let found = inspect::inspect(&a.dir, InspectOptions::structure_only())
+        .map_err(|e| CliError(e.to_string()))?;
 
     // The registry: from the snapshots' footers and every Register record.
     let mut states: HashMap<u32, StateDesc> = HashMap::new();

@@ -526,14 +526,7 @@ pub fn restore(a: PullArgs) -> CliResult {
     let id = p.checkpoint_id;
     let dir = a.dir.display().to_string();
     let opened = || -> Result<_, CliError> {
-        let i = inspect::inspect(
-            &a.dir,
-            InspectOptions {
-                verify_snapshots: false,
-                verify_checkpoints: false,
-                replay_state: false,
-            },
-        )?;
+        let i = inspect::inspect(&a.dir, InspectOptions::structure_only())?;
         let m = i
             .checkpoints
             .iter()

@@ -179,15 +179,8 @@ pub fn repair(a: RepairArgs) -> CliResult {
 /// `statejournal compact`.
 pub fn compact(a: CompactArgs) -> CliResult {
     existing_dir(&a.dir)?;
-    let i = inspect::inspect(
-        &a.dir,
-        InspectOptions {
-            verify_snapshots: false,
-            verify_checkpoints: false,
-            replay_state: false,
-        },
-    )
-    .map_err(|e| CliError(e.to_string()))?;
+    let i = inspect::inspect(&a.dir, InspectOptions::structure_only())
+        .map_err(|e| CliError(e.to_string()))?;
     if let Some(p) = i.problems.first() {
         return Err(CliError(format!(
             "{p}; run `statejournal verify` and `statejournal repair` first"
@@ -208,15 +201,8 @@ pub fn compact(a: CompactArgs) -> CliResult {
     bar.finish_and_clear();
     let report = report.map_err(|e| CliError(e.to_string()))?;
     journal.close().map_err(|e| CliError(e.to_string()))?;
-    let after = inspect::inspect(
-        &a.dir,
-        InspectOptions {
-            verify_snapshots: false,
-            verify_checkpoints: false,
-            replay_state: false,
-        },
-    )
-    .map_err(|e| CliError(e.to_string()))?;
+    let after = inspect::inspect(&a.dir, InspectOptions::structure_only())
+        .map_err(|e| CliError(e.to_string()))?;
     crate::outln!(
         "opened in {}; wrote {} ({}, {} entries) through LSN {}: merged {} log records ({}) into the snapshot at LSN {} in {}",
         duration(opened),
