@@ -1089,6 +1089,14 @@ fn print_summary(load_at_start: &str) {
             );
         }
     }
+    for key in ["floor/wrap/128", "floor/fresh/128", "append/buffered/128"] {
+        if let Some(tm) = timing(&format!("interleaved/append128/{key}")) {
+            println!(
+                "interleaved {key:<22} {:>12} records/s",
+                fmt_rate(tm.per_sec())
+            );
+        }
+    }
     let f = figures(Some("append128"), "append/buffered/128", "floor/wrap/128");
     let g = figures(Some("append128"), "append/buffered/128", "floor/fresh/128");
     println!(
