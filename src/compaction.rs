@@ -11,11 +11,12 @@
 //! histories of every state kind.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use hashbrown::HashTable;
 
 use crate::codec::record::{decode_record, Op, RecordError};
 use crate::error::{Error, Result};
@@ -24,36 +25,6 @@ use crate::log::{Log, Lsn};
 use crate::snapshot::{Entry, SnapshotFile, SnapshotReader, SnapshotWriter, StateInfo};
 use crate::state::{list_base, split_expiry};
 
-/// Bytes before the composite key in a delta key: its hash and the state id.
-const KEY_PREFIX: usize = 12;
-
-/// The state id of a delta key.
-fn key_state(k: &[u8]) -> u32 {
-    k.get(8..12)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map_or(u32::MAX, u32::from_le_bytes)
-}
-
-/// Hashes a delta key by the hash stored in its first 8 bytes (computed once, with XXH3, when
-/// the key is built), instead of hashing the whole key again with SipHash at every lookup.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        // A byte slice hashes as its length (`write_usize`, ignored) and then its bytes.
-        if let Some(h) = bytes.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
-            self.0 ^= u64::from_le_bytes(h);
-        }
-    }
-
-    fn write_usize(&mut self, _: usize) {}
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 /// Code of a map state (see `StateKind::code`).
 const KIND_MAP: u8 = 3;
 
@@ -61,7 +32,7 @@ const KIND_MAP: u8 = 3;
 #[derive(Debug)]
 enum Change {
     /// The key's value is now this (`None`: deleted). Absolute: the base value does not matter.
-    Set(Option<Vec<u8>>),
+    Set(Option<Val>),
     /// Appends to whatever the base holds: [`Piece`]s applied in order, each as
     /// the tables apply an `Append` op (an expiry of 0 appends raw bytes; another one replaces
     /// the value's expiry). No pieces: the key is unchanged.
@@ -99,10 +70,51 @@ impl Piece {
     }
 }
 
+/// The value of a [`Change::Set`]: `len` bytes at `off` in [`Delta::value_bytes`], in a place
+/// with room for `cap`.
+#[derive(Debug, Clone, Copy)]
+struct Val {
+    off: usize,
+    len: usize,
+    cap: usize,
+}
+
+impl Val {
+    fn bytes<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
+        &arena[self.off..self.off + self.len]
+    }
+}
+
+/// One distinct (state, composite key) of the delta.
 #[derive(Debug)]
-struct KeyChange {
+struct DeltaKey {
+    /// XXH3 of the composite key, seeded with the state id.
+    hash: u64,
+    /// The key's first 8 bytes as a big-endian number (zero-padded): the sort compares these
+    /// first, without a visit to the key arena for all but equal prefixes.
+    head: u64,
+    /// Where the composite key is in [`Delta::key_bytes`].
+    key_off: usize,
+    key_len: usize,
+    state_id: u32,
     kg: u16,
+    /// False once a `ClearState` removed the key (the entry stays, out of the index).
+    live: bool,
     change: Change,
+}
+
+impl DeltaKey {
+    fn key<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
+        &arena[self.key_off..self.key_off + self.key_len]
+    }
+}
+
+/// The sort key of a composite key's first 8 bytes (see [`DeltaKey::head`]).
+fn key_head(k: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = k.len().min(8);
+    b[..n].copy_from_slice(&k[..n]);
+    u64::from_be_bytes(b)
 }
 
 /// The changes of a log tail, per (state, composite key).
@@ -113,10 +125,18 @@ pub(crate) struct Delta {
     states: Vec<StateInfo>,
     /// States a `ClearState` in the tail emptied: their base entries are dropped.
     cleared: Vec<bool>,
-    /// Keyed by `hash:u64 state_id:u32 composite key` (see [`KeyHasher`]).
-    keys: HashMap<Vec<u8>, KeyChange, BuildHasherDefault<KeyHasher>>,
-    /// The lookup key being built (no allocation per op for keys already in the delta).
-    scratch: Vec<u8>,
+    /// The delta's keys in first-touch order; `index` finds them by key.
+    entries: Vec<DeltaKey>,
+    /// Indices into `entries` of the live keys, hashed by [`DeltaKey::hash`]: one probe per op,
+    /// and no allocation per key (the key bytes go to `key_bytes`).
+    index: HashTable<u32>,
+    /// Every key's bytes, back to back.
+    key_bytes: Vec<u8>,
+    /// The values of `Change::Set`s (no allocation per key). A value that outgrows its place
+    /// moves to the end with room to double; the places left behind are `value_garbage` bytes,
+    /// reclaimed once they outweigh the live ones (see `store_value`).
+    value_bytes: Vec<u8>,
+    value_garbage: usize,
     /// Key and value bytes the delta holds.
     bytes: usize,
 }
@@ -139,15 +159,18 @@ impl Delta {
             range,
             states: base_states,
             cleared: vec![false; n],
-            keys: HashMap::default(),
-            scratch: Vec::new(),
+            entries: Vec::new(),
+            index: HashTable::new(),
+            key_bytes: Vec::new(),
+            value_bytes: Vec::new(),
+            value_garbage: 0,
             bytes: 0,
         }
     }
 
     /// Distinct keys the delta holds.
     pub fn keys(&self) -> usize {
-        self.keys.len()
+        self.index.len()
     }
 
     /// Bytes of keys and values the delta holds.
@@ -173,28 +196,99 @@ impl Delta {
     }
 
     /// The change of a key, created as "unchanged" (an empty append) on first touch.
-    fn entry(&mut self, state_id: u32, kg: u16, key: &[u8]) -> &mut Change {
-        self.scratch.clear();
+    fn entry(&mut self, state_id: u32, kg: u16, key: &[u8]) -> Result<usize, RecordError> {
         // The state is in the hash too: one composite key used in several states must not make
         // one long probe chain.
         let hash = xxhash_rust::xxh3::xxh3_64_with_seed(key, u64::from(state_id));
-        self.scratch.extend_from_slice(&hash.to_le_bytes());
-        self.scratch.extend_from_slice(&state_id.to_le_bytes());
-        self.scratch.extend_from_slice(key);
-        if !self.keys.contains_key(self.scratch.as_slice()) {
-            self.bytes += key.len();
-            self.keys.insert(
-                self.scratch.clone(),
-                KeyChange {
+        let (entries, arena) = (&self.entries, &self.key_bytes);
+        let found = self.index.find(hash, |&i| {
+            let e = &entries[i as usize];
+            e.hash == hash && e.state_id == state_id && e.key(arena) == key
+        });
+        let i = match found {
+            Some(&i) => i as usize,
+            None => {
+                let i = self.entries.len();
+                let id = u32::try_from(i).map_err(|_| bad("more than 2^32 distinct keys"))?;
+                let key_off = self.key_bytes.len();
+                self.key_bytes.extend_from_slice(key);
+                self.entries.push(DeltaKey {
+                    hash,
+                    head: key_head(key),
+                    key_off,
+                    key_len: key.len(),
+                    state_id,
                     kg,
+                    live: true,
                     change: Change::Append { pieces: Vec::new() },
-                },
-            );
+                });
+                let entries = &self.entries;
+                self.index
+                    .insert_unique(hash, id, |&j| entries[j as usize].hash);
+                self.bytes += key.len();
+                i
+            }
+        };
+        Ok(i)
+    }
+
+    /// Sets the value of entry `i` to `bytes` (a `Change::Set`), in place when it fits.
+    fn store_value(&mut self, i: usize, bytes: &[u8]) {
+        let old = match &self.entries[i].change {
+            Change::Set(v) => *v,
+            _ => None,
+        };
+        let val = match old {
+            Some(mut v) if bytes.len() <= v.cap => {
+                self.value_bytes[v.off..v.off + bytes.len()].copy_from_slice(bytes);
+                v.len = bytes.len();
+                v
+            }
+            _ => {
+                let cap = old.map_or(bytes.len(), |v| bytes.len().max(v.cap.saturating_mul(2)));
+                self.value_garbage += old.map_or(0, |v| v.cap);
+                let off = self.value_bytes.len();
+                self.value_bytes.extend_from_slice(bytes);
+                self.value_bytes.resize(off + cap, 0);
+                Val {
+                    off,
+                    len: bytes.len(),
+                    cap,
+                }
+            }
+        };
+        self.entries[i].change = Change::Set(Some(val));
+        if self.value_garbage > (1 << 20).max(self.value_bytes.len() / 2) {
+            self.collect_value_garbage();
         }
-        match self.keys.get_mut(self.scratch.as_slice()) {
-            Some(slot) => &mut slot.change,
-            None => unreachable!("inserted above"),
+    }
+
+    /// Drops the value arena's dead places: live values are copied, in entry order, to a new
+    /// arena with exactly their length as room. Amortized over the stores that made the
+    /// garbage, so the arena stays within twice its live bytes (plus 1 MiB).
+    fn collect_value_garbage(&mut self) {
+        let mut fresh = Vec::with_capacity(self.value_bytes.len() - self.value_garbage);
+        for e in &mut self.entries {
+            if let Change::Set(Some(v)) = &mut e.change {
+                let off = fresh.len();
+                fresh.extend_from_slice(v.bytes(&self.value_bytes));
+                *v = Val {
+                    off,
+                    len: v.len,
+                    cap: v.len,
+                };
+            }
         }
+        self.value_bytes = fresh;
+        self.value_garbage = 0;
+    }
+
+    /// Marks the value of entry `i` deleted (`Change::Set(None)`), its place garbage.
+    fn delete_value(&mut self, i: usize) {
+        if let Change::Set(Some(v)) = &self.entries[i].change {
+            self.value_garbage += v.cap;
+        }
+        self.entries[i].change = Change::Set(None);
     }
 
     /// Applies one record (every op of it).
@@ -254,13 +348,22 @@ impl Delta {
                     *c = true;
                 }
                 let mut freed = 0;
-                self.keys.retain(|k, v| {
-                    let keep = key_state(k) != state_id;
+                let mut garbage = 0;
+                let entries = &mut self.entries;
+                self.index.retain(|&mut i| {
+                    let e = &mut entries[i as usize];
+                    let keep = e.state_id != state_id;
                     if !keep {
-                        freed += k.len().saturating_sub(KEY_PREFIX) + change_bytes(&v.change);
+                        freed += e.key_len + change_bytes(&e.change);
+                        if let Change::Set(Some(v)) = e.change {
+                            garbage += v.cap;
+                        }
+                        e.live = false;
+                        e.change = Change::Set(None);
                     }
                     keep
                 });
+                self.value_garbage += garbage;
                 self.bytes -= freed.min(self.bytes);
                 Ok(())
             }
@@ -278,16 +381,9 @@ impl Delta {
                     return Err(bad("Put on a map state"));
                 }
                 self.bytes += value.len();
-                let c = self.entry(state_id, kg, key);
-                let old = change_bytes(c);
-                match c {
-                    // Reuse the allocation of the value this one replaces.
-                    Change::Set(Some(v)) => {
-                        v.clear();
-                        v.extend_from_slice(value);
-                    }
-                    _ => *c = Change::Set(Some(value.to_vec())),
-                }
+                let i = self.entry(state_id, kg, key)?;
+                let old = change_bytes(&self.entries[i].change);
+                self.store_value(i, value);
                 self.bytes -= old.min(self.bytes);
                 Ok(())
             }
@@ -296,16 +392,16 @@ impl Delta {
                 if !self.range.contains(KeyGroup(kg)) {
                     return Ok(());
                 }
-                let c = self.entry(state_id, kg, key);
-                let old = change_bytes(c);
-                *c = if kind == KIND_MAP {
-                    Change::Map {
+                let i = self.entry(state_id, kg, key)?;
+                let old = change_bytes(&self.entries[i].change);
+                if kind == KIND_MAP {
+                    self.entries[i].change = Change::Map {
                         cleared: true,
                         entries: HashMap::new(),
-                    }
+                    };
                 } else {
-                    Change::Set(None)
-                };
+                    self.delete_value(i);
+                }
                 self.bytes -= old.min(self.bytes);
                 Ok(())
             }
@@ -325,12 +421,13 @@ impl Delta {
                 }
                 self.bytes += element.len();
                 let ttl = self.ttl_millis(state_id);
-                let c = self.entry(state_id, kg, key);
-                match c {
+                let i = self.entry(state_id, kg, key)?;
+                let mut set = None;
+                match &mut self.entries[i].change {
                     Change::Set(v) => {
                         // Exactly what the tables do to a known value.
-                        let base = v.take();
-                        *v = Some(appended(base.as_deref(), expiry, ttl, element));
+                        let base = v.map(|v| v.bytes(&self.value_bytes));
+                        set = Some(appended(base, expiry, ttl, element));
                     }
                     Change::Append { pieces } => match pieces.last_mut() {
                         // Appending raw bytes, or replacing an expiry the previous piece set
@@ -342,7 +439,7 @@ impl Delta {
                             {
                                 let mut v = expiry.to_le_bytes().to_vec();
                                 v.extend_from_slice(element);
-                                *c = Change::Set(Some(v));
+                                set = Some(v);
                             } else {
                                 if expiry != 0 {
                                     p.last_expiry = expiry;
@@ -358,6 +455,9 @@ impl Delta {
                         }),
                     },
                     Change::Map { .. } => return Err(bad("Append on a map state")),
+                }
+                if let Some(v) = set {
+                    self.store_value(i, &v);
                 }
                 Ok(())
             }
@@ -375,7 +475,8 @@ impl Delta {
                     return Ok(());
                 }
                 let mut added = map_key.len() + value.len();
-                let c = self.entry(state_id, kg, key);
+                let i = self.entry(state_id, kg, key)?;
+                let c = &mut self.entries[i].change;
                 if !matches!(c, Change::Map { .. }) {
                     *c = Change::Map {
                         cleared: false,
@@ -403,7 +504,8 @@ impl Delta {
                 if !self.range.contains(KeyGroup(kg)) {
                     return Ok(());
                 }
-                let c = self.entry(state_id, kg, key);
+                let i = self.entry(state_id, kg, key)?;
+                let c = &mut self.entries[i].change;
                 if !matches!(c, Change::Map { .. }) {
                     *c = Change::Map {
                         cleared: false,
@@ -475,7 +577,7 @@ fn append_run(
 
 fn change_bytes(c: &Change) -> usize {
     match c {
-        Change::Set(v) => v.as_ref().map_or(0, Vec::len),
+        Change::Set(v) => v.map_or(0, |v| v.len),
         Change::Append { pieces } => pieces.iter().map(|p| p.elements.len()).sum(),
         Change::Map { entries, .. } => entries
             .iter()
@@ -532,28 +634,29 @@ pub(crate) fn merge<S: EntrySink>(
 ) -> Result<MergeStats> {
     let mut stats = MergeStats::default();
     let mut delta = delta;
-    let mut changes: Vec<(u16, u32, Vec<u8>, Change)> = std::mem::take(&mut delta.keys)
-        .into_iter()
-        .map(|(mut k, kc)| {
-            let sid = key_state(&k);
-            k.drain(..KEY_PREFIX);
-            (kc.kg, sid, k, kc.change)
-        })
+    let mut entries = std::mem::take(&mut delta.entries);
+    let arena = std::mem::take(&mut delta.key_bytes);
+    let values = std::mem::take(&mut delta.value_bytes);
+    // The snapshot's order; the key's first 8 bytes, compared as a number first, spare most
+    // comparisons a visit to the key arena.
+    let mut order: Vec<(u16, u32, u64, u32)> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.live)
+        .map(|(i, e)| (e.kg, e.state_id, e.head, i as u32))
         .collect();
-    // The snapshot's order; the first 8 key bytes compared as a number first spare most
-    // comparisons a visit to the key's heap allocation.
-    let head = |k: &[u8]| {
-        let mut b = [0u8; 8];
-        let n = k.len().min(8);
-        b[..n].copy_from_slice(&k[..n]);
-        u64::from_be_bytes(b)
-    };
-    changes.sort_unstable_by(|a, b| {
-        (a.0, a.1, head(&a.2))
-            .cmp(&(b.0, b.1, head(&b.2)))
-            .then_with(|| a.2.cmp(&b.2))
+    order.sort_unstable_by(|a, b| {
+        (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)).then_with(|| {
+            entries[a.3 as usize]
+                .key(&arena)
+                .cmp(entries[b.3 as usize].key(&arena))
+        })
     });
-
+    let mut changes = order.into_iter().map(|(kg, sid, _, i)| {
+        let e = &mut entries[i as usize];
+        let change = std::mem::replace(&mut e.change, Change::Set(None));
+        (kg, sid, e.key(&arena), change)
+    });
     let mut cursor = base.map(|b| b.cursor(delta.range));
     let mut has = match cursor.as_mut() {
         Some(c) => c.advance()?,
@@ -571,7 +674,7 @@ pub(crate) fn merge<S: EntrySink>(
         }
         out.add(e)
     };
-    let mut changes = changes.into_iter().peekable();
+    let mut changes = changes.by_ref().peekable();
     loop {
         // The base entry at the cursor, as an owned position for comparisons.
         let base_pos = match (&cursor, has) {
@@ -585,7 +688,7 @@ pub(crate) fn merge<S: EntrySink>(
             (Some(bp), Some(d)) => {
                 let e = cursor.as_ref().and_then(|c| c.entry());
                 let key = e.map_or(&[][..], |e| e.key);
-                (bp.0, bp.1, key).cmp(&(d.0, d.1, &d.2[..]))
+                (bp.0, bp.1, key).cmp(&(d.0, d.1, d.2))
             }
         };
         if order == std::cmp::Ordering::Less {
@@ -610,7 +713,7 @@ pub(crate) fn merge<S: EntrySink>(
                     has = advance(&mut cursor)?;
                 }
                 if let Some(v) = v {
-                    emit(entry_of(kg, sid, &key, None, &v), &mut stats)?;
+                    emit(entry_of(kg, sid, key, None, v.bytes(&values)), &mut stats)?;
                 }
             }
             Change::Append { pieces } => {
@@ -631,7 +734,7 @@ pub(crate) fn merge<S: EntrySink>(
                 }
                 // No pieces and no base: untouched, nothing to write.
                 if let Some(v) = v {
-                    emit(entry_of(kg, sid, &key, None, &v), &mut stats)?;
+                    emit(entry_of(kg, sid, key, None, &v), &mut stats)?;
                 }
             }
             Change::Map { cleared, entries } => {
@@ -644,19 +747,19 @@ pub(crate) fn merge<S: EntrySink>(
                     let Some(e) = cursor.as_ref().and_then(|c| c.entry()) else {
                         break;
                     };
-                    if (e.kg, e.state_id, e.key) != (kg, sid, &key[..]) {
+                    if (e.kg, e.state_id, e.key) != (kg, sid, key) {
                         break;
                     }
                     stats.base_entries += 1;
                     let mk = e.map_key.unwrap_or(&[]);
                     while let Some((dk, dv)) = entries.next_if(|(dk, _)| dk.as_slice() < mk) {
                         if let Some(dv) = dv {
-                            emit(entry_of(kg, sid, &key, Some(&dk), &dv), &mut stats)?;
+                            emit(entry_of(kg, sid, key, Some(&dk), &dv), &mut stats)?;
                         }
                     }
                     match entries.next_if(|(dk, _)| dk.as_slice() == mk) {
                         Some((dk, Some(dv))) => {
-                            emit(entry_of(kg, sid, &key, Some(&dk), &dv), &mut stats)?
+                            emit(entry_of(kg, sid, key, Some(&dk), &dv), &mut stats)?
                         }
                         Some((_, None)) => {}
                         None if keep_base => emit(e, &mut stats)?,
@@ -666,7 +769,7 @@ pub(crate) fn merge<S: EntrySink>(
                 }
                 for (dk, dv) in entries {
                     if let Some(dv) = dv {
-                        emit(entry_of(kg, sid, &key, Some(&dk), &dv), &mut stats)?;
+                        emit(entry_of(kg, sid, key, Some(&dk), &dv), &mut stats)?;
                     }
                 }
             }
@@ -859,5 +962,104 @@ fn missing_records(log: &Log, want: u64, found: u64) -> Error {
             "the log has no record {want} (the next one it holds is {found}): \
              the records after the snapshot are incomplete"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Collects the merged entries.
+    struct Collect(Vec<(u16, u32, Vec<u8>, Vec<u8>)>);
+
+    impl EntrySink for Collect {
+        fn add(&mut self, e: Entry<'_>) -> Result<()> {
+            self.0
+                .push((e.kg, e.state_id, e.key.to_vec(), e.value.to_vec()));
+            Ok(())
+        }
+    }
+
+    fn apply(delta: &mut Delta, op: Op<'_>) {
+        let mut rec = Vec::new();
+        crate::codec::record::begin_record(&mut rec);
+        op.encode(&mut rec);
+        delta.apply(&rec).expect("a valid record");
+    }
+
+    /// Values that grow, shrink and get deleted, over enough keys and bytes that the value
+    /// arena's garbage is collected several times (and a whole state is cleared on the way):
+    /// the merge must still write exactly each key's last value.
+    #[test]
+    fn the_value_arena_keeps_the_last_value_of_every_key_across_collections() {
+        let mut delta = Delta::new(KeyGroupRange::all(4), None, Vec::new());
+        apply(&mut delta, Op::Init { max_key_groups: 4 });
+        for (id, name) in [(0, "a"), (1, "b")] {
+            apply(
+                &mut delta,
+                Op::Register {
+                    state_id: id,
+                    kind: 1,
+                    flags: 0,
+                    ttl_millis: 0,
+                    name: name.as_bytes(),
+                },
+            );
+        }
+        let mut model: BTreeMap<(u16, u32, Vec<u8>), Vec<u8>> = BTreeMap::new();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut collections = 0;
+        let mut garbage = 0;
+        for step in 0..60_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let k = (x % 1_000).to_be_bytes().to_vec();
+            let kg = (x % 4) as u16;
+            let sid = ((x >> 20) % 2) as u32;
+            if step == 30_000 {
+                apply(&mut delta, Op::ClearState { state_id: 1 });
+                model.retain(|(_, s, _), _| *s != 1);
+                continue;
+            }
+            if x.is_multiple_of(3) {
+                apply(
+                    &mut delta,
+                    Op::Delete {
+                        state_id: sid,
+                        kg,
+                        key: &k,
+                    },
+                );
+                model.remove(&(kg, sid, k));
+            } else {
+                let len = ((x >> 8) % 300) as usize;
+                let v = vec![(step % 251) as u8; len];
+                apply(
+                    &mut delta,
+                    Op::Put {
+                        state_id: sid,
+                        kg,
+                        key: &k,
+                        value: &v,
+                    },
+                );
+                model.insert((kg, sid, k), v);
+            }
+            // Garbage only shrinks when it is collected.
+            if delta.value_garbage < garbage {
+                collections += 1;
+            }
+            garbage = delta.value_garbage;
+        }
+        assert!(collections > 1, "the arena was never collected");
+        let mut out = Collect(Vec::new());
+        merge(None, delta, &mut out, 0, &AtomicBool::new(false)).expect("merge");
+        let want: Vec<_> = model
+            .into_iter()
+            .map(|((kg, sid, k), v)| (kg, sid, k, v))
+            .collect();
+        assert_eq!(out.0, want);
     }
 }
