@@ -133,9 +133,10 @@ impl fmt::Display for TailCut {
             CutReason::DebrisAfterCompleteSegment => {
                 "debris after the last record of a complete segment, no record lost".to_string()
             }
-            CutReason::Discarded { after } => {
-                format!("records after LSN {after} discarded as asked (checkpoint restore)")
-            }
+            CutReason::Discarded { after } => format!(
+                "records after LSN {after} discarded as a checkpoint restore or a point-in-time \
+                 recovery decided"
+            ),
         };
         write!(
             f,
@@ -172,8 +173,11 @@ pub enum CutReason {
     /// complete (for instance a damaged sync marker): nothing is lost; the bytes are set aside so
     /// that no reader trips over them.
     DebrisAfterCompleteSegment,
-    /// [`LogOptions::discard_after`](super::LogOptions::discard_after) asked for every record
-    /// after this LSN to be set aside.
+    /// Every record after this LSN is set aside as decided before the open: by
+    /// [`LogOptions::discard_after`](super::LogOptions::discard_after) (a checkpoint restore), or
+    /// by the durable intent (`log.discard`) of an earlier open that a crash interrupted — a
+    /// checkpoint restore, or a [`RecoveryMode::PointInTime`] recovery that cut durable data (that
+    /// open's cut was [`CutReason::DurableDataDamaged`]; this one finishes it).
     Discarded {
         /// The last LSN kept.
         after: Lsn,
@@ -646,6 +650,25 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         .collect();
     let paths: Vec<PathBuf> = segs.iter().map(|s| s.path().to_path_buf()).collect();
     let plan = plan_log(&views, &paths, opts.recovery_mode, external, discard)?;
+    // A point-in-time cut of records the log, its snapshots or its manifests prove durable is a
+    // discard from the first change on: its intent is made durable before anything is cut or set
+    // aside, so that an open that finds the cut half done (or done, with the snapshots and
+    // manifests past it not yet set aside, which a journal does after the log's recovery) finishes
+    // it, whatever its mode, instead of refusing it as lost durable records.
+    let discard = match (&plan.cut, views.get(plan.tail)) {
+        (
+            Some(PlannedCut {
+                reason: CutReason::DurableDataDamaged(_),
+                ..
+            }),
+            Some(v),
+        ) => {
+            let after = v.scan.next_lsn.saturating_sub(1);
+            write_discard_intent(dir, meta.log_id, after)?;
+            Some(after)
+        }
+        _ => discard,
+    };
 
     // Carry it out. Complete segments first: sealed at their last record, debris noted (set
     // aside in `finish`, once the whole log is known to recover: a failed open changes nothing).
