@@ -34,6 +34,7 @@ on_every_store!(
     large_objects_go_up_in_parts,
     key_group_restore_scales_out,
     pushes_publish_in_checkpoint_order,
+    interrupted_restore_leaves_the_target_untouched,
 );
 
 fn journal_opts() -> JournalOptions {
@@ -539,6 +540,178 @@ fn failed_push_is_retried_and_never_half_visible(kind: Kind) {
         other => panic!("a damaged chunk must be detected: {other:?}"),
     }
     assert_eq!(std::fs::read_dir(dir2.path()).unwrap().count(), 0);
+}
+
+/// Names in `dir`, sorted (none if it does not exist).
+fn names(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = entries
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Copies the directory tree `from` to `to` (what a crash at this moment leaves on disk).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// Opens a restored directory at its checkpoint and reads the state.
+fn open_restored(dir: &Path, checkpoint_id: u64) -> Model {
+    let mut j = Journal::open_at_checkpoint(dir, checkpoint_id, journal_opts()).unwrap();
+    read_state(&mut j)
+}
+
+/// A restore is atomic: killed at any point of its downloads (the snapshot's GET, each chunk's),
+/// what it leaves is its target as it was — missing, or empty — and at most its own directory
+/// beside it, which the next restore removes before it restores the checkpoint whole; failed at
+/// any GET, it leaves the target as it was and nothing beside it. (Restores used to write into
+/// the target itself: a crash left `*.tmp` files there, a directory `Journal::open` would have
+/// taken for an empty one and started a new journal in.)
+fn interrupted_restore_leaves_the_target_untouched(kind: Kind) {
+    let Some(env) = Env::new(kind, "restore-atomic") else {
+        return;
+    };
+    let faulty = FaultyStore::new(Arc::clone(&env.store));
+    // One object at a time: when a GET is held, every byte before it is written.
+    let remote = env
+        .remote_over(faulty.clone())
+        .with_options(RemoteOptions::default().concurrency(1));
+    let shipper = Shipper::new(remote.clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut job = Job::open(dir.path());
+    job.mutate(1500);
+    job.j.compact().unwrap(); // a snapshot object
+    let mut pushed = None;
+    for _ in 0..3 {
+        // Segments after it, in chunks of successive pushes.
+        job.mutate(700);
+        let (_, push) = job.j.checkpoint_and_push(&shipper).unwrap();
+        pushed = Some(push.wait().unwrap());
+    }
+    let pushed = pushed.unwrap();
+    let model = job.model.clone();
+
+    // The GETs of a whole restore.
+    let probe = tempfile::tempdir().unwrap();
+    let before = faulty.gets.load(std::sync::atomic::Ordering::SeqCst);
+    let r = remote
+        .restore_blocking(None, probe.path().join("restored"))
+        .unwrap();
+    let gets = faulty.gets.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(
+        gets >= 6,
+        "a snapshot, chunks and the manifest: {gets} GETs"
+    );
+    assert!(r
+        .files
+        .iter()
+        .all(|f| f.starts_with(probe.path().join("restored"))));
+    assert_eq!(
+        open_restored(&probe.path().join("restored"), r.checkpoint_id),
+        model
+    );
+    assert_eq!(names(probe.path()), ["restored"], "nothing left beside it");
+
+    for n in 0..gets {
+        for existing in [false, true] {
+            let what = format!("GET {n} of {gets}, target existing: {existing}");
+            let untouched = |parent: &Path| {
+                let target = parent.join("restored");
+                if existing {
+                    assert!(names(&target).is_empty(), "{what}: {:?}", names(&target));
+                } else {
+                    assert!(!target.exists(), "{what}: {:?}", names(&target));
+                }
+            };
+            let fresh = || {
+                let parent = tempfile::tempdir().unwrap();
+                if existing {
+                    std::fs::create_dir(parent.path().join("restored")).unwrap();
+                }
+                parent
+            };
+
+            // Failing at GET n: an error, nothing changed.
+            let parent = fresh();
+            faulty.fail_gets_after(Some(n));
+            let err = remote
+                .restore_blocking(None, parent.path().join("restored"))
+                .unwrap_err();
+            let part = remote
+                .restore_key_groups_blocking(
+                    None,
+                    KeyGroupRange::new(0, 64),
+                    parent.path().join("restored"),
+                )
+                .unwrap_err();
+            faulty.fail_gets_after(None);
+            assert!(matches!(err, Error::Remote { .. }), "{what}: {err}");
+            assert!(matches!(part, Error::Remote { .. }), "{what}: {part}");
+            untouched(parent.path());
+            assert_eq!(
+                names(parent.path()),
+                if existing { vec!["restored"] } else { vec![] },
+                "{what}: a failed restore leaves nothing beside its target"
+            );
+
+            // Killed at GET n: held there, and what is on disk copied, as a crash leaves it.
+            let parent = fresh();
+            let sem = Arc::new(tokio::sync::Semaphore::new(0));
+            let start = faulty.gets.load(std::sync::atomic::Ordering::SeqCst);
+            faulty.hold_gets_after(n, Arc::clone(&sem));
+            let restoring = {
+                let (remote, target) = (remote.clone(), parent.path().join("restored"));
+                std::thread::spawn(move || remote.restore_blocking(None, target))
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while faulty.gets.load(std::sync::atomic::Ordering::SeqCst) < start + n + 1 {
+                assert!(std::time::Instant::now() < deadline, "{what}: no GET {n}");
+                std::thread::yield_now();
+            }
+            let crashed = tempfile::tempdir().unwrap();
+            copy_tree(parent.path(), crashed.path());
+            faulty.hold_gets_after(u64::MAX, Arc::clone(&sem));
+            sem.add_permits(1 << 20);
+            let done = restoring.join().unwrap().unwrap();
+            assert_eq!(
+                open_restored(&parent.path().join("restored"), done.checkpoint_id),
+                model
+            );
+
+            // The crash left the target untouched, and at most the restore's own directory.
+            untouched(crashed.path());
+            for name in names(crashed.path()) {
+                assert!(
+                    name == "restored"
+                        || (name.starts_with(".restored.restore-") && name.ends_with(".tmp")),
+                    "{what}: {name} left beside the target"
+                );
+            }
+            // The next restore removes what the crashed one left and restores the whole.
+            let again = remote
+                .restore_blocking(Some(pushed.seq), crashed.path().join("restored"))
+                .unwrap();
+            assert_eq!(names(crashed.path()), ["restored"], "{what}");
+            assert_eq!(
+                open_restored(&crashed.path().join("restored"), again.checkpoint_id),
+                model,
+                "{what}"
+            );
+        }
+    }
 }
 
 fn large_objects_go_up_in_parts(kind: Kind) {

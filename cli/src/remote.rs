@@ -416,18 +416,19 @@ fn list_ids(ids: &[u64], mark: &str) -> String {
     }
 }
 
-/// Whether `dir` may receive a restore (empty or missing), and whether it exists.
-fn check_target(dir: &Path) -> Result<bool, CliError> {
+/// Whether `dir` may receive a restore (empty or missing), checked before anything is downloaded
+/// (the library checks it again).
+fn check_target(dir: &Path) -> Result<(), CliError> {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => match entries.next() {
-            None => Ok(true),
+            None => Ok(()),
             Some(_) => Err(CliError(format!(
                 "{} is not empty: a restore writes a new journal into an empty or missing \
                  directory (move its files away or pick another)",
                 dir.display()
             ))),
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
             Err(CliError(format!("{} is not a directory", dir.display())))
         }
@@ -436,7 +437,7 @@ fn check_target(dir: &Path) -> Result<bool, CliError> {
 }
 
 fn pull_into(a: &PullArgs, verb: &str) -> Result<RestoreReport, CliError> {
-    let existed = check_target(&a.dir)?;
+    check_target(&a.dir)?;
     let progress = Arc::new(Progress::default());
     let remote = open_store(&a.url, Some(Arc::clone(&progress)))?;
     let cps = remote
@@ -467,18 +468,13 @@ fn pull_into(a: &PullArgs, verb: &str) -> Result<RestoreReport, CliError> {
     })?;
     match outcome {
         Ok(report) => Ok(report),
-        Err(e) => {
-            // The library removed what it wrote; a directory it created goes too.
-            if !existed {
-                let _ = std::fs::remove_dir(&a.dir);
-            }
-            Err(CliError(format!(
-                "remote checkpoint #{} of {} cannot be restored, nothing was left in {}: {e}",
-                chosen.seq,
-                a.url,
-                a.dir.display()
-            )))
-        }
+        // The library restores atomically: a failed restore left the directory as it was.
+        Err(e) => Err(CliError(format!(
+            "remote checkpoint #{} of {} cannot be restored, nothing was left in {}: {e}",
+            chosen.seq,
+            a.url,
+            a.dir.display()
+        ))),
     }
 }
 
