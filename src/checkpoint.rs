@@ -179,6 +179,7 @@ pub(crate) fn set_aside(path: &Path, suffix: &str) -> Result<PathBuf> {
         }
         let target = PathBuf::from(name);
         if !target.exists() {
+            crate::crash_point::crash_point("setting a snapshot or manifest aside");
             fs::rename(path, &target).map_err(|e| Error::io("rename", path, e))?;
             return Ok(target);
         }

@@ -97,8 +97,9 @@ pub struct Inspection {
     /// Another process (or this one) holds the directory lock: a journal is open there, and its
     /// tail may be in the middle of being written.
     pub in_use: bool,
-    /// An interrupted checkpoint restore (`log.discard`): the next open sets aside every record
-    /// after this LSN.
+    /// An interrupted discard (`log.discard`: a checkpoint restore, or a point-in-time recovery
+    /// that cut durable data, killed before it finished): the next open, in any mode, sets aside
+    /// every record after this LSN and the snapshots and manifests past it.
     pub discard_after: Option<Lsn>,
     /// The log's segment files, in id order.
     pub segments: Vec<SegmentInfo>,
@@ -607,7 +608,7 @@ fn role_of(name: &str) -> &'static str {
     } else if name == format::META_FILE {
         "log meta file"
     } else if name == format::DISCARD_FILE {
-        "intent of an interrupted restore (finished by the next open)"
+        "intent of an interrupted restore or point-in-time recovery (finished by the next open)"
     } else if name.ends_with(format::TMP_SUFFIX) {
         "temporary file (removed by the next open)"
     } else if name.contains(".cut-") {
@@ -1108,7 +1109,7 @@ fn classify_log(
         return;
     };
     if matches!(cut.reason, CutReason::Discarded { .. }) {
-        return; // in records an interrupted restore is discarding: not damage
+        return; // in records an interrupted discard is setting aside: not damage
     }
     let next = s.scan.next_lsn;
     let durable = matches!(cut.reason, CutReason::DurableDataDamaged(_));

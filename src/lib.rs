@@ -35,6 +35,7 @@
 mod checkpoint;
 pub mod codec;
 mod compaction;
+mod crash_point;
 mod error;
 pub mod format;
 mod hint;

@@ -636,9 +636,18 @@ impl Segment {
     /// Zeroes `[from, to)` and flushes it (recovery only: `&mut self` proves no view is alive).
     fn zero_durably(&mut self, from: usize, to: usize) -> io::Result<()> {
         if to > from {
-            // SAFETY: `&mut self` proves no view of the mapping is alive and no other thread can
-            // append (the segment is sealed and unshared); callers clamp the range to the mapping.
-            unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(from), 0, to - from) };
+            // In two halves, with a crash point between them: a crash test sees a cut half zeroed
+            // (the shared mapping's stores are in the page cache, flushed or not).
+            let mid = from + (to - from) / 2;
+            for (start, end) in [(from, mid), (mid, to)] {
+                if start > from {
+                    crate::crash_point::crash_point("zeroing the second half of a cut");
+                }
+                // SAFETY: `&mut self` proves no view of the mapping is alive and no other thread
+                // can append (the segment is sealed and unshared); callers clamp the range to the
+                // mapping, and `from <= start <= end <= to`.
+                unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(start), 0, end - start) };
+            }
             self.map.flush_range(from, to - from)?;
         }
         Ok(())

@@ -5,6 +5,9 @@
 //! disk misbehaves: a failed flush poisons the log; a failed allocation is [`Error::NoSpace`](crate::Error::NoSpace)
 //! and leaves the log readable.
 //!
+//! Crash points ([`exit_at_crash_point`]) end a process at a chosen step inside an open, so that
+//! a test can show what the next open makes of an open killed at every step.
+//!
 //! The [`CrashSimulator`] puts a workload of one's own through simulated power losses: it records
 //! crash points while the workload runs, builds crash images that change only what was not durable
 //! at each, and checks that recovering each gives the model's state (see `docs/TESTING.md`).
@@ -111,6 +114,49 @@ impl FaultInjector {
         }
         self.alloc_countdown.fetch_sub(1, Ordering::SeqCst);
         Ok(())
+    }
+}
+
+/// Crash points passed in this process since [`exit_at_crash_point`] last armed them.
+static CRASH_POINTS_PASSED: AtomicU64 = AtomicU64::new(0);
+/// The crash point that ends the process (0: none).
+static CRASH_AT: AtomicU64 = AtomicU64::new(0);
+
+/// The exit code of a process ended at a crash point ([`exit_at_crash_point`]).
+pub const CRASH_POINT_EXIT_CODE: i32 = 86;
+
+/// Arms the crash points of this process: the `n`-th one reached from now on (1-based) ends the
+/// process at once with [`CRASH_POINT_EXIT_CODE`] — no destructor runs, no buffer is flushed,
+/// nothing more is written: the directory is left as a `kill -9` at that moment would leave it.
+/// `0` disarms them.
+///
+/// Crash points mark each step at which an open (log recovery, a journal's open, a restore's
+/// discard) changes the directory: before it writes the discard intent, saves or zeroes a cut,
+/// rewrites `log.meta`, renames a file aside, removes a leftover or the intent. They are
+/// process-wide, so arm them only in a process that does nothing else meanwhile (a child process
+/// that runs one open, as `tests/crash_during_point_in_time_open.rs` does); a test raises `n`
+/// until the open completes.
+pub fn exit_at_crash_point(n: u64) {
+    CRASH_POINTS_PASSED.store(0, Ordering::SeqCst);
+    CRASH_AT.store(n, Ordering::SeqCst);
+}
+
+/// How many crash points this process passed since [`exit_at_crash_point`] last armed them (or
+/// since it started).
+pub fn crash_points_passed() -> u64 {
+    CRASH_POINTS_PASSED.load(Ordering::SeqCst)
+}
+
+/// A crash point (see [`exit_at_crash_point`]): `what` says which step comes next.
+pub(crate) fn crash_point(what: &'static str) {
+    let n = CRASH_POINTS_PASSED.fetch_add(1, Ordering::SeqCst) + 1;
+    if CRASH_AT.load(Ordering::SeqCst) == n {
+        // Straight to the stderr handle (unbuffered); then gone.
+        let _ = io::Write::write_all(
+            &mut io::stderr(),
+            format!("statejournal: crash point {n}, before {what}: exiting\n").as_bytes(),
+        );
+        std::process::exit(CRASH_POINT_EXIT_CODE);
     }
 }
 

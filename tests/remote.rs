@@ -34,6 +34,7 @@ on_every_store!(
     large_objects_go_up_in_parts,
     key_group_restore_scales_out,
     pushes_publish_in_checkpoint_order,
+    interrupted_restore_leaves_the_target_untouched,
 );
 
 fn journal_opts() -> JournalOptions {
@@ -541,6 +542,178 @@ fn failed_push_is_retried_and_never_half_visible(kind: Kind) {
     assert_eq!(std::fs::read_dir(dir2.path()).unwrap().count(), 0);
 }
 
+/// Names in `dir`, sorted (none if it does not exist).
+fn names(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = entries
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Copies the directory tree `from` to `to` (what a crash at this moment leaves on disk).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// Opens a restored directory at its checkpoint and reads the state.
+fn open_restored(dir: &Path, checkpoint_id: u64) -> Model {
+    let mut j = Journal::open_at_checkpoint(dir, checkpoint_id, journal_opts()).unwrap();
+    read_state(&mut j)
+}
+
+/// A restore is atomic: killed at any point of its downloads (the snapshot's GET, each chunk's),
+/// what it leaves is its target as it was — missing, or empty — and at most its own directory
+/// beside it, which the next restore removes before it restores the checkpoint whole; failed at
+/// any GET, it leaves the target as it was and nothing beside it. (Restores used to write into
+/// the target itself: a crash left `*.tmp` files there, a directory `Journal::open` would have
+/// taken for an empty one and started a new journal in.)
+fn interrupted_restore_leaves_the_target_untouched(kind: Kind) {
+    let Some(env) = Env::new(kind, "restore-atomic") else {
+        return;
+    };
+    let faulty = FaultyStore::new(Arc::clone(&env.store));
+    // One object at a time: when a GET is held, every byte before it is written.
+    let remote = env
+        .remote_over(faulty.clone())
+        .with_options(RemoteOptions::default().concurrency(1));
+    let shipper = Shipper::new(remote.clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut job = Job::open(dir.path());
+    job.mutate(1500);
+    job.j.compact().unwrap(); // a snapshot object
+    let mut pushed = None;
+    for _ in 0..3 {
+        // Segments after it, in chunks of successive pushes.
+        job.mutate(700);
+        let (_, push) = job.j.checkpoint_and_push(&shipper).unwrap();
+        pushed = Some(push.wait().unwrap());
+    }
+    let pushed = pushed.unwrap();
+    let model = job.model.clone();
+
+    // The GETs of a whole restore.
+    let probe = tempfile::tempdir().unwrap();
+    let before = faulty.gets.load(std::sync::atomic::Ordering::SeqCst);
+    let r = remote
+        .restore_blocking(None, probe.path().join("restored"))
+        .unwrap();
+    let gets = faulty.gets.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(
+        gets >= 6,
+        "a snapshot, chunks and the manifest: {gets} GETs"
+    );
+    assert!(r
+        .files
+        .iter()
+        .all(|f| f.starts_with(probe.path().join("restored"))));
+    assert_eq!(
+        open_restored(&probe.path().join("restored"), r.checkpoint_id),
+        model
+    );
+    assert_eq!(names(probe.path()), ["restored"], "nothing left beside it");
+
+    for n in 0..gets {
+        for existing in [false, true] {
+            let what = format!("GET {n} of {gets}, target existing: {existing}");
+            let untouched = |parent: &Path| {
+                let target = parent.join("restored");
+                if existing {
+                    assert!(names(&target).is_empty(), "{what}: {:?}", names(&target));
+                } else {
+                    assert!(!target.exists(), "{what}: {:?}", names(&target));
+                }
+            };
+            let fresh = || {
+                let parent = tempfile::tempdir().unwrap();
+                if existing {
+                    std::fs::create_dir(parent.path().join("restored")).unwrap();
+                }
+                parent
+            };
+
+            // Failing at GET n: an error, nothing changed.
+            let parent = fresh();
+            faulty.fail_gets_after(Some(n));
+            let err = remote
+                .restore_blocking(None, parent.path().join("restored"))
+                .unwrap_err();
+            let part = remote
+                .restore_key_groups_blocking(
+                    None,
+                    KeyGroupRange::new(0, 64),
+                    parent.path().join("restored"),
+                )
+                .unwrap_err();
+            faulty.fail_gets_after(None);
+            assert!(matches!(err, Error::Remote { .. }), "{what}: {err}");
+            assert!(matches!(part, Error::Remote { .. }), "{what}: {part}");
+            untouched(parent.path());
+            assert_eq!(
+                names(parent.path()),
+                if existing { vec!["restored"] } else { vec![] },
+                "{what}: a failed restore leaves nothing beside its target"
+            );
+
+            // Killed at GET n: held there, and what is on disk copied, as a crash leaves it.
+            let parent = fresh();
+            let sem = Arc::new(tokio::sync::Semaphore::new(0));
+            let start = faulty.gets.load(std::sync::atomic::Ordering::SeqCst);
+            faulty.hold_gets_after(n, Arc::clone(&sem));
+            let restoring = {
+                let (remote, target) = (remote.clone(), parent.path().join("restored"));
+                std::thread::spawn(move || remote.restore_blocking(None, target))
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while faulty.gets.load(std::sync::atomic::Ordering::SeqCst) < start + n + 1 {
+                assert!(std::time::Instant::now() < deadline, "{what}: no GET {n}");
+                std::thread::yield_now();
+            }
+            let crashed = tempfile::tempdir().unwrap();
+            copy_tree(parent.path(), crashed.path());
+            faulty.hold_gets_after(u64::MAX, Arc::clone(&sem));
+            sem.add_permits(1 << 20);
+            let done = restoring.join().unwrap().unwrap();
+            assert_eq!(
+                open_restored(&parent.path().join("restored"), done.checkpoint_id),
+                model
+            );
+
+            // The crash left the target untouched, and at most the restore's own directory.
+            untouched(crashed.path());
+            for name in names(crashed.path()) {
+                assert!(
+                    name == "restored"
+                        || (name.starts_with(".restored.restore-") && name.ends_with(".tmp")),
+                    "{what}: {name} left beside the target"
+                );
+            }
+            // The next restore removes what the crashed one left and restores the whole.
+            let again = remote
+                .restore_blocking(Some(pushed.seq), crashed.path().join("restored"))
+                .unwrap();
+            assert_eq!(names(crashed.path()), ["restored"], "{what}");
+            assert_eq!(
+                open_restored(&crashed.path().join("restored"), again.checkpoint_id),
+                model,
+                "{what}"
+            );
+        }
+    }
+}
+
 fn large_objects_go_up_in_parts(kind: Kind) {
     let Some(env) = Env::new(kind, "multipart") else {
         return;
@@ -711,11 +884,26 @@ fn pushes_publish_in_checkpoint_order(kind: Kind) {
         "{reports:?}"
     );
     assert_eq!(restore_and_read(&remote, None).0, *models.last().unwrap());
-    // Pushing an older checkpoint after a newer one is refused: it would become the newest.
+    // Pushing an older checkpoint again after a newer one: it is already there, under its number.
     let oldest_retained = job.j.checkpoints()[0].id;
-    let err = job
+    let again = job
         .j
         .push_checkpoint(oldest_retained, &shipper)
+        .unwrap()
+        .wait()
+        .unwrap();
+    let pushed = reports.iter().find(|r| r.checkpoint_id == oldest_retained);
+    assert!(again.already_published, "{again:?}");
+    assert_eq!(Some(again.seq), pushed.map(|r| r.seq));
+    // An older checkpoint after a newer one, never pushed, is refused: it would become the newest.
+    job.mutate(10);
+    let unpushed = job.j.checkpoint().unwrap();
+    job.mutate(10);
+    let (_, push) = job.j.checkpoint_and_push(&shipper).unwrap();
+    push.wait().unwrap();
+    let err = job
+        .j
+        .push_checkpoint(unpushed.id, &shipper)
         .unwrap()
         .wait()
         .unwrap_err();
@@ -805,6 +993,127 @@ fn store_from_url() {
         RemoteStore::from_url("nonsense:/x"),
         Err(Error::InvalidOptions { .. })
     ));
+}
+
+/// The local manifest of a checkpoint, as its file holds it.
+fn local_manifest(info: &statejournal::CheckpointInfo) -> statejournal::codec::manifest::Manifest {
+    statejournal::codec::manifest::Manifest::decode(&std::fs::read(&info.manifest).unwrap())
+        .unwrap()
+}
+
+/// Manifest objects in a `file://` store's directory.
+fn manifest_objects(bucket: &Path) -> usize {
+    names(&bucket.join("manifests"))
+        .iter()
+        .filter(|n| n.ends_with(".sjrm"))
+        .count()
+}
+
+/// Pushing a checkpoint the store already holds — as its newest, or behind a later checkpoint of
+/// the same writer — is idempotent and says so (`PushReport::already_published`, with the number
+/// it has), whoever pushed it; a checkpoint older than the newest that the store does not hold is
+/// still refused, and a writer of a newer epoch still publishes an older one again (taking the
+/// store over makes it the newest). Before, only the command line checked, and only against the
+/// newest checkpoint: `Journal::push_checkpoint` of a checkpoint already published published a
+/// duplicate manifest under the next number.
+#[test]
+fn pushing_a_published_checkpoint_again_publishes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = tmp.path().join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    let remote = RemoteStore::from_url(&format!("file://{}", bucket.display())).unwrap();
+    let shipper = Shipper::new(remote.clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut job = Job::open(dir.path());
+    job.mutate(200);
+    let c1 = job.j.checkpoint().unwrap();
+    let model1 = job.model.clone();
+    job.mutate(200);
+    let c2 = job.j.checkpoint().unwrap(); // never pushed
+    job.mutate(200);
+    let c3 = job.j.checkpoint().unwrap();
+    let push = |job: &mut Job, id: u64, shipper: &Shipper| {
+        job.j.push_checkpoint(id, shipper).unwrap().wait()
+    };
+
+    let first = push(&mut job, c1.id, &shipper).unwrap();
+    assert!(!first.already_published && first.seq == 1, "{first:?}");
+    let again = push(&mut job, c1.id, &shipper).unwrap();
+    assert!(again.already_published, "{again:?}");
+    assert_eq!(
+        (again.seq, again.checkpoint_id, again.lsn),
+        (1, c1.id, c1.lsn.get())
+    );
+    assert_eq!(
+        (
+            again.objects_uploaded,
+            again.bytes_uploaded,
+            again.manifest_bytes
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(manifest_objects(&bucket), 1, "no duplicate manifest");
+
+    let newest = push(&mut job, c3.id, &shipper).unwrap();
+    assert!(!newest.already_published && newest.seq == 2, "{newest:?}");
+    // The newest again, and the older one pushed before: both already there.
+    let again = push(&mut job, c3.id, &shipper).unwrap();
+    assert!(again.already_published && again.seq == 2, "{again:?}");
+    let again = push(&mut job, c1.id, &shipper).unwrap();
+    assert!(again.already_published && again.seq == 1, "{again:?}");
+    // One older than the newest that was never pushed would become the newest: refused.
+    let err = push(&mut job, c2.id, &shipper).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidOptions { .. }) && err.to_string().contains("older than"),
+        "{err}"
+    );
+    assert_eq!(manifest_objects(&bucket), 2, "no duplicate manifest");
+    assert_eq!(remote.checkpoints_blocking().unwrap().len(), 2);
+
+    // The library's answer, which the command line asks before it opens a journal.
+    let epoch = shipper.epoch();
+    let found = |info, epoch| {
+        remote
+            .find_published_blocking(&local_manifest(info), epoch)
+            .unwrap()
+            .map(|c| c.seq)
+    };
+    assert_eq!(found(&c1, epoch), Some(1));
+    assert_eq!(found(&c2, epoch), None);
+    assert_eq!(found(&c3, epoch), Some(2));
+    // For a newer epoch (a writer taking the store over) only the newest is already there: a
+    // push of another checkpoint makes it the newest, which is what taking over is for.
+    assert_eq!(found(&c3, epoch + 1), Some(2));
+    assert_eq!(found(&c1, epoch + 1), None);
+
+    // Another writer (a newer epoch) pushing the newest checkpoint: already there, as published
+    // by the first writer's epoch. Pushing c1 makes it the newest again, under a new number.
+    let other = Shipper::new(remote.clone()).unwrap();
+    assert!(other.epoch() > epoch);
+    let again = push(&mut job, c3.id, &other).unwrap();
+    assert!(again.already_published && again.seq == 2, "{again:?}");
+    assert_eq!(again.epoch, epoch);
+    assert_eq!(manifest_objects(&bucket), 2, "no duplicate manifest");
+    let over = push(&mut job, c1.id, &other).unwrap();
+    assert!(!over.already_published && over.seq == 3, "{over:?}");
+    assert_eq!(restore_and_read(&remote, None).0, model1);
+    let again = push(&mut job, c1.id, &other).unwrap();
+    assert!(again.already_published && again.seq == 3, "{again:?}");
+
+    // A checkpoint with c2's id and LSN from another history (a job restored from c1 that
+    // wrote other records) is not c2, and not published either.
+    let restored = tempfile::tempdir().unwrap();
+    let r = remote.restore_blocking(Some(1), restored.path()).unwrap();
+    assert_eq!(open_restored(restored.path(), r.checkpoint_id), model1);
+    let mut twin = Job::open(restored.path());
+    for _ in 0..7 {
+        twin.next(); // another stream of mutations than the original job's
+    }
+    twin.mutate(200);
+    let twin_c2 = twin.j.checkpoint().unwrap();
+    assert_eq!((twin_c2.id, twin_c2.lsn), (c2.id, c2.lsn));
+    assert_eq!(found(&twin_c2, epoch), None);
+    assert_eq!(found(&twin_c2, epoch + 1), None);
 }
 
 #[test]

@@ -249,7 +249,7 @@ pub fn inspect(a: InspectArgs) -> CliResult {
         i.log.synced_through
     );
     if let Some(d) = i.discard_after {
-        crate::outln!("  an interrupted checkpoint restore is pending: the next open discards records after LSN {d}");
+        crate::outln!("  an interrupted checkpoint restore or point-in-time recovery is pending: the next open discards records after LSN {d}");
     }
 
     crate::outln!("\nsegments");
@@ -543,7 +543,7 @@ pub fn verify(a: VerifyArgs) -> CliResult {
         );
     }
     if let Some(d) = i.discard_after {
-        crate::outln!("note: an interrupted checkpoint restore is pending; the next open discards records after LSN {d}");
+        crate::outln!("note: an interrupted checkpoint restore or point-in-time recovery is pending; the next open discards records after LSN {d}");
     }
     for p in &i.problems {
         crate::outln!("\n{p}");

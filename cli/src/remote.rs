@@ -323,34 +323,30 @@ pub fn push(a: PushArgs) -> CliResult {
     let progress = Arc::new(Progress::default());
     let remote = open_store(&a.url, Some(Arc::clone(&progress)))?;
     let store_err = |e: Error| CliError(format!("{}: {e}", a.url));
-    // Already there: the newest remote checkpoint is this one (a second push would publish a
-    // copy under a new number).
-    let newest = remote.checkpoints_blocking().map_err(store_err)?.pop();
-    if let Some(n) = newest {
-        let m = remote.manifest_blocking(n.seq).map_err(store_err)?;
-        let local = i
-            .checkpoints
-            .iter()
-            .find(|c| c.id == id)
-            .and_then(|c| c.manifest.as_ref());
-        if Some(m.log_id) == i.log_id
-            && local.is_some_and(|l| (l.id, l.lsn) == (m.checkpoint_id, m.lsn))
+    // The push joins the store's current epoch, or claims a new one (above every epoch there).
+    let current = remote.current_epoch_blocking().map_err(store_err)?;
+    let claim = a.new_epoch || current == 0;
+    // Already there, for a push with that epoch (the library's answer, which its push gives
+    // too): nothing to push, and no reason to load the journal or to claim an epoch.
+    let local = i
+        .checkpoints
+        .iter()
+        .find(|c| c.id == id)
+        .and_then(|c| c.manifest.as_ref());
+    if let Some(local) = local {
+        let pushing_as = if claim { current + 1 } else { current };
+        if let Some(found) = remote
+            .find_published_blocking(local, pushing_as)
+            .map_err(store_err)?
         {
-            crate::outln!(
-                "checkpoint {id} of {dir} is already the newest checkpoint in {}: #{}; nothing to push",
-                a.url,
-                n.seq
-            );
+            say_already_there(id, &dir, &a.url, found.seq);
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let epoch = if a.new_epoch {
+    let epoch = if claim {
         remote.claim_epoch_blocking().map_err(store_err)?
     } else {
-        match remote.current_epoch_blocking().map_err(store_err)? {
-            0 => remote.claim_epoch_blocking().map_err(store_err)?,
-            e => e,
-        }
+        current
     };
     let opts = crate::repair::reopen_options(&a.dir, &i, RecoveryMode::TolerateTornTail)?
         .compaction(CompactionPolicy::manual());
@@ -378,6 +374,11 @@ pub fn push(a: PushArgs) -> CliResult {
             a.url
         ))
     })?;
+    if r.already_published {
+        // Published meanwhile, by another push.
+        say_already_there(id, &dir, &a.url, r.seq);
+        return Ok(ExitCode::SUCCESS);
+    }
     crate::outln!(
         "pushed checkpoint {id} (LSN {}) of {dir} to {} as remote checkpoint #{} (epoch {}): uploaded {} objects, {} ({} of snapshot), reused {} objects, in {} ({})",
         r.lsn,
@@ -392,6 +393,12 @@ pub fn push(a: PushArgs) -> CliResult {
         rate(r.bytes_uploaded, r.duration)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn say_already_there(id: u64, dir: &str, url: &str, seq: u64) {
+    crate::outln!(
+        "checkpoint {id} of {dir} is already in {url} as remote checkpoint #{seq}; nothing to push"
+    );
 }
 
 fn locked(dir: &str) -> CliError {
@@ -416,18 +423,19 @@ fn list_ids(ids: &[u64], mark: &str) -> String {
     }
 }
 
-/// Whether `dir` may receive a restore (empty or missing), and whether it exists.
-fn check_target(dir: &Path) -> Result<bool, CliError> {
+/// Whether `dir` may receive a restore (empty or missing), checked before anything is downloaded
+/// (the library checks it again).
+fn check_target(dir: &Path) -> Result<(), CliError> {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => match entries.next() {
-            None => Ok(true),
+            None => Ok(()),
             Some(_) => Err(CliError(format!(
                 "{} is not empty: a restore writes a new journal into an empty or missing \
                  directory (move its files away or pick another)",
                 dir.display()
             ))),
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
             Err(CliError(format!("{} is not a directory", dir.display())))
         }
@@ -436,7 +444,7 @@ fn check_target(dir: &Path) -> Result<bool, CliError> {
 }
 
 fn pull_into(a: &PullArgs, verb: &str) -> Result<RestoreReport, CliError> {
-    let existed = check_target(&a.dir)?;
+    check_target(&a.dir)?;
     let progress = Arc::new(Progress::default());
     let remote = open_store(&a.url, Some(Arc::clone(&progress)))?;
     let cps = remote
@@ -467,18 +475,13 @@ fn pull_into(a: &PullArgs, verb: &str) -> Result<RestoreReport, CliError> {
     })?;
     match outcome {
         Ok(report) => Ok(report),
-        Err(e) => {
-            // The library removed what it wrote; a directory it created goes too.
-            if !existed {
-                let _ = std::fs::remove_dir(&a.dir);
-            }
-            Err(CliError(format!(
-                "remote checkpoint #{} of {} cannot be restored, nothing was left in {}: {e}",
-                chosen.seq,
-                a.url,
-                a.dir.display()
-            )))
-        }
+        // The library restores atomically: a failed restore left the directory as it was.
+        Err(e) => Err(CliError(format!(
+            "remote checkpoint #{} of {} cannot be restored, nothing was left in {}: {e}",
+            chosen.seq,
+            a.url,
+            a.dir.display()
+        ))),
     }
 }
 

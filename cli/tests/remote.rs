@@ -210,9 +210,26 @@ fn push_list_restore_round_trip() {
         "{}",
         r.stdout
     );
-    // Again: nothing to do, nothing published.
+    // Again: nothing to do, nothing published; the same for the older one pushed first.
     let r = ok(&["checkpoint", "push", d, &url]);
-    assert!(r.stdout.contains("already the newest"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("already in") && r.stdout.contains("remote checkpoint #2"),
+        "{}",
+        r.stdout
+    );
+    let r = ok(&[
+        "checkpoint",
+        "push",
+        d,
+        &url,
+        "--checkpoint",
+        &cps[0].0.to_string(),
+    ]);
+    assert!(
+        r.stdout.contains("already in") && r.stdout.contains("remote checkpoint #1"),
+        "{}",
+        r.stdout
+    );
     // An older checkpoint than the newest pushed from this log would become the newest: refused.
     let r = fails(&[
         "checkpoint",

@@ -545,6 +545,13 @@ impl<C: Codec> Journal<C> {
     /// checkpoint names stay pinned (garbage collection keeps them) until the push ends, and the
     /// directory stays locked until then too (a reopen reports [`Error::Locked`]). Pushes of one
     /// shipper run one at a time, in the order they were started.
+    ///
+    /// Idempotent: a checkpoint the store already holds — as its newest checkpoint, or behind a
+    /// later one of this writer — is not published again; the push resolves to a report with
+    /// [`already_published`](crate::remote::PushReport::already_published) set and the number it
+    /// has ([`RemoteStore::find_published`](crate::remote::RemoteStore::find_published)). A
+    /// checkpoint older than the newest one this writer published that the store does not hold is
+    /// refused ([`Error::InvalidOptions`]): it would become the newest.
     #[cfg(feature = "remote")]
     pub fn push_checkpoint(
         &mut self,

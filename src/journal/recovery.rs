@@ -122,9 +122,9 @@ pub(crate) fn open(mut args: OpenArgs<'_>) -> Result<Opened> {
     let dir = args.dir;
     // Snapshots and manifests are evidence for the log's recovery: each is written only after
     // the log is durable through its LSN, so a log that ends before one lost durable records
-    // (which a torn tail cannot explain). A discard (a checkpoint restore) keeps its intent
-    // until the files past its point are set aside below, so that a crash in between is still
-    // recognized as a discard, not as lost records.
+    // (which a torn tail cannot explain). A discard (a checkpoint restore, or a point-in-time
+    // cut of durable data) keeps its intent until the files past its point are set aside below,
+    // so that a crash in between is still recognized as a discard, not as lost records.
     args.log.evidence = Some(checkpoint::durable_evidence);
     args.log.keep_discard_intent = true;
     // The log first: it takes the directory lock, so nothing below races another process. A

@@ -35,6 +35,8 @@ pub enum RecoveryMode {
     /// recovered up to the last intact record before the damage and everything after it is set
     /// aside (cut bytes kept in `*.cut-OFFSET` files, later segments renamed `*.discarded`). The
     /// report lists what was set aside. Use when availability matters more than the lost suffix.
+    /// Cutting durable data is decided durably first (the discard intent, `log.discard`): an
+    /// open in any mode that finds a point-in-time recovery interrupted by a crash finishes it.
     PointInTime,
     /// Any damaged or unexpected byte, even a torn tail, is an error and nothing is changed.
     /// Use to verify a log, or after a clean shutdown.

@@ -30,6 +30,7 @@ use super::{write_meta, LogOptions, Lsn, RecoveryMode};
 use crate::codec::frame::{decode_frame, decode_sync_marker, FrameError, FrameKind, FRAME_ALIGN};
 use crate::codec::header::{SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN};
 use crate::codec::meta::{DiscardIntent, LogMeta, MetaError};
+use crate::crash_point::crash_point;
 use crate::error::{Corruption, CorruptionKind, DurabilityEvidence, Error, RecordDamage, Result};
 use crate::format;
 use crate::segment::{sync_dir, Segment};
@@ -132,9 +133,10 @@ impl fmt::Display for TailCut {
             CutReason::DebrisAfterCompleteSegment => {
                 "debris after the last record of a complete segment, no record lost".to_string()
             }
-            CutReason::Discarded { after } => {
-                format!("records after LSN {after} discarded as asked (checkpoint restore)")
-            }
+            CutReason::Discarded { after } => format!(
+                "records after LSN {after} discarded as a checkpoint restore or a point-in-time \
+                 recovery decided"
+            ),
         };
         write!(
             f,
@@ -171,8 +173,11 @@ pub enum CutReason {
     /// complete (for instance a damaged sync marker): nothing is lost; the bytes are set aside so
     /// that no reader trips over them.
     DebrisAfterCompleteSegment,
-    /// [`LogOptions::discard_after`](super::LogOptions::discard_after) asked for every record
-    /// after this LSN to be set aside.
+    /// Every record after this LSN is set aside as decided before the open: by
+    /// [`LogOptions::discard_after`](super::LogOptions::discard_after) (a checkpoint restore), or
+    /// by the durable intent (`log.discard`) of an earlier open that a crash interrupted — a
+    /// checkpoint restore, or a [`RecoveryMode::PointInTime`] recovery that cut durable data (that
+    /// open's cut was [`CutReason::DurableDataDamaged`]; this one finishes it).
     Discarded {
         /// The last LSN kept.
         after: Lsn,
@@ -495,6 +500,7 @@ fn backup_cut(dir: &Path, seg: &Segment, from: usize, to: usize) -> Result<Optio
     let Some(bytes) = seg.bytes(from, to) else {
         return Ok(None);
     };
+    crash_point("saving the bytes of a cut");
     let path = unused_name(format::cut_backup_path(dir, seg.id(), from as u64));
     let tmp = format::tmp_path(
         dir,
@@ -644,6 +650,25 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         .collect();
     let paths: Vec<PathBuf> = segs.iter().map(|s| s.path().to_path_buf()).collect();
     let plan = plan_log(&views, &paths, opts.recovery_mode, external, discard)?;
+    // A point-in-time cut of records the log, its snapshots or its manifests prove durable is a
+    // discard from the first change on: its intent is made durable before anything is cut or set
+    // aside, so that an open that finds the cut half done (or done, with the snapshots and
+    // manifests past it not yet set aside, which a journal does after the log's recovery) finishes
+    // it, whatever its mode, instead of refusing it as lost durable records.
+    let discard = match (&plan.cut, views.get(plan.tail)) {
+        (
+            Some(PlannedCut {
+                reason: CutReason::DurableDataDamaged(_),
+                ..
+            }),
+            Some(v),
+        ) => {
+            let after = v.scan.next_lsn.saturating_sub(1);
+            write_discard_intent(dir, meta.log_id, after)?;
+            Some(after)
+        }
+        _ => discard,
+    };
 
     // Carry it out. Complete segments first: sealed at their last record, debris noted (set
     // aside in `finish`, once the whole log is known to recover: a failed open changes nothing).
@@ -721,11 +746,13 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         // The meta file moves first: a crash before the renames below leaves later segments whose
         // chain no longer matches, which the next open sets aside again.
         meta.last_segment = views[plan.tail].header.segment_id;
+        crash_point("rewriting log.meta without the segments after the tail");
         write_meta(dir, &meta)?;
         set_aside_segments(dir, &later, &mut report)?;
     } else if let Some(last) = recovered.last() {
         if last.id() > meta.last_segment {
             meta.last_segment = last.id();
+            crash_point("rewriting log.meta with the newest segment");
             write_meta(dir, &meta)?;
         }
     }
@@ -1024,6 +1051,7 @@ fn cut_tail(
         lost_through: None,
         backup,
     });
+    crash_point("zeroing the cut");
     seg.activate(scan.end, dirty, scan.data_records, scan.last_data)
         .map_err(|e| Error::io("msync", seg.path(), e))?;
     recovered.push(Arc::new(seg));
@@ -1034,6 +1062,7 @@ fn cut_tail(
 /// succeeded: a failed open leaves the directory exactly as it found it.
 fn remove_leftovers(report: &RecoveryReport) -> Result<()> {
     for path in &report.removed_files {
+        crash_point("removing a leftover");
         match fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -1058,6 +1087,7 @@ struct Debris {
 fn clear_debris(dir: &Path, d: Debris, report: &mut RecoveryReport) -> Result<()> {
     let mut seg = Segment::open(&d.path, d.id, true)?;
     let backup = backup_cut(dir, &seg, d.from, d.to)?;
+    crash_point("zeroing debris");
     seg.seal_at(d.from, d.to)
         .map_err(|e| Error::io("msync", &d.path, e))?;
     report.cuts.push(TailCut {
@@ -1111,6 +1141,7 @@ fn finish(
     };
     if tail.id() != meta.last_segment {
         meta.last_segment = tail.id();
+        crash_point("rewriting log.meta with the tail segment");
         write_meta(dir, &meta)?;
     }
     // After a process crash the page cache may still hold pages that never reached the disk: of
@@ -1172,15 +1203,7 @@ fn discard_after(
             },
         ));
     }
-    super::write_small_file(
-        dir,
-        format::DISCARD_FILE,
-        &DiscardIntent {
-            log_id: meta.log_id,
-            after: stop,
-        }
-        .encode(),
-    )?;
+    write_discard_intent(dir, meta.log_id, stop)?;
     // The segment holding record `stop + 1`: the last one starting at or before it.
     let k = recovered
         .partition_point(|s| s.header().base_lsn <= stop + 1)
@@ -1197,6 +1220,7 @@ fn discard_after(
     drop(seg);
     if meta.last_segment != id {
         meta.last_segment = id;
+        crash_point("rewriting log.meta before a discard sets segments aside");
         write_meta(dir, meta)?;
     }
     set_aside_segments(dir, &later, report)?;
@@ -1218,11 +1242,23 @@ fn discard_after(
 fn set_aside_segments(dir: &Path, later: &[PathBuf], report: &mut RecoveryReport) -> Result<()> {
     for p in later.iter().rev() {
         let aside = unused_name(p.with_extension("seg.discarded"));
+        crash_point("setting a segment aside");
         fs::rename(p, &aside).map_err(|e| Error::io("rename", p, e))?;
         sync_dir(dir)?;
         report.discarded_segments.push(aside);
     }
     Ok(())
+}
+
+/// Makes the intent to discard every record of log `log_id` after `after` durable (`log.discard`).
+fn write_discard_intent(dir: &Path, log_id: u64, after: u64) -> Result<()> {
+    crash_point("writing the discard intent");
+    super::write_small_file(
+        dir,
+        format::DISCARD_FILE,
+        &DiscardIntent { log_id, after }.encode(),
+    )
+    .map(drop)
 }
 
 /// Reads `log.discard`, if there is one.
@@ -1240,6 +1276,10 @@ fn read_discard_intent(dir: &Path) -> Result<Option<DiscardIntent>> {
 /// Removes `log.discard` (durably), once the discard it announced is complete.
 pub(crate) fn remove_discard_intent(dir: &Path) -> Result<()> {
     let path = dir.join(format::DISCARD_FILE);
+    if !path.exists() {
+        return Ok(());
+    }
+    crash_point("removing the discard intent");
     match fs::remove_file(&path) {
         Ok(()) => sync_dir(dir),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

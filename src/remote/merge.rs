@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use super::staging::Staging;
 use super::{layout, RemoteStore};
 use crate::codec::header::{SegmentHeader, FORMAT_VERSION};
 use crate::codec::manifest::{Manifest, SnapshotRef, StateRef};
@@ -29,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::format;
 use crate::keygroup::KeyGroupRange;
 use crate::log::{Log, LogOptions, Lsn};
-use crate::segment::{sync_dir, Segment};
+use crate::segment::Segment;
 use crate::snapshot::{Entry, SnapshotReader, SnapshotWriter, StateInfo};
 
 /// One checkpoint to merge: a store and a remote checkpoint number in it (the newest when
@@ -150,18 +151,13 @@ pub async fn restore_merged(
         });
     }
     let plan = plan(picked, range)?;
-    let (parent, tmp) = temp_dir_beside(dir)?;
-    let outcome = build(&plan, range, &tmp).await;
-    let finished = outcome.and_then(|mut report| {
-        publish(&tmp, dir, &parent)?;
-        report.duration = started.elapsed();
-        Ok(report)
-    });
-    if finished.is_err() {
-        // Nothing of a failed restore stays behind (the target was never touched).
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    finished
+    // Built beside the target and renamed into place whole; a failed merge removes its directory
+    // (dropping the staging), and the target is never touched.
+    let staging = Staging::beside(dir, "merge")?;
+    let mut report = build(&plan, range, staging.path()).await?;
+    staging.publish()?;
+    report.duration = started.elapsed();
+    Ok(report)
 }
 
 /// The checked plan of a merge: the contributing sources in key-group order, each with its part
@@ -305,50 +301,6 @@ fn describe_state(kind: u8, flags: u8, ttl_millis: u64) -> String {
         (t, 0) => format!("{kind} with a TTL of {t} ms after write"),
         (t, _) => format!("{kind} with a TTL of {t} ms after access"),
     }
-}
-
-/// A fresh temporary directory in the parent of `dir`, after checking that `dir` is missing or
-/// empty.
-fn temp_dir_beside(dir: &Path) -> Result<(PathBuf, PathBuf)> {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(Error::InvalidOptions {
-                    name: "restore directory",
-                    reason: format!("{} is not empty", dir.display()),
-                });
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("read directory", dir, e)),
-    }
-    let name = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::InvalidOptions {
-            name: "restore directory",
-            reason: format!("{} has no (UTF-8) file name", dir.display()),
-        })?;
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| Error::io("create directory", &parent, e))?;
-    let tmp = parent.join(format!(
-        ".{name}.merge-{:016x}{}",
-        crate::log::random_id(),
-        format::TMP_SUFFIX
-    ));
-    std::fs::create_dir(&tmp).map_err(|e| Error::io("create directory", &tmp, e))?;
-    Ok((parent, tmp))
-}
-
-/// Renames the finished journal in `tmp` to `dir` (replacing it if it is an empty directory) and
-/// makes the rename durable.
-fn publish(tmp: &Path, dir: &Path, parent: &Path) -> Result<()> {
-    sync_dir(tmp)?;
-    std::fs::rename(tmp, dir).map_err(|e| Error::io("rename", tmp, e))?;
-    sync_dir(parent)
 }
 
 async fn build(plan: &Plan, range: KeyGroupRange, tmp: &Path) -> Result<MergeReport> {

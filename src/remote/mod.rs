@@ -36,6 +36,7 @@ mod merge;
 mod progress;
 pub(crate) mod push;
 mod restore;
+mod staging;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};

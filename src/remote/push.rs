@@ -14,7 +14,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 
 use super::layout;
-use super::{backoff, RemoteStore};
+use super::{backoff, RemoteCheckpoint, RemoteStore};
 use crate::checkpoint::{Catalog, Pin};
 use crate::codec::manifest::Manifest;
 use crate::codec::remote_manifest::{Chunk, RemoteManifest, RemoteSegment, RemoteSnapshot};
@@ -177,11 +177,19 @@ pub(crate) fn prepare(
     })
 }
 
-/// What a push uploaded and published.
+/// What a push uploaded and published — or, for a checkpoint the store already holds, where it
+/// is ([`PushReport::already_published`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushReport {
     /// The remote checkpoint's number in the store.
     pub seq: u64,
+    /// The store already held this checkpoint, as remote checkpoint `seq` (a manifest carrying
+    /// its local manifest byte for byte, the newest or behind a later checkpoint of the same
+    /// writer: see [`RemoteStore::find_published`]): nothing was uploaded and no manifest
+    /// written. Pushing a checkpoint again is idempotent; without this a second push would have
+    /// published a copy under a new number. `epoch` is then the epoch of the writer that
+    /// published it.
+    pub already_published: bool,
     /// The local checkpoint pushed.
     pub checkpoint_id: u64,
     /// Its LSN.
@@ -466,6 +474,95 @@ async fn hash_bytes(b: Bytes, path: &std::path::Path) -> Result<(u32, u64)> {
 }
 
 impl RemoteStore {
+    /// Whether a push of local checkpoint `local` by a writer of `epoch` would find it already
+    /// published, and under which number: then [`Journal::push_checkpoint`] publishes nothing
+    /// ([`PushReport::already_published`]). The command line's `checkpoint push` asks this
+    /// before it opens the journal.
+    ///
+    /// A remote checkpoint holds `local` when its manifest carries `local` byte for byte (the
+    /// same log, id, LSN, creation time, snapshot and segment prefixes with their CRCs: it
+    /// restores exactly that checkpoint; one of the same id and LSN from another history — a
+    /// restored job and its zombie share a log — does not count). A push finds it published when
+    /// it is the newest remote checkpoint, or when the newest is a later checkpoint of the same
+    /// log and epoch (the push would otherwise be refused: it would roll the writer's history
+    /// back). Not otherwise: a checkpoint published before another log's, or another epoch's,
+    /// newer one is published again by a push — making it the newest is what such a push is for
+    /// (an operator taking a store over, `--new-epoch`).
+    ///
+    /// Reads the newest manifest, and only when it is a later one of the same log and epoch the
+    /// ones before it, back to the first older checkpoint of the log.
+    ///
+    /// [`Journal::push_checkpoint`]: crate::Journal::push_checkpoint
+    pub async fn find_published(
+        &self,
+        local: &Manifest,
+        epoch: u64,
+    ) -> Result<Option<RemoteCheckpoint>> {
+        let latest = self.latest().await?;
+        Ok(self
+            .published_as(&local.encode(), local, epoch, latest.as_ref())
+            .await?
+            .map(|m| RemoteCheckpoint::of(&m)))
+    }
+
+    /// [`RemoteStore::find_published`], blocking.
+    pub fn find_published_blocking(
+        &self,
+        local: &Manifest,
+        epoch: u64,
+    ) -> Result<Option<RemoteCheckpoint>> {
+        super::block_on(self.find_published(local, epoch))
+    }
+
+    /// [`RemoteStore::find_published`] of `local` (encoded as `encoded`), given the newest
+    /// manifest, already read.
+    async fn published_as(
+        &self,
+        encoded: &[u8],
+        local: &Manifest,
+        epoch: u64,
+        latest: Option<&RemoteManifest>,
+    ) -> Result<Option<RemoteManifest>> {
+        let Some(newest) = latest else {
+            return Ok(None);
+        };
+        if newest.local_manifest == encoded {
+            return Ok(Some(newest.clone()));
+        }
+        let behind =
+            newest.epoch == epoch && newest.log_id == local.log_id && newest.lsn > local.lsn;
+        if !behind {
+            return Ok(None);
+        }
+        let older = |m: &RemoteManifest| m.log_id == local.log_id && m.lsn < local.lsn;
+        for seq in self.manifest_seqs().await?.into_iter().rev() {
+            if seq >= newest.seq {
+                continue;
+            }
+            let m = match self.manifest(seq).await {
+                Ok(m) => m,
+                // Collected since the listing, or damaged (it restores nothing): not this one.
+                Err(Error::RemoteCorruption { .. }) => continue,
+                Err(Error::Remote { source, .. })
+                    if matches!(
+                        source.downcast_ref::<object_store::Error>(),
+                        Some(object_store::Error::NotFound { .. })
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            };
+            if m.local_manifest == encoded {
+                return Ok(Some(m));
+            }
+            if older(&m) {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
     /// Uploads `source` under `key`: one PUT, or a multipart upload with several parts in flight.
     async fn upload(&self, key: &str, source: Source) -> Result<u64> {
         let len = source.len();
@@ -547,6 +644,27 @@ async fn push_once(
                 newer: l.epoch,
             });
         }
+    }
+    // Already there (pushed before, or by an attempt whose answer was lost): say so, publish no
+    // copy of it under a new number (see `find_published` for when a copy is published).
+    if let Some(found) = remote
+        .published_as(&job.local_manifest, m, epoch, latest.as_ref())
+        .await?
+    {
+        return Ok(PushReport {
+            seq: found.seq,
+            already_published: true,
+            checkpoint_id: m.id,
+            lsn: m.lsn,
+            epoch: found.epoch,
+            objects_uploaded: 0,
+            bytes_uploaded: 0,
+            snapshot_bytes_uploaded: 0,
+            objects_reused: 0,
+            manifest_bytes: 0,
+            attempts: 1,
+            duration: Duration::ZERO,
+        });
     }
     if let Some(l) = latest
         .as_ref()
@@ -722,6 +840,7 @@ async fn push_once(
         .collect();
     Ok(PushReport {
         seq,
+        already_published: false,
         checkpoint_id: m.id,
         lsn: m.lsn,
         epoch,

@@ -1,4 +1,5 @@
-//! Restoring a remote checkpoint into an empty directory, every byte checked.
+//! Restoring a remote checkpoint into an empty directory, every byte checked, and published whole
+//! (see [`super::staging`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 
+use super::staging::Staging;
 use super::{layout, RemoteCheckpoint, RemoteStore};
 use crate::codec::manifest::Manifest;
 use crate::codec::meta::LogMeta;
@@ -34,7 +36,7 @@ pub struct RestoreReport {
     pub objects: usize,
     /// Bytes downloaded (snapshot and log chunks).
     pub bytes: u64,
-    /// Files written.
+    /// Files written (their final paths, in the target directory).
     pub files: Vec<PathBuf>,
     /// Wall time.
     pub duration: Duration,
@@ -56,18 +58,27 @@ impl RemoteStore {
     /// or not exist: its snapshot, the log segment prefixes after it (padded with zeros to their
     /// original file size, so appends continue in place), `log.meta` and the checkpoint's local
     /// manifest. Every object's length, CRC-32 and XXH3-64, and every segment prefix's CRC-32, are
-    /// checked before anything gets its final name; a failed restore removes what it wrote.
-    /// Then open the directory with [`Journal::open_at_checkpoint`](crate::Journal::open_at_checkpoint)
-    /// (id [`RestoreReport::checkpoint_id`]).
+    /// checked. Then open the directory with
+    /// [`Journal::open_at_checkpoint`](crate::Journal::open_at_checkpoint) (id
+    /// [`RestoreReport::checkpoint_id`]).
+    ///
+    /// **Atomic**: the journal is built in a directory beside `dir`
+    /// (`.{name}.restore-{random}.tmp`, in `dir`'s parent, on the same file system: `dir` must not
+    /// be a mount point) and renamed to `dir` only when complete and durable, so `dir` holds the
+    /// whole restore or is left as it was (missing or empty) — also after a crash. A failed
+    /// restore removes its directory; one a crash left behind is removed by the next restore into
+    /// `dir`, and one still in use by a running restore makes this one fail.
     pub async fn restore(&self, seq: Option<u64>, dir: &Path) -> Result<RestoreReport> {
         let started = Instant::now();
         let m = self.pick(seq).await?;
         let local = self.check_manifest(&m)?;
-        prepare_dir(dir)?;
+        let staging = Staging::beside(dir, "restore")?;
         self.progress_start(RemoteCheckpoint::of(&m).bytes);
         let mut written = Written(Vec::new());
-        let outcome = self.restore_files(&m, &local, dir, &mut written).await;
-        restored(&m, started, written, outcome)
+        let outcome = self
+            .restore_files(&m, &local, staging.path(), &mut written)
+            .await;
+        publish(staging, restored(&m, started, written, outcome)?)
     }
 
     /// Restores only key groups `range` of remote checkpoint `seq` (the newest when `None`) into
@@ -78,7 +89,8 @@ impl RemoteStore {
     /// (its records are not grouped), and replay skips other groups' records. The local manifest
     /// is rewritten for the range and the new snapshot. Open the directory with
     /// [`JournalOptions::key_group_range`](crate::JournalOptions::key_group_range)`(range)` and
-    /// [`Journal::open_at_checkpoint`](crate::Journal::open_at_checkpoint).
+    /// [`Journal::open_at_checkpoint`](crate::Journal::open_at_checkpoint). Atomic, as
+    /// [`RemoteStore::restore`] is.
     pub async fn restore_key_groups(
         &self,
         seq: Option<u64>,
@@ -97,14 +109,14 @@ impl RemoteStore {
                 ),
             });
         }
-        prepare_dir(dir)?;
+        let staging = Staging::beside(dir, "restore")?;
         // The log whole; the snapshot's ranges are added as they are read.
         self.progress_start(m.segments.iter().map(|s| s.len).sum());
         let mut written = Written(Vec::new());
         let outcome = self
-            .restore_subset(&m, local, range, dir, &mut written, true)
+            .restore_subset(&m, local, range, staging.path(), &mut written, true)
             .await;
-        restored(&m, started, written, outcome)
+        publish(staging, restored(&m, started, written, outcome)?)
     }
 
     /// [`RemoteStore::restore_key_groups`] of a checkpoint already picked and checked, for a
@@ -578,6 +590,17 @@ fn create(path: &Path, written: &mut Written) -> Result<File> {
         .map_err(|e| Error::io("create", path, e))?;
     written.0.push(path.to_path_buf());
     Ok(f)
+}
+
+/// Publishes the restore staged in `staging`, its report naming the files where they are now.
+fn publish(staging: Staging, mut report: RestoreReport) -> Result<RestoreReport> {
+    report.files = report
+        .files
+        .iter()
+        .map(|p| staging.published_path(p))
+        .collect();
+    staging.publish()?;
+    Ok(report)
 }
 
 /// The report of a restore that wrote `written`, or, when it failed, its error after the files

@@ -1,5 +1,6 @@
-//! An `ObjectStore` wrapper that injects failures, delays, holds and gates into writes, and
-//! counts what reaches the store underneath (slatedb's failing object store is the model).
+//! An `ObjectStore` wrapper that injects failures, delays, holds and gates into writes (and
+//! failures and holds into reads), and counts what reaches the store underneath (slatedb's
+//! failing object store is the model).
 #![allow(dead_code)]
 
 use std::fmt;
@@ -25,6 +26,10 @@ struct Faults {
     hold: Option<Arc<tokio::sync::Semaphore>>,
     /// Every call sleeps this long first.
     delay: Duration,
+    /// GETs after this many more fail (each one: a restore does not retry).
+    fail_gets_after: Option<u64>,
+    /// GETs after this many more wait for a permit of the semaphore (given back at once).
+    hold_gets_after: Option<(u64, Arc<tokio::sync::Semaphore>)>,
 }
 
 /// See the module docs.
@@ -38,6 +43,8 @@ pub struct FaultyStore {
     pub bytes_written: Arc<AtomicU64>,
     /// Failures injected.
     pub injected: AtomicU32,
+    /// GETs (whole or ranged) that reached the wrapper.
+    pub gets: AtomicU64,
 }
 
 impl fmt::Display for FaultyStore {
@@ -61,6 +68,7 @@ impl FaultyStore {
             writes: Arc::default(),
             bytes_written: Arc::default(),
             injected: AtomicU32::new(0),
+            gets: AtomicU64::new(0),
         })
     }
 
@@ -77,6 +85,16 @@ impl FaultyStore {
     /// Every write waits until `sem` has a permit.
     pub fn hold_writes(&self, sem: Arc<tokio::sync::Semaphore>) {
         self.faults.lock().unwrap().hold = Some(sem);
+    }
+
+    /// After the next `n` GETs, every GET fails (`None`: none does).
+    pub fn fail_gets_after(&self, n: Option<u64>) {
+        self.faults.lock().unwrap().fail_gets_after = n;
+    }
+
+    /// After the next `n` GETs, every GET waits for a permit of `sem` first.
+    pub fn hold_gets_after(&self, n: u64, sem: Arc<tokio::sync::Semaphore>) {
+        self.faults.lock().unwrap().hold_gets_after = Some((n, sem));
     }
 
     /// Every call is slowed down by `d`.
@@ -162,6 +180,37 @@ impl ObjectStore for FaultyStore {
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         self.before_call().await;
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        let (fail, hold) = {
+            let mut f = self.faults.lock().unwrap();
+            let fail = match &mut f.fail_gets_after {
+                Some(0) => true,
+                Some(n) => {
+                    *n -= 1;
+                    false
+                }
+                None => false,
+            };
+            let hold = match &mut f.hold_gets_after {
+                Some((0, sem)) => Some(Arc::clone(sem)),
+                Some((n, _)) => {
+                    *n -= 1;
+                    None
+                }
+                None => None,
+            };
+            (fail, hold)
+        };
+        if let Some(sem) = hold {
+            drop(sem.acquire().await);
+        }
+        if fail {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            return Err(object_store::Error::Generic {
+                store: "FaultyStore",
+                source: format!("injected failure reading {location}").into(),
+            });
+        }
         self.inner.get_opts(location, options).await
     }
 
