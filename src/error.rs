@@ -101,6 +101,23 @@ pub enum Error {
         /// The kind asked for.
         requested: crate::StateKind,
     },
+    /// A state registered with a time-to-live is opened without one, or the other way round.
+    /// Its stored values carry their expiry exactly when the state has a TTL, so the presence of
+    /// a TTL is fixed when the state is created (as in Flink); its duration may change.
+    #[error(
+        "state {name:?} was registered {}; it cannot be opened {} (a TTL's duration may change, \
+         but not whether the state has one)",
+        ttl_phrase(*existing, "with a time-to-live of", "without a time-to-live"),
+        ttl_phrase(*requested, "with a time-to-live of", "without one")
+    )]
+    TtlConflict {
+        /// The state's name.
+        name: String,
+        /// Its registered time-to-live.
+        existing: Option<std::time::Duration>,
+        /// The time-to-live asked for.
+        requested: Option<std::time::Duration>,
+    },
     /// The key belongs to a key group this journal does not serve.
     #[error("key group {key_group} is not served by this journal (it serves {range})")]
     KeyGroupNotOwned {
@@ -222,6 +239,7 @@ impl Error {
             | Error::InvalidOptions { .. }
             | Error::LsnExhausted { .. }
             | Error::StateConflict { .. }
+            | Error::TtlConflict { .. }
             | Error::KeyGroupNotOwned { .. }
             | Error::Codec { .. }
             | Error::Remote { .. }
@@ -540,5 +558,13 @@ impl fmt::Display for MetaError {
             ),
             MetaError::Invalid(what) => write!(f, "invalid field: {what}"),
         }
+    }
+}
+
+/// "with a time-to-live of 60s" or `none` (for [`Error::TtlConflict`]'s message).
+fn ttl_phrase(ttl: Option<std::time::Duration>, some: &str, none: &str) -> String {
+    match ttl {
+        Some(d) => format!("{some} {d:?}"),
+        None => none.to_string(),
     }
 }

@@ -158,3 +158,57 @@ fn adding_to_an_expired_list_starts_a_new_list() {
     assert_eq!(list.get(&mut j, &1).unwrap(), [2, 5]);
     assert_eq!(list.get(&mut j, &2).unwrap(), [3, 4]);
 }
+
+/// A state's stored values carry an expiry in front exactly when the state has a TTL, so a
+/// state registered with a TTL cannot be re-registered without one or the other way round (as
+/// in Flink, where that is a `StateMigrationException`): its values would be read wrongly. The
+/// TTL's duration and refresh rule may change; values keep the expiry they were written with.
+#[test]
+fn ttl_can_change_but_not_appear_or_disappear() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let opts = || JournalOptions::default().clock(clock.clone());
+    let minute = Duration::from_secs(60);
+    let mut j = Journal::open(dir.path(), opts()).unwrap();
+    let with = j
+        .with_ttl(StateTtl::after_write(minute))
+        .value_state::<u8, u64>("with")
+        .unwrap();
+    let without = j.value_state::<u8, u64>("without").unwrap();
+    with.set(&mut j, &1, &7).unwrap();
+    without.set(&mut j, &1, &8).unwrap();
+    drop(j);
+
+    let mut j = Journal::open(dir.path(), opts()).unwrap();
+    let err = j.value_state::<u8, u64>("with").unwrap_err();
+    assert!(
+        matches!(&err, Error::TtlConflict { name, existing: Some(_), requested: None } if name == "with"),
+        "{err}"
+    );
+    let err = j
+        .with_ttl(StateTtl::after_write(minute))
+        .value_state::<u8, u64>("without")
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::TtlConflict { name, existing: None, requested: Some(_) } if name == "without"),
+        "{err}"
+    );
+    // The refused registrations changed nothing: both read as before, also after a reopen.
+    let without = j.value_state::<u8, u64>("without").unwrap();
+    assert_eq!(without.get(&mut j, &1).unwrap(), Some(8));
+    // A longer TTL is a new registration; the value keeps the expiry it was written with.
+    let with = j
+        .with_ttl(StateTtl::after_write(10 * minute))
+        .value_state::<u8, u64>("with")
+        .unwrap();
+    assert_eq!(with.get(&mut j, &1).unwrap(), Some(7));
+    drop(j);
+    let mut j = Journal::open(dir.path(), opts()).unwrap();
+    let with = j
+        .with_ttl(StateTtl::after_write(10 * minute))
+        .value_state::<u8, u64>("with")
+        .unwrap();
+    assert_eq!(with.get(&mut j, &1).unwrap(), Some(7));
+    clock.advance(2 * minute);
+    assert_eq!(with.get(&mut j, &1).unwrap(), None, "written with a 1-minute TTL");
+}

@@ -690,6 +690,11 @@ impl<C: Codec> Journal<C> {
     }
 
     /// A registrar that registers states with a time-to-live.
+    ///
+    /// Whether a state has a TTL is fixed when it is first registered: opening it later with a
+    /// TTL when it had none, or without one when it had one, is [`Error::TtlConflict`] (its
+    /// stored values carry an expiry exactly when it has a TTL). The duration and the refresh
+    /// rule may change; values keep the expiry they were written with.
     pub fn with_ttl(&mut self, ttl: StateTtl) -> Registrar<'_, C> {
         Registrar {
             journal: self,
@@ -782,6 +787,13 @@ impl<C: Codec> Journal<C> {
                 }
                 if meta.ttl == ttl {
                     return Ok(id);
+                }
+                if meta.ttl.is_some() != ttl.is_some() {
+                    return Err(Error::TtlConflict {
+                        name: name.to_string(),
+                        existing: meta.ttl.map(|t| t.ttl()),
+                        requested: ttl.map(|t| t.ttl()),
+                    });
                 }
                 id // the TTL changes: registered again
             }
