@@ -210,5 +210,9 @@ fn ttl_can_change_but_not_appear_or_disappear() {
         .unwrap();
     assert_eq!(with.get(&mut j, &1).unwrap(), Some(7));
     clock.advance(2 * minute);
-    assert_eq!(with.get(&mut j, &1).unwrap(), None, "written with a 1-minute TTL");
+    assert_eq!(
+        with.get(&mut j, &1).unwrap(),
+        None,
+        "written with a 1-minute TTL"
+    );
 }
