@@ -1294,12 +1294,19 @@ fn print_summary(load_at_start: &str) {
             .collect();
         let all_met = t.figures.iter().all(|(_, x)| *x >= t.at_least);
         let any_met = t.figures.iter().any(|(_, x)| *x >= t.at_least);
+        // `all` of no figures is true: a target this run did not measure is not met.
         let status = match (all_met, any_met) {
+            _ if t.figures.is_empty() => "n/a   ",
             (true, _) => "MET   ",
             (false, true) => "MIXED ",
             (false, false) => "MISSED",
         };
-        println!("[{status}] {}: {}", t.name, verdicts.join("; "));
+        let verdicts = if verdicts.is_empty() {
+            "not measured in this run".to_string()
+        } else {
+            verdicts.join("; ")
+        };
+        println!("[{status}] {}: {verdicts}", t.name);
     }
     println!("=================================================================================");
 }
