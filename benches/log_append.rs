@@ -14,7 +14,9 @@
 //! * `committers/{1,4,16}`: threads each appending one 128-byte record and committing (Sync).
 //! * `pwrite_fdatasync/{zeroed,fallocated}`: one framed 128-byte record per `pwrite` + `fdatasync`
 //!   on a file preallocated by writing zeros, or by `fallocate` (as the log's segments are);
-//!   `pwrite_fdatasync/batch256`: 256 frames per `pwrite` + `fdatasync` (the floor of item 7).
+//!   `pwrite_fdatasync/batch256`: 256 frames per `pwrite` + `fdatasync` (the floor of item 7);
+//!   the interleaved pair also runs it on a fallocated file (`batch256_fallocated`, as the log's
+//!   segments are).
 //!
 //! `append/sync_each/128`, `committers/*` and `pwrite_fdatasync/*` also read `/proc/self/io` and the
 //! block device's `stat` around every timed call, for the bytes and flushes per commit.
@@ -913,6 +915,12 @@ fn run_interleaved() {
                 "pwrite_fdatasync/batch256".into(),
                 pwrite_workload(false, BATCH, None),
             ),
+            // The log's segments are fallocated (unwritten extents, converted as they are
+            // written): the same bare loop on such a file says what that costs a flush.
+            (
+                "pwrite_fdatasync/batch256_fallocated".into(),
+                pwrite_workload(true, BATCH, None),
+            ),
         ],
     );
     interleave(
@@ -1203,7 +1211,11 @@ fn print_summary(load_at_start: &str) {
         }
     }
     print_rates(
-        &["append/sync_batch256/128", "pwrite_fdatasync/batch256"],
+        &[
+            "append/sync_batch256/128",
+            "pwrite_fdatasync/batch256",
+            "pwrite_fdatasync/batch256_fallocated",
+        ],
         Some("batch256"),
         "records/s (128 B)",
     );
