@@ -1135,6 +1135,12 @@ fn print_summary(load_at_start: &str) {
     );
     let f = figures(Some("threads"), "threads/2", "threads/1");
     println!("2 threads / 1 thread: {}", show_figures(&f, show_x));
+    targets.push(Target {
+        name: "two appending threads together not slower than one",
+        at_least: 1.0,
+        show: show_x,
+        figures: f,
+    });
 
     // 5.
     println!();
