@@ -153,6 +153,11 @@ pub struct SegmentInfo {
     /// Below the meta file's first segment: a leftover of an interrupted deletion, removed by the
     /// next open.
     pub leftover: bool,
+    /// Created by a roll that a crash interrupted before its creation was durable: past the meta
+    /// file's last segment, and after a gap or from the first such segment whose header never
+    /// reached the disk. No record in it was acknowledged; an open sets it aside (renamed
+    /// `*.seg.discarded`), except in `Strict` mode, which refuses it.
+    pub unfinished_roll: bool,
 }
 
 /// One snapshot file.
@@ -235,6 +240,9 @@ pub enum ProblemKind {
     /// Damaged or stray bytes after the last record of a segment its successor proves complete:
     /// no record is lost.
     Debris,
+    /// A segment that a roll created and a crash interrupted before its creation was durable (see
+    /// [`SegmentInfo::unfinished_roll`]): no record in it was acknowledged.
+    UnfinishedRoll,
     /// The log's structure is broken (missing, foreign or swapped file, bad header or meta file):
     /// no recovery mode opens it.
     Structure,
@@ -253,6 +261,7 @@ impl fmt::Display for ProblemKind {
             ProblemKind::TornTail => "torn tail",
             ProblemKind::DamagedDurableData => "damaged durable data",
             ProblemKind::Debris => "debris after a complete segment",
+            ProblemKind::UnfinishedRoll => "segment of an unfinished roll",
             ProblemKind::Structure => "broken log structure",
             ProblemKind::BadSnapshot => "bad snapshot",
             ProblemKind::BadCheckpoint => "bad checkpoint",
@@ -495,9 +504,10 @@ where
 {
     let meta = read_meta(dir)?;
     let listing = list(dir)?;
+    let unfinished = unfinished_from(dir, &listing, &meta)?;
     let mut last = 0u64;
     let mut expect: Option<u64> = None;
-    for (&id, path) in listing.segments.range(meta.first_segment..) {
+    for (&id, path) in listing.segments.range(meta.first_segment..unfinished) {
         let buf = read_segment(path)?;
         let header = decode_header(path, &buf, id)?;
         if header.log_id != meta.log_id {
@@ -600,6 +610,23 @@ fn list(dir: &Path) -> Result<Listing> {
         }
     }
     Ok(l)
+}
+
+/// The first segment id that recovery sets aside as left by an unfinished roll (`u64::MAX` if
+/// none), decided by recovery's own function.
+fn unfinished_from(dir: &Path, listing: &Listing, meta: &LogMeta) -> Result<u64> {
+    let ids: Vec<u64> = listing
+        .segments
+        .range(meta.first_segment..)
+        .map(|(&id, _)| id)
+        .collect();
+    let keep = crate::log::recovery::unfinished_rolls(
+        &ids,
+        meta.first_segment,
+        meta.last_segment,
+        |id| crate::log::recovery::header_unwritten(&format::segment_path(dir, id)),
+    )?;
+    Ok(ids.get(keep).copied().unwrap_or(u64::MAX))
 }
 
 fn role_of(name: &str) -> &'static str {
@@ -815,8 +842,50 @@ pub fn inspect(dir: &Path, opts: InspectOptions) -> Result<Inspection> {
     let mut scanned: Vec<Scanned> = Vec::new();
     let mut log_ok = meta.is_some();
     let first_segment = meta.map_or(1, |m| m.first_segment);
+    // The segments recovery sets aside as unfinished rolls (decided by the same function).
+    let unfinished_from = match meta {
+        Some(m) => unfinished_from(dir, &listing, &m)?,
+        None => u64::MAX,
+    };
     for (&id, path) in &listing.segments {
         let leftover = id < first_segment;
+        let unfinished_roll = id >= unfinished_from;
+        if unfinished_roll {
+            let header = scan_segment(path, id).ok().map(|(s, _)| s.header);
+            let detail = if header.is_some() {
+                "past the meta file's last segment, after a gap: its directory entry was never made durable".to_string()
+            } else {
+                "past the meta file's last segment, with a header that never reached the disk"
+                    .to_string()
+            };
+            out.segments.push(SegmentInfo {
+                id,
+                path: path.clone(),
+                file_len: fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+                header,
+                records: 0,
+                first_lsn: Lsn(0),
+                last_lsn: Lsn(0),
+                data_end: 0,
+                dirty_end: 0,
+                payload_bytes: 0,
+                synced_through: Lsn(0),
+                leftover: false,
+                unfinished_roll,
+            });
+            out.problems.push(Problem {
+                kind: ProblemKind::UnfinishedRoll,
+                path: path.clone(),
+                offset: 0,
+                detail,
+                strict: Outcome::Refuses,
+                tolerate_torn_tail: Outcome::SetsAside,
+                point_in_time: Outcome::SetsAside,
+                intact_records_after: None,
+                bytes: fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            });
+            continue;
+        }
         match scan_segment(path, id) {
             Ok((s, file_len)) => {
                 out.segments.push(SegmentInfo {
@@ -832,6 +901,7 @@ pub fn inspect(dir: &Path, opts: InspectOptions) -> Result<Inspection> {
                     payload_bytes: s.payload_bytes,
                     synced_through: Lsn(s.scan.watermark),
                     leftover,
+                    unfinished_roll,
                 });
                 if !leftover {
                     if let Some(m) = meta {
@@ -868,6 +938,7 @@ pub fn inspect(dir: &Path, opts: InspectOptions) -> Result<Inspection> {
                     payload_bytes: 0,
                     synced_through: Lsn(0),
                     leftover,
+                    unfinished_roll,
                 });
                 if !leftover && log_ok {
                     structure(&mut out, e);
@@ -881,7 +952,7 @@ pub fn inspect(dir: &Path, opts: InspectOptions) -> Result<Inspection> {
             .segments
             .keys()
             .copied()
-            .filter(|&id| id >= m.first_segment)
+            .filter(|&id| id >= m.first_segment && id < unfinished_from)
             .collect();
         let last_id = ids.last().copied().unwrap_or(0).max(m.last_segment);
         for (expect, id) in
@@ -901,7 +972,11 @@ pub fn inspect(dir: &Path, opts: InspectOptions) -> Result<Inspection> {
             }
         }
     }
-    let live: Vec<&SegmentInfo> = out.segments.iter().filter(|s| !s.leftover).collect();
+    let live: Vec<&SegmentInfo> = out
+        .segments
+        .iter()
+        .filter(|s| !s.leftover && !s.unfinished_roll)
+        .collect();
     let live_paths: Vec<PathBuf> = live.iter().map(|s| s.path.clone()).collect();
     // The newest checkpoint of this log: its LSN was synced before its manifest was written,
     // whatever the sync markers say.

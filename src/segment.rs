@@ -406,8 +406,8 @@ impl Segment {
         self.creation_synced.load(Ordering::Acquire)
     }
 
-    /// Bytes of the file known flushed to stable storage (the header included).
-    #[cfg(feature = "testing")]
+    /// Bytes of the file known flushed to stable storage, from its start: 0 until the header of
+    /// a segment created without waiting for the disk is durable.
     pub fn synced_len(&self) -> usize {
         self.synced.load(Ordering::Acquire)
     }
@@ -774,17 +774,22 @@ impl PreparedSegment {
         self.len
     }
 
-    /// Writes the header, syncs the file and renames it to its final name: from then on the
-    /// segment is part of the log. With `sync_dir`, the directory is synced too, so the rename is
-    /// durable; otherwise [`Segment::creation_synced`] is false until the caller syncs the
-    /// directory and calls [`Segment::mark_creation_synced`]. The file itself is always synced
-    /// before the rename, so a final-named segment never lacks its header.
-    pub fn finalize(
-        self,
-        dir: &Path,
-        header: &SegmentHeader,
-        sync_dir_now: bool,
-    ) -> Result<Segment> {
+    /// Writes the header and renames the file to its final name: from then on the segment is part
+    /// of the log.
+    ///
+    /// With `durable`, the file is synced before the rename and the directory after it, so the
+    /// segment exists durably, header and all, when this returns (a `Sync` roll, and creation).
+    ///
+    /// Without it, nothing waits for the disk: the first flush of the segment covers its header
+    /// too ([`Segment::synced_len`] starts at 0, so [`Segment::flush_to`] starts at byte 0), and
+    /// [`Segment::creation_synced`] is false until the caller makes the header and the directory
+    /// entry durable and calls [`Segment::mark_creation_synced`]. A crash before then can leave
+    /// the final name with a header that never reached the disk (zeros, or a short file); no
+    /// record in such a segment was acknowledged, and recovery sets it aside (see
+    /// `docs/DESIGN.md`, "Rolling"). This is the appender's roll in `Buffered` and `Periodic`
+    /// mode: an fsync there queues behind all of the file system's pending writeback (a running
+    /// compaction's snapshot, say) and stalled appends for up to a second.
+    pub fn finalize(self, dir: &Path, header: &SegmentHeader, durable: bool) -> Result<Segment> {
         let path = format::segment_path(dir, header.segment_id);
         let tmp = self.tmp.clone();
         let result = (|| {
@@ -793,11 +798,13 @@ impl PreparedSegment {
             self.file
                 .write_all_at(&head, 0)
                 .map_err(|e| Error::io("write header", &tmp, e))?;
-            self.file
-                .sync_all()
-                .map_err(|e| Error::io("fsync", &tmp, e))?;
+            if durable {
+                self.file
+                    .sync_all()
+                    .map_err(|e| Error::io("fsync", &tmp, e))?;
+            }
             std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
-            if sync_dir_now {
+            if durable {
                 sync_dir(dir)?;
             }
             Ok(())
@@ -811,8 +818,9 @@ impl PreparedSegment {
         seg.published.store(SEGMENT_HEADER_LEN, Ordering::Release);
         seg.reserve
             .store(SEGMENT_HEADER_LEN as u64, Ordering::Release);
-        seg.synced.store(SEGMENT_HEADER_LEN, Ordering::Release);
-        seg.creation_synced.store(sync_dir_now, Ordering::Release);
+        let synced = if durable { SEGMENT_HEADER_LEN } else { 0 };
+        seg.synced.store(synced, Ordering::Release);
+        seg.creation_synced.store(durable, Ordering::Release);
         *lock(&seg.scan) = ScanPos {
             pos: SEGMENT_HEADER_LEN,
             last_data: None,

@@ -5,7 +5,9 @@
 //! * **progressive writeback**: in `Buffered`/`Periodic` mode, completed MiBs are handed to the
 //!   kernel for writeback (`sync_file_range`), so the full flush a roll needs finds little to do;
 //! * **preparing the next segment**: allocated and mapped under a temporary name before the
-//!   current one fills, so a roll only writes a header, syncs and renames;
+//!   current one fills, so a roll only writes a header and renames (and, in `Sync` mode, syncs);
+//! * **settling creations**: the headers and directory entries of segments that non-`Sync` rolls
+//!   created without waiting for the disk are made durable and recorded in `log.meta`;
 //! * **periodic flushes** in [`Durability::Periodic`].
 //!
 //! Appenders wake it, without blocking, each time they cross a [`CHUNK`] boundary.
@@ -141,8 +143,9 @@ fn tend(shared: &Shared, p: &mut Progress) {
             drop(slot);
             // Failure (a full disk) is not reported here: the roll retries synchronously and
             // reports it to the appender.
-            // Not prefaulted here: prefaulted pages are dirty, and the roll's fsync of the new
-            // file would write them all. The roll wakes this thread to prefault right after.
+            // Not prefaulted here: prefaulted pages are dirty, and a `Sync` roll's fsync of the
+            // new file would write them all (elsewhere a trial showed no gain). The roll wakes
+            // this thread to prefault right after.
             if let Ok(prepared) = PreparedSegment::prepare(
                 &shared.dir,
                 next,

@@ -36,7 +36,7 @@ pub(crate) use recovery::remove_discard_intent;
 pub use recovery::{CutReason, RecoveryReport, TailCut};
 
 use crate::codec::frame::{FrameKind, MAX_LSN};
-use crate::codec::header::{SegmentHeader, FORMAT_VERSION};
+use crate::codec::header::{SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN};
 use crate::codec::meta::LogMeta;
 use crate::error::{Error, Result};
 use crate::format;
@@ -83,8 +83,11 @@ struct Shared {
     current: ArcSwap<Segment>,
     /// Every live segment, oldest first; the last is `current`.
     segments: Mutex<Vec<Arc<Segment>>>,
-    /// The meta file's content; its mutex also serializes rolls and deletions.
+    /// The meta file's content; its mutex serializes updates of the file (and deletions). An
+    /// update fsyncs, so appenders never wait for this mutex: rolls take `rolling`.
     meta: Mutex<LogMeta>,
+    /// Serializes rolls.
+    rolling: Mutex<()>,
     dur: Mutex<DurState>,
     dur_cv: Condvar,
     poisoned: AtomicBool,
@@ -196,6 +199,7 @@ impl Log {
             current: ArcSwap::new(current),
             segments: Mutex::new(rec.segments),
             meta: Mutex::new(rec.meta),
+            rolling: Mutex::new(()),
             dur: Mutex::new(DurState {
                 durable: rec.durable_lsn,
                 marked: rec.watermark,
@@ -411,12 +415,16 @@ impl Shared {
 
     /// Replaces the full segment `full` with a new one (unless another thread already did).
     ///
-    /// In `Sync` mode the old segment is flushed completely first, so the new segment's existence
-    /// proves it durable (recovery's strongest evidence). In the other modes the roll does not wait
-    /// for the disk: the new header says so (`predecessor_unsynced`), the old segment's pages are
-    /// written back by the kernel and the background thread, and the next flush syncs them.
+    /// In `Sync` mode the old segment is flushed completely first, and the new one is created
+    /// durably, so the new segment's existence proves the old one durable (recovery's strongest
+    /// evidence). In the other modes the roll does not wait for the disk at all: the new header
+    /// says so (`predecessor_unsynced`), the old segment's pages are written back by the kernel
+    /// and the background thread, the new segment's header and directory entry are made durable
+    /// by the background thread or the next flush, whichever comes first (`settle_creations`),
+    /// and the meta file is updated then. Until that has happened no record in the new segment is
+    /// acknowledged, which is what lets recovery set aside a segment whose header a crash lost.
     fn roll(&self, full: &Arc<Segment>) -> Result<()> {
-        let meta = lock(&self.meta);
+        let _rolling = lock(&self.rolling);
         if !Arc::ptr_eq(&self.current.load(), full) {
             return Ok(());
         }
@@ -480,13 +488,10 @@ impl Shared {
         lock(&self.segments).push(Arc::clone(&next));
         self.current.store(next);
         if sync_first {
-            self.record_last_segment(meta, header.segment_id)?;
-        } else {
-            // The background thread makes the new directory entry durable and updates the meta
-            // file, off the append path.
-            drop(meta);
+            self.record_last_segment(lock(&self.meta), header.segment_id)?;
         }
-        // ... and prefaults the new segment ahead of the appenders.
+        // The background thread makes the new segment's creation durable off the append path
+        // (in the other modes), and prefaults the new segment ahead of the appenders.
         let _ = self.wake.try_send(());
         Ok(())
     }
@@ -509,8 +514,9 @@ impl Shared {
         Ok(())
     }
 
-    /// Makes the directory entries of segments created without a directory sync durable, then
-    /// records the newest in the meta file.
+    /// Makes the creation of segments that a roll did not wait for durable (their headers, then
+    /// their directory entries), then records the newest in the meta file. Only the meta file
+    /// update holds the meta mutex: appenders that roll meanwhile do not wait for these syncs.
     fn settle_creations(&self) -> Result<()> {
         let pending: Vec<Arc<Segment>> = lock(&self.segments)
             .iter()
@@ -520,7 +526,14 @@ impl Shared {
         let Some(newest) = pending.last().map(|s| s.id()) else {
             return Ok(());
         };
-        let meta = lock(&self.meta);
+        for seg in pending
+            .iter()
+            .filter(|s| s.synced_len() < SEGMENT_HEADER_LEN)
+        {
+            // The header first: once the meta file names the segment, recovery treats a bad
+            // header as damage to the log, not as a roll a crash interrupted.
+            self.flush_segment(seg, SEGMENT_HEADER_LEN)?;
+        }
         if let Err(e) = sync_dir(&self.dir) {
             return Err(match e {
                 Error::Io { source, path, .. } => self.poison(&path, source),
@@ -530,7 +543,7 @@ impl Shared {
         for seg in &pending {
             seg.mark_creation_synced();
         }
-        self.record_last_segment(meta, newest)
+        self.record_last_segment(lock(&self.meta), newest)
     }
 
     /// Flushes every older segment not yet completely flushed (non-syncing rolls leave them

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use super::{write_meta, LogOptions, Lsn, RecoveryMode};
 use crate::codec::frame::{decode_frame, decode_sync_marker, FrameError, FrameKind, FRAME_ALIGN};
-use crate::codec::header::{SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN};
+use crate::codec::header::{HeaderError, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN};
 use crate::codec::meta::{DiscardIntent, LogMeta, MetaError};
 use crate::crash_point::crash_point;
 use crate::error::{Corruption, CorruptionKind, DurabilityEvidence, Error, RecordDamage, Result};
@@ -401,6 +401,54 @@ fn list_dir(dir: &Path) -> Result<Listing> {
     Ok(l)
 }
 
+/// Where the segments that unfinished rolls left behind start in `ids` (the live segment ids,
+/// ascending): at the first gap past `last_segment`, or at the first segment past `last_segment`
+/// whose header `unwritten` says never reached the disk, whichever comes first; `ids.len()` if
+/// there are none. No record in them was acknowledged (see [`recover`]). Shared with `inspect`,
+/// which predicts what recovery sets aside.
+pub(crate) fn unfinished_rolls(
+    ids: &[u64],
+    first_segment: u64,
+    last_segment: u64,
+    mut unwritten: impl FnMut(u64) -> Result<bool>,
+) -> Result<usize> {
+    for (i, &id) in ids.iter().enumerate() {
+        let expect = first_segment + i as u64;
+        if id != expect {
+            return Ok(if expect > last_segment { i } else { ids.len() });
+        }
+        if id > last_segment && unwritten(id)? {
+            return Ok(i);
+        }
+    }
+    Ok(ids.len())
+}
+
+/// Whether the segment file at `path` lacks a header, as a crash leaves a segment whose roll did
+/// not wait for its header to be durable: shorter than a header, or a header that does not
+/// decode (zeros, or the remains of a torn write). A header of a newer format version is not
+/// that: it is refused as unsupported wherever it is.
+pub(crate) fn header_unwritten(path: &Path) -> Result<bool> {
+    let file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut head = [0u8; SEGMENT_HEADER_LEN];
+    let mut len = 0;
+    while len < head.len() {
+        match std::os::unix::fs::FileExt::read_at(&file, &mut head[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read header", path, e)),
+        }
+    }
+    if len < head.len() {
+        return Ok(true);
+    }
+    Ok(match SegmentHeader::decode(&head) {
+        Ok(_) | Err(HeaderError::UnsupportedVersion { .. }) => false,
+        Err(_) => true,
+    })
+}
+
 pub(crate) fn random_log_id() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     // RandomState is seeded from the OS's randomness once per process and stepped per instance.
@@ -579,26 +627,24 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
             ids.push(*id);
         }
     }
-    // Segments past `last_segment` exist when a roll created one and crashed before updating the
-    // meta file; the header chain below decides whether they belong. Their directory entries were
-    // never made durable (a flush syncs the directory and records the newest segment here before
-    // it acknowledges anything in them), and renames no directory sync covered may reach the disk
-    // in any order: after a gap past `last_segment`, the later ones are orphans of a torn tail
-    // with no acknowledged record, set aside with it. A gap up to `last_segment` is damage.
+    // Segments past `last_segment` exist when a roll created one and crashed before its creation
+    // was settled; the header chain below decides whether they belong. No record in them was
+    // acknowledged (a flush makes their headers and directory entries durable and records the
+    // newest here before it acknowledges anything in them), and renames no directory sync
+    // covered may reach the disk in any order: after a gap past `last_segment`, the later ones
+    // are orphans of a torn tail, set aside with it. So are the segments from the first one past
+    // `last_segment` whose header never reached the disk (a roll in `Buffered` or `Periodic` mode
+    // does not wait for it). A gap up to `last_segment`, or a bad header there, is damage.
     let mut orphans = Vec::new();
-    if let Some(gap) = (meta.first_segment..)
-        .zip(ids.iter().copied())
-        .find(|&(expect, id)| expect != id)
-        .map(|(expect, _)| expect)
-    {
-        if gap > meta.last_segment && opts.recovery_mode != RecoveryMode::Strict {
-            let keep = ids.partition_point(|&id| id < gap);
-            orphans = ids
-                .split_off(keep)
-                .into_iter()
-                .map(|id| format::segment_path(dir, id))
-                .collect();
-        }
+    if opts.recovery_mode != RecoveryMode::Strict {
+        let keep = unfinished_rolls(&ids, meta.first_segment, meta.last_segment, |id| {
+            header_unwritten(&format::segment_path(dir, id))
+        })?;
+        orphans = ids
+            .split_off(keep)
+            .into_iter()
+            .map(|id| format::segment_path(dir, id))
+            .collect();
     }
     let last_id = ids.last().copied().unwrap_or(0).max(meta.last_segment);
     for (expect, id) in
