@@ -1162,6 +1162,11 @@ fn print_wa(w: &WriteAmp, keys: u64, updates: u64) {
             ms(r.duration)
         );
     }
+    println!(
+        "  backpressure (writers wait at 1000% of the size that starts a compaction): {} write stalls, {:.0} ms in all",
+        io.write_stalls,
+        ms(io.write_stall_time)
+    );
     let log_amp = io.log_bytes as f64 / io.mutation_bytes.max(1) as f64;
     println!(
         "  write amplification {:.2} (log framing alone {:.2}); the policy bounds it by {:.2} (log x (1 + 100/ratio)) plus one snapshot; files left: {:.1} MiB",

@@ -44,6 +44,9 @@ pub struct FaultInjector {
     alloc_countdown: AtomicI64,
     syncs: AtomicU64,
     defer_directory_syncs: AtomicBool,
+    /// Compactions wait at their start while this is true; the count says how many are waiting.
+    hold: std::sync::Mutex<(bool, u64)>,
+    held: std::sync::Condvar,
 }
 
 impl Default for FaultInjector {
@@ -60,7 +63,36 @@ impl FaultInjector {
             alloc_countdown: AtomicI64::new(-1),
             syncs: AtomicU64::new(0),
             defer_directory_syncs: AtomicBool::new(false),
+            hold: std::sync::Mutex::new((false, 0)),
+            held: std::sync::Condvar::new(),
         }
+    }
+
+    /// While `yes`, a journal's compactions (automatic or forced) wait at their start, before
+    /// they read anything: a compaction that cannot keep up with the writers, on demand.
+    pub fn hold_compactions(&self, yes: bool) {
+        let mut h = self.hold.lock().unwrap_or_else(|e| e.into_inner());
+        h.0 = yes;
+        self.held.notify_all();
+    }
+
+    /// How many compactions are waiting at their start now (see [`Self::hold_compactions`]).
+    pub fn compactions_held(&self) -> u64 {
+        self.hold.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+
+    /// Called by a compaction at its start: waits while compactions are held.
+    pub(crate) fn on_compaction(&self) {
+        let mut h = self.hold.lock().unwrap_or_else(|e| e.into_inner());
+        if !h.0 {
+            return;
+        }
+        h.1 += 1;
+        self.held.notify_all();
+        while h.0 {
+            h = self.held.wait(h).unwrap_or_else(|e| e.into_inner());
+        }
+        h.1 -= 1;
     }
 
     /// The next `n` flushes succeed; the one after fails with EIO, and so do all later ones.

@@ -31,17 +31,21 @@ pub struct CompactionPolicy {
     pub(crate) min_tail_bytes: u64,
     pub(crate) tail_ratio_percent: u64,
     pub(crate) recovery_budget: Option<Duration>,
+    pub(crate) stall_percent: u64,
     pub(crate) block_size: Option<usize>,
 }
 
 impl Default for CompactionPolicy {
-    /// Automatic: at least 64 MiB of log and 100% of the snapshot's size; no time budget.
+    /// Automatic: at least 64 MiB of log and 100% of the snapshot's size; no time budget;
+    /// writers wait for a compaction that falls ten times behind (see
+    /// [`CompactionPolicy::stall_percent`]).
     fn default() -> Self {
         CompactionPolicy {
             auto: true,
             min_tail_bytes: 64 << 20,
             tail_ratio_percent: 100,
             recovery_budget: None,
+            stall_percent: 1000,
             block_size: None,
         }
     }
@@ -68,11 +72,31 @@ impl CompactionPolicy {
         self
     }
 
-    /// Compact whenever replaying the log since the newest snapshot would take longer than
-    /// `budget` (estimated from the replay speed measured when the journal was opened, or
-    /// [`DEFAULT_REPLAY_BYTES_PER_SEC`] before one was measured), regardless of the size rules.
+    /// Keep replaying the log since the newest snapshot within `budget` (estimated from the
+    /// replay speed measured when the journal was opened, or [`DEFAULT_REPLAY_BYTES_PER_SEC`]
+    /// before one was measured), regardless of the size rules: a compaction starts once the
+    /// replay would take half the budget, and writers wait for it (see
+    /// [`CompactionPolicy::stall_percent`]) if it is still running when the replay would take
+    /// the whole budget.
     pub fn recovery_budget(mut self, budget: Duration) -> Self {
         self.recovery_budget = Some(budget);
+        self
+    }
+
+    /// Backpressure: while an automatic compaction runs, a write that brings the log since the
+    /// newest snapshot to `percent`% of the size that starts a compaction (the larger of the size
+    /// floor and the ratio of the snapshot) waits for that compaction to finish (default 1000; 0
+    /// never waits for the size rule). Without it, writers faster than compaction grow the log,
+    /// the disk it takes and the recovery time without bound. The default is generous, like
+    /// RocksDB's limits on pending compaction bytes: a burst of writes is not slowed, a
+    /// sustained overload is held to a log ten times the size that starts a compaction. A
+    /// [`recovery budget`](CompactionPolicy::recovery_budget) bounds the replay time itself. Also, with a
+    /// [`recovery budget`](CompactionPolicy::recovery_budget), a write waits when the replay
+    /// would take longer than the budget. A wait ends when the compaction finishes (or fails:
+    /// a failed compaction stalls nobody); its count and time are in
+    /// [`IoStats`](super::IoStats). A manual policy never waits.
+    pub fn stall_percent(mut self, percent: u64) -> Self {
+        self.stall_percent = percent;
         self
     }
 
@@ -82,14 +106,34 @@ impl CompactionPolicy {
         self
     }
 
+    /// The log size that starts a compaction over a snapshot of `snapshot` bytes.
+    fn trigger_bytes(&self, snapshot: u64) -> u64 {
+        self.min_tail_bytes
+            .max(snapshot.saturating_mul(self.tail_ratio_percent) / 100)
+    }
+
     /// Whether a log tail of `tail` bytes over a snapshot of `snapshot` bytes calls for a
     /// compaction, replaying at `replay_rate` bytes per second.
     pub(crate) fn due(&self, tail: u64, snapshot: u64, replay_rate: f64) -> bool {
         if !self.auto || tail == 0 {
             return false;
         }
-        let by_size = tail >= self.min_tail_bytes
-            && tail.saturating_mul(100) >= snapshot.saturating_mul(self.tail_ratio_percent);
+        let by_size = tail >= self.trigger_bytes(snapshot);
+        let by_time = self
+            .recovery_budget
+            .is_some_and(|b| tail as f64 / replay_rate.max(1.0) > b.as_secs_f64() / 2.0);
+        by_size || by_time
+    }
+
+    /// Whether a writer that brought the tail to `tail` bytes must wait for the compaction in
+    /// flight (see [`CompactionPolicy::stall_percent`]).
+    pub(crate) fn must_wait(&self, tail: u64, snapshot: u64, replay_rate: f64) -> bool {
+        if !self.auto {
+            return false;
+        }
+        let by_size = self.stall_percent > 0
+            && u128::from(tail) * 100
+                >= u128::from(self.trigger_bytes(snapshot)) * u128::from(self.stall_percent);
         let by_time = self
             .recovery_budget
             .is_some_and(|b| tail as f64 / replay_rate.max(1.0) > b.as_secs_f64());
@@ -246,6 +290,10 @@ impl Drop for Compactor {
 
 /// One compaction: durable through `m`, merge, publish, collect garbage.
 pub(crate) fn compact(ctx: &Context) -> Result<CompactionReport> {
+    #[cfg(feature = "testing")]
+    if let Some(f) = ctx.log.faults() {
+        f.on_compaction();
+    }
     let through = ctx.log.sync()?.get();
     let base = {
         let mut cat = lock(&ctx.catalog);

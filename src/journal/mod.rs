@@ -258,6 +258,11 @@ pub struct IoStats {
     pub compactions: u64,
     /// Checkpoints taken.
     pub checkpoints: u64,
+    /// Writes that waited for a compaction that fell behind (see
+    /// [`CompactionPolicy::stall_percent`]).
+    pub write_stalls: u64,
+    /// The time they waited, in all.
+    pub write_stall_time: std::time::Duration,
 }
 
 impl IoStats {
@@ -464,6 +469,22 @@ impl<C: Codec> Journal<C> {
     fn check_policy(&mut self) {
         self.next_check = self.tail_bytes + POLICY_CHECK_BYTES;
         self.poll_compactor();
+        if self.compactor.in_flight
+            && self
+                .policy
+                .must_wait(self.tail_bytes, self.snapshot_bytes, self.replay_rate)
+        {
+            // Backpressure: the compaction fell behind the writers.
+            let started = std::time::Instant::now();
+            if let Some(result) = self.compactor.wait() {
+                if let Ok(report) = &result {
+                    self.compacted(report, self.tail_at_request);
+                }
+                self.last_compaction = Some(result);
+            }
+            self.io.write_stalls += 1;
+            self.io.write_stall_time += started.elapsed();
+        }
         if !self.compactor.in_flight
             && self
                 .policy

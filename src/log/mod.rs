@@ -307,6 +307,12 @@ impl Log {
             .collect()
     }
 
+    /// The fault injector of the options it was opened with (tests only).
+    #[cfg(feature = "testing")]
+    pub(crate) fn faults(&self) -> Option<&std::sync::Arc<crate::testing::FaultInjector>> {
+        self.shared.opts.faults.as_ref()
+    }
+
     /// Reads the records with LSN ≥ `from`, in order, as zero-copy views of the mapping. The reader
     /// follows the log: after it has returned `None`, later calls return records appended since.
     pub fn read_from(&self, from: Lsn) -> LogReader {
