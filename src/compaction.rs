@@ -16,10 +16,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use hashbrown::HashTable;
-
 use crate::codec::record::{decode_record, Op, RecordError};
 use crate::error::{Error, Result};
+use crate::hint::prefetch;
 use crate::keygroup::{KeyGroup, KeyGroupRange};
 use crate::log::{Log, Lsn};
 use crate::snapshot::{Entry, SnapshotFile, SnapshotReader, SnapshotWriter, StateInfo};
@@ -117,6 +116,122 @@ fn key_head(k: &[u8]) -> u64 {
     u64::from_be_bytes(b)
 }
 
+/// How many records ahead the compaction loop starts loading a key's index slot, then its
+/// entry, then its key and value bytes (each stage needs the previous one in the cache).
+const PREFETCH_SLOT: usize = 8;
+const PREFETCH_ENTRY: usize = 4;
+const PREFETCH_BYTES: usize = 2;
+
+/// The hash of a delta key: the state is in it too, so that one composite key used in several
+/// states does not make one long probe chain.
+#[inline]
+fn delta_hash(state_id: u32, key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(key, u64::from(state_id))
+}
+
+/// The state and key an op addresses (what [`Delta::entry`] is called with), if any.
+fn op_key<'a>(op: &Op<'a>) -> Option<(u32, &'a [u8])> {
+    match *op {
+        Op::Put { state_id, key, .. }
+        | Op::Delete { state_id, key, .. }
+        | Op::Append { state_id, key, .. }
+        | Op::MapPut { state_id, key, .. }
+        | Op::MapRemove { state_id, key, .. } => Some((state_id, key)),
+        Op::Init { .. } | Op::Register { .. } | Op::ClearState { .. } => None,
+    }
+}
+
+/// Open-addressing index of the delta's keys: linear probing, at most half full. A slot holds
+/// `tag << 32 | (entry + 1)`, `tag` being the low half of the key's hash, or 0 when free.
+/// Written for the job rather than taken from a map crate so that the compaction loop can
+/// compute a key's slot ahead of time and prefetch it, then its entry (see
+/// [`Delta::prefetch_slot`]): building the delta is a chain of cache misses otherwise.
+#[derive(Debug, Default)]
+struct DeltaIndex {
+    slots: Vec<u64>,
+    /// `64 - log2(slots.len())`: turns a hash into a home slot (its top bits).
+    shift: u32,
+    len: usize,
+}
+
+impl DeltaIndex {
+    const MIN: usize = 1024;
+
+    #[inline]
+    fn home(&self, hash: u64) -> usize {
+        (hash >> self.shift) as usize
+    }
+
+    #[inline]
+    fn tag(hash: u64) -> u64 {
+        hash & 0xFFFF_FFFF
+    }
+
+    /// The entry whose key has `hash` and for which `is` holds.
+    #[inline]
+    fn find(&self, hash: u64, mut is: impl FnMut(usize) -> bool) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(hash);
+        loop {
+            let s = self.slots[i];
+            if s == 0 {
+                return None;
+            }
+            if s >> 32 == Self::tag(hash) && is((s & 0xFFFF_FFFF) as usize - 1) {
+                return Some((s & 0xFFFF_FFFF) as usize - 1);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Adds entry `e` (not yet present) under `hash`; `hash_of` gives the hash of any entry
+    /// (for growth).
+    fn insert(&mut self, hash: u64, e: u32, hash_of: impl Fn(u32) -> u64) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            let old = std::mem::take(&mut self.slots);
+            let n = (old.len() * 2).max(Self::MIN);
+            self.slots = vec![0; n];
+            self.shift = 64 - n.trailing_zeros();
+            self.len = 0;
+            for s in old {
+                if s != 0 {
+                    let j = ((s & 0xFFFF_FFFF) - 1) as u32;
+                    self.put(hash_of(j), j);
+                }
+            }
+        }
+        self.put(hash, e);
+    }
+
+    fn put(&mut self, hash: u64, e: u32) {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(hash);
+        while self.slots[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = (Self::tag(hash) << 32) | (u64::from(e) + 1);
+        self.len += 1;
+    }
+
+    /// Rebuilds the index with the entries for which `keep` holds.
+    fn retain(&mut self, mut keep: impl FnMut(u32) -> bool, hash_of: impl Fn(u32) -> u64) {
+        let old = std::mem::take(&mut self.slots);
+        let kept: Vec<u32> = old
+            .into_iter()
+            .filter(|&s| s != 0)
+            .map(|s| ((s & 0xFFFF_FFFF) - 1) as u32)
+            .filter(|&j| keep(j))
+            .collect();
+        *self = DeltaIndex::default();
+        for j in kept {
+            self.insert(hash_of(j), j, &hash_of);
+        }
+    }
+}
+
 /// The changes of a log tail, per (state, composite key).
 #[derive(Debug)]
 pub(crate) struct Delta {
@@ -129,7 +244,7 @@ pub(crate) struct Delta {
     entries: Vec<DeltaKey>,
     /// Indices into `entries` of the live keys, hashed by [`DeltaKey::hash`]: one probe per op,
     /// and no allocation per key (the key bytes go to `key_bytes`).
-    index: HashTable<u32>,
+    index: DeltaIndex,
     /// Every key's bytes, back to back.
     key_bytes: Vec<u8>,
     /// The values of `Change::Set`s (no allocation per key). A value that outgrows its place
@@ -160,7 +275,7 @@ impl Delta {
             states: base_states,
             cleared: vec![false; n],
             entries: Vec::new(),
-            index: HashTable::new(),
+            index: DeltaIndex::default(),
             key_bytes: Vec::new(),
             value_bytes: Vec::new(),
             value_garbage: 0,
@@ -170,7 +285,7 @@ impl Delta {
 
     /// Distinct keys the delta holds.
     pub fn keys(&self) -> usize {
-        self.index.len()
+        self.index.len
     }
 
     /// Bytes of keys and values the delta holds.
@@ -195,18 +310,24 @@ impl Delta {
             .ok_or(bad("op on an unregistered state"))
     }
 
-    /// The change of a key, created as "unchanged" (an empty append) on first touch.
-    fn entry(&mut self, state_id: u32, kg: u16, key: &[u8]) -> Result<usize, RecordError> {
-        // The state is in the hash too: one composite key used in several states must not make
-        // one long probe chain.
-        let hash = xxhash_rust::xxh3::xxh3_64_with_seed(key, u64::from(state_id));
+    /// The change of a key, created as "unchanged" (an empty append) on first touch. `hint` is
+    /// [`delta_hash`] of the key when the caller computed it already.
+    fn entry(
+        &mut self,
+        state_id: u32,
+        kg: u16,
+        key: &[u8],
+        hint: Option<u64>,
+    ) -> Result<usize, RecordError> {
+        let hash = hint.unwrap_or_else(|| delta_hash(state_id, key));
+        debug_assert_eq!(hash, delta_hash(state_id, key));
         let (entries, arena) = (&self.entries, &self.key_bytes);
-        let found = self.index.find(hash, |&i| {
-            let e = &entries[i as usize];
+        let found = self.index.find(hash, |i| {
+            let e = &entries[i];
             e.hash == hash && e.state_id == state_id && e.key(arena) == key
         });
         let i = match found {
-            Some(&i) => i as usize,
+            Some(i) => i,
             None => {
                 let i = self.entries.len();
                 let id = u32::try_from(i).map_err(|_| bad("more than 2^32 distinct keys"))?;
@@ -223,8 +344,7 @@ impl Delta {
                     change: Change::Append { pieces: Vec::new() },
                 });
                 let entries = &self.entries;
-                self.index
-                    .insert_unique(hash, id, |&j| entries[j as usize].hash);
+                self.index.insert(hash, id, |j| entries[j as usize].hash);
                 self.bytes += key.len();
                 i
             }
@@ -293,13 +413,70 @@ impl Delta {
 
     /// Applies one record (every op of it).
     pub fn apply(&mut self, payload: &[u8]) -> Result<(), RecordError> {
+        self.apply_hinted(payload, None)
+    }
+
+    /// [`Delta::apply`] with [`delta_hash`] of the first op's key when the caller computed it
+    /// ([`Delta::hint`]).
+    pub fn apply_hinted(&mut self, payload: &[u8], hint: Option<u64>) -> Result<(), RecordError> {
+        let mut hint = hint;
         for op in decode_record(payload)? {
-            self.apply_op(op?)?;
+            // The hint is the first op's only, whether or not that op uses it.
+            self.apply_op(op?, hint.take())?;
         }
         Ok(())
     }
 
-    fn apply_op(&mut self, op: Op<'_>) -> Result<(), RecordError> {
+    /// [`delta_hash`] of the key the first op of `payload` addresses (`None` if it addresses
+    /// none, or does not decode: applying it reports that).
+    pub fn hint(payload: &[u8]) -> Option<u64> {
+        let op = decode_record(payload).ok()?.next()?.ok()?;
+        op_key(&op).map(|(state_id, key)| delta_hash(state_id, key))
+    }
+
+    /// Starts loading the home slot of `hash` (a hint).
+    #[inline]
+    pub fn prefetch_slot(&self, hash: u64) {
+        if let Some(s) = self.index.slots.get(self.index.home(hash)) {
+            prefetch(s);
+        }
+    }
+
+    /// Starts loading the entry whose slot is the first match of `hash` in its probe run (which
+    /// [`Delta::prefetch_slot`] should have loaded), and that entry's value, if the entry is in
+    /// the cache already (a second call, later, finds it there). Looks at a few slots; a hint.
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64, value_too: bool) {
+        let idx = &self.index;
+        if idx.slots.is_empty() {
+            return;
+        }
+        let mask = idx.slots.len() - 1;
+        let mut i = idx.home(hash);
+        for _ in 0..4 {
+            let s = idx.slots[i];
+            if s == 0 {
+                return;
+            }
+            if s >> 32 == DeltaIndex::tag(hash) {
+                let Some(e) = self.entries.get((s & 0xFFFF_FFFF) as usize - 1) else {
+                    return;
+                };
+                if value_too {
+                    if let Change::Set(Some(v)) = &e.change {
+                        prefetch(self.value_bytes.as_ptr().wrapping_add(v.off));
+                    }
+                    prefetch(self.key_bytes.as_ptr().wrapping_add(e.key_off));
+                } else {
+                    prefetch(e);
+                }
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn apply_op(&mut self, op: Op<'_>, hint: Option<u64>) -> Result<(), RecordError> {
         match op {
             Op::Init { max_key_groups } => match self.max_key_groups {
                 Some(m) if m != max_key_groups => Err(bad("a second Init record disagrees")),
@@ -350,19 +527,25 @@ impl Delta {
                 let mut freed = 0;
                 let mut garbage = 0;
                 let entries = &mut self.entries;
-                self.index.retain(|&mut i| {
-                    let e = &mut entries[i as usize];
-                    let keep = e.state_id != state_id;
-                    if !keep {
-                        freed += e.key_len + change_bytes(&e.change);
-                        if let Change::Set(Some(v)) = e.change {
-                            garbage += v.cap;
+                let mut index = std::mem::take(&mut self.index);
+                let hashes: Vec<u64> = entries.iter().map(|e| e.hash).collect();
+                index.retain(
+                    |i| {
+                        let e = &mut entries[i as usize];
+                        let keep = e.state_id != state_id;
+                        if !keep {
+                            freed += e.key_len + change_bytes(&e.change);
+                            if let Change::Set(Some(v)) = e.change {
+                                garbage += v.cap;
+                            }
+                            e.live = false;
+                            e.change = Change::Set(None);
                         }
-                        e.live = false;
-                        e.change = Change::Set(None);
-                    }
-                    keep
-                });
+                        keep
+                    },
+                    |i| hashes[i as usize],
+                );
+                self.index = index;
                 self.value_garbage += garbage;
                 self.bytes -= freed.min(self.bytes);
                 Ok(())
@@ -381,7 +564,7 @@ impl Delta {
                     return Err(bad("Put on a map state"));
                 }
                 self.bytes += value.len();
-                let i = self.entry(state_id, kg, key)?;
+                let i = self.entry(state_id, kg, key, hint)?;
                 let old = change_bytes(&self.entries[i].change);
                 self.store_value(i, value);
                 self.bytes -= old.min(self.bytes);
@@ -392,7 +575,7 @@ impl Delta {
                 if !self.range.contains(KeyGroup(kg)) {
                     return Ok(());
                 }
-                let i = self.entry(state_id, kg, key)?;
+                let i = self.entry(state_id, kg, key, hint)?;
                 let old = change_bytes(&self.entries[i].change);
                 if kind == KIND_MAP {
                     self.entries[i].change = Change::Map {
@@ -421,7 +604,7 @@ impl Delta {
                 }
                 self.bytes += element.len();
                 let ttl = self.ttl_millis(state_id);
-                let i = self.entry(state_id, kg, key)?;
+                let i = self.entry(state_id, kg, key, hint)?;
                 let mut set = None;
                 match &mut self.entries[i].change {
                     Change::Set(v) => {
@@ -475,7 +658,7 @@ impl Delta {
                     return Ok(());
                 }
                 let mut added = map_key.len() + value.len();
-                let i = self.entry(state_id, kg, key)?;
+                let i = self.entry(state_id, kg, key, hint)?;
                 let c = &mut self.entries[i].change;
                 if !matches!(c, Change::Map { .. }) {
                     *c = Change::Map {
@@ -504,7 +687,7 @@ impl Delta {
                 if !self.range.contains(KeyGroup(kg)) {
                     return Ok(());
                 }
-                let i = self.entry(state_id, kg, key)?;
+                let i = self.entry(state_id, kg, key, hint)?;
                 let c = &mut self.entries[i].change;
                 if !matches!(c, Change::Map { .. }) {
                     *c = Change::Map {
@@ -873,8 +1056,23 @@ impl CompactionJob<'_> {
             let through = self.through;
             let log = self.log;
             let cancel = self.cancel;
+            let mut hints: Vec<Option<u64>> = Vec::with_capacity(1024);
             let scanned = log.scan_from(Lsn(next), 1024, |batch| {
-                for rec in batch {
+                // Each op is a few dependent cache misses (the key's slot, its entry, its key
+                // and value bytes): hash the whole batch first, then load those of record
+                // i + 8, i + 4 and i + 2 while record i is applied, as replay does.
+                hints.clear();
+                hints.extend(batch.iter().map(|r| Delta::hint(r.payload)));
+                for (i, rec) in batch.iter().enumerate() {
+                    if let Some(Some(h)) = hints.get(i + PREFETCH_SLOT) {
+                        delta.prefetch_slot(*h);
+                    }
+                    if let Some(Some(h)) = hints.get(i + PREFETCH_ENTRY) {
+                        delta.prefetch_entry(*h, false);
+                    }
+                    if let Some(Some(h)) = hints.get(i + PREFETCH_BYTES) {
+                        delta.prefetch_entry(*h, true);
+                    }
                     let (lsn, payload) = (rec.lsn, rec.payload);
                     if lsn > through {
                         return Ok(ControlFlow::Break(())); // everything through it is merged
@@ -883,7 +1081,7 @@ impl CompactionJob<'_> {
                         return Err(missing_records(log, next, lsn));
                     }
                     delta
-                        .apply(payload)
+                        .apply_hinted(payload, hints.get(i).copied().flatten())
                         .map_err(|e| rec.invalid(e.to_string()))?;
                     records += 1;
                     log_bytes += payload.len() as u64;
@@ -979,6 +1177,38 @@ mod tests {
                 .push((e.kg, e.state_id, e.key.to_vec(), e.value.to_vec()));
             Ok(())
         }
+    }
+
+    /// The delta index finds every entry through growth and a `retain`, with hashes whose top
+    /// bits (the home slot) or low bits (the tag) collide, and never finds one it does not hold.
+    #[test]
+    fn the_delta_index_finds_what_it_holds_through_growth_and_retain() {
+        // Entry j's hash: few distinct homes for the first half, few distinct tags for the rest.
+        let hash_of = |j: u32| -> u64 {
+            let j = u64::from(j);
+            if j % 2 == 0 {
+                ((j % 7) << 60) | (j * 0x9E37_79B9) & 0xFFFF_FFFF
+            } else {
+                (j.wrapping_mul(0x9E37_79B9_7F4A_7C15) & !0xFFFF_FFFF) | (j % 3)
+            }
+        };
+        let mut idx = DeltaIndex::default();
+        let n = 20_000u32;
+        for j in 0..n {
+            assert_eq!(idx.find(hash_of(j), |e| e == j as usize), None);
+            idx.insert(hash_of(j), j, hash_of);
+            assert!(idx.len * 2 <= idx.slots.len());
+        }
+        assert_eq!(idx.len, n as usize);
+        for j in 0..n {
+            assert_eq!(idx.find(hash_of(j), |e| e == j as usize), Some(j as usize));
+        }
+        idx.retain(|j| j % 3 != 0, hash_of);
+        for j in 0..n {
+            let want = (j % 3 != 0).then_some(j as usize);
+            assert_eq!(idx.find(hash_of(j), |e| e == j as usize), want, "entry {j}");
+        }
+        assert_eq!(idx.len, (0..n).filter(|j| j % 3 != 0).count());
     }
 
     fn apply(delta: &mut Delta, op: Op<'_>) {
