@@ -121,6 +121,9 @@ fn key_head(k: &[u8]) -> u64 {
 const PREFETCH_SLOT: usize = 8;
 const PREFETCH_ENTRY: usize = 4;
 const PREFETCH_BYTES: usize = 2;
+/// The same for the merge's walk over the delta in key order: an entry, then its bytes.
+const MERGE_PREFETCH_ENTRY: usize = 8;
+const MERGE_PREFETCH_BYTES: usize = 4;
 
 /// The hash of a delta key: the state is in it too, so that one composite key used in several
 /// states does not make one long probe chain.
@@ -835,10 +838,25 @@ pub(crate) fn merge<S: EntrySink>(
                 .cmp(entries[b.3 as usize].key(&arena))
         })
     });
-    let mut changes = order.into_iter().map(|(kg, sid, _, i)| {
+    // The delta in key order is a random walk over its entries and arenas: load the entry of
+    // change j + 8, and the key and value bytes of change j + 4, while change j is merged.
+    let mut at = 0usize;
+    let mut changes = std::iter::from_fn(|| {
+        let &(kg, sid, _, i) = order.get(at)?;
+        if let Some(&(_, _, _, a)) = order.get(at + MERGE_PREFETCH_ENTRY) {
+            prefetch(&entries[a as usize]);
+        }
+        if let Some(&(_, _, _, b)) = order.get(at + MERGE_PREFETCH_BYTES) {
+            let e = &entries[b as usize];
+            prefetch(arena.as_ptr().wrapping_add(e.key_off));
+            if let Change::Set(Some(v)) = &e.change {
+                prefetch(values.as_ptr().wrapping_add(v.off));
+            }
+        }
+        at += 1;
         let e = &mut entries[i as usize];
         let change = std::mem::replace(&mut e.change, Change::Set(None));
-        (kg, sid, e.key(&arena), change)
+        Some((kg, sid, e.key(&arena), change))
     });
     let mut cursor = base.map(|b| b.cursor(delta.range));
     let mut has = match cursor.as_mut() {
