@@ -414,7 +414,9 @@ impl Delta {
         self.entries[i].change = Change::Set(None);
     }
 
-    /// Applies one record (every op of it).
+    /// Applies one record (every op of it). (The compaction loop hints; merges of remote
+    /// checkpoints and tests do not.)
+    #[cfg(any(feature = "remote", test))]
     pub fn apply(&mut self, payload: &[u8]) -> Result<(), RecordError> {
         self.apply_hinted(payload, None)
     }
