@@ -110,6 +110,15 @@ impl SegmentHeader {
         put_u32(out, HEADER_CRC_OFFSET, crc);
     }
 
+    /// Whether the header's stored CRC matches its bytes by this version's layout (`false` for
+    /// fewer than [`SEGMENT_HEADER_LEN`] bytes). Tells a torn header whose version field is
+    /// garbage from one a newer writer wrote whole.
+    pub(crate) fn crc_matches(buf: &[u8]) -> bool {
+        buf.get(..SEGMENT_HEADER_LEN).is_some_and(|head| {
+            get_u32(head, HEADER_CRC_OFFSET) == Some(crc32fast::hash(&head[..HEADER_CRC_OFFSET]))
+        })
+    }
+
     /// Decodes and validates a header. Never panics.
     pub fn decode(buf: &[u8]) -> Result<Self, HeaderError> {
         let head = buf

@@ -426,8 +426,9 @@ pub(crate) fn unfinished_rolls(
 
 /// Whether the segment file at `path` lacks a header, as a crash leaves a segment whose roll did
 /// not wait for its header to be durable: shorter than a header, or a header that does not
-/// decode (zeros, or the remains of a torn write). A header of a newer format version is not
-/// that: it is refused as unsupported wherever it is.
+/// decode (zeros, or the remains of a torn write, which may keep the magic and show a garbage
+/// version). A whole header of a newer format version (its CRC matches) is not that: it is
+/// refused as unsupported wherever it is.
 pub(crate) fn header_unwritten(path: &Path) -> Result<bool> {
     let file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut head = [0u8; SEGMENT_HEADER_LEN];
@@ -444,7 +445,8 @@ pub(crate) fn header_unwritten(path: &Path) -> Result<bool> {
         return Ok(true);
     }
     Ok(match SegmentHeader::decode(&head) {
-        Ok(_) | Err(HeaderError::UnsupportedVersion { .. }) => false,
+        Ok(_) => false,
+        Err(HeaderError::UnsupportedVersion { .. }) => !SegmentHeader::crc_matches(&head),
         Err(_) => true,
     })
 }
