@@ -2,7 +2,8 @@
 //! supplies (the xxh3 of the encoded key, computed once and also used for the key group).
 //!
 //! ```text
-//!  slots: Vec<Slot>   open addressing, Robin Hood linear probing, max load 7/8
+//!  slots: Slots       segments of open addressing, Robin Hood linear probing, max load 7/8,
+//!                     under a directory by the fingerprint's top bits (see `table_slots.rs`)
 //!  ┌──────────┬────────────┬────────────┐
 //!  │ fp: u32  │ chunk: u32 │ off: u32   │   12 bytes; chunk == u32::MAX marks a free slot
 //!  └──────────┴─────┬──────┴─────┬──────┘   fp = top 32 bits of hash * 0x9E37_79B9_7F4A_7C15
@@ -35,11 +36,11 @@
 //! # Deletion and growth
 //!
 //! Deletion shifts the rest of the probe run back by one slot (backward-shift deletion): there
-//! are no tombstones, so insert/remove cycles never degrade probing. Growth doubles the slot array
-//! and re-places every slot from the fingerprint stored in it, without touching the arena or
-//! hashing a key; since the old array is in home order, the new one is written almost
-//! sequentially. `remove` never shrinks the slot array; `retain` shrinks it when at most 1/8 of it
-//! would be needed, and `clear` frees it.
+//! are no tombstones, so insert/remove cycles never degrade probing. Growth rebuilds one segment
+//! of the slot index: it doubles while smaller than 2^20 slots and then splits in two by the
+//! next fingerprint bit (extendible hashing), re-placing its slots from the fingerprints stored
+//! in them, without touching the arena or hashing a key. `remove` never shrinks the index;
+//! `retain` rebuilds it smaller when at most 1/8 of it would be needed, and `clear` frees it.
 //!
 //! # Compaction
 //!
@@ -58,9 +59,10 @@
 //!
 //! # Pauses
 //!
-//! The longest single operations: an insert of a new key that doubles the slot array re-places
-//! every slot, O(len) with no arena access (about 15–30 ms when 917 K entries move to 2 M slots on
-//! the 2-core VM of `benches/state_table.rs`); an operation that made garbage evacuates at most
+//! The longest single operations: an insert of a new key that rebuilds a segment re-places at
+//! most 917 K slots, with no arena access (about 15–30 ms on the 2-core VM of
+//! `benches/state_table.rs`), however large the table (one array doubling at 7.3 M entries
+//! took 235 ms, and twice that at the next doubling); an operation that made garbage evacuates at most
 //! two chunks, i.e. copies at most 4 MiB and probes one slot per entry moved (about 1 ms there).
 //! `with_capacity` avoids the growth pauses when the final size is known (recovery). `retain`
 //! and `clear` are O(len).
@@ -75,8 +77,8 @@
 //! advised likewise: a lookup's cache misses then rarely add a page walk, and a growing arena
 //! takes one page fault per 2 MiB (see [`ChunkBuf`]).
 //!
-//! Limits: keys shorter than 2 GiB, values shorter than 4 GiB, fewer than 2^32 - 1 chunks and at
-//! most 2^32 slots. Larger inputs panic with a message: they are programming errors of the state
+//! Limits: keys shorter than 2 GiB, values shorter than 4 GiB, fewer than 2^32 - 1 chunks and
+//! fewer than 2^32 slot segments. Larger inputs panic with a message: they are programming errors of the state
 //! layer above, not I/O. The table holds no `unsafe` code and panics on no input within these
 //! limits.
 
@@ -84,7 +86,11 @@ use std::fmt;
 use std::mem;
 use std::ops::Range;
 
-use crate::hint::{advise_huge_pages, prefetch};
+use crate::hint::prefetch;
+
+#[path = "table_slots.rs"]
+mod slots;
+use slots::{Pos, Slots};
 
 /// What the closure of [`Table::update`] decided to do with the entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,10 +129,8 @@ pub struct TableStats {
 ///
 /// The table owns plain vectors, so it is `Send` and `Sync`; every mutation takes `&mut self`.
 pub struct Table {
-    /// Open-addressing slots; the length is zero or a power of two at least [`MIN_SLOTS`].
-    slots: Vec<Slot>,
-    /// `32 - log2(slots.len())`: the shift that turns a fingerprint into a home index.
-    shift: u32,
+    /// The slot index: Robin Hood segments under a directory (see [`slots`]).
+    slots: Slots,
     /// Number of entries.
     len: usize,
     /// The arena. A freed chunk stays in place with no allocation and its index on `free_chunks`.
@@ -592,8 +596,7 @@ impl Table {
     /// An empty table. Allocates nothing until the first insertion.
     pub fn new() -> Table {
         Table {
-            slots: Vec::new(),
-            shift: 32,
+            slots: Slots::default(),
             len: 0,
             chunks: Vec::new(),
             free_chunks: Vec::new(),
@@ -615,11 +618,7 @@ impl Table {
     /// allocated as they fill).
     pub fn with_capacity(entries: usize, data_bytes: usize) -> Table {
         let mut table = Table::new();
-        let slots = slots_for(entries);
-        if slots > 0 {
-            table.resize_slots(slots);
-            table.stats = TableStats::default();
-        }
+        table.slots = Slots::for_entries(entries);
         table.arena_hint = data_bytes.saturating_add(entries.saturating_mul(HEADER + TRAILER));
         table
     }
@@ -810,10 +809,7 @@ impl Table {
             }
         }
         self.compact_all();
-        let wanted = slots_for(self.len);
-        if self.slots.len() > MIN_SLOTS && wanted <= self.slots.len() / 8 {
-            self.resize_slots(wanted);
-        }
+        self.slots.shrink(self.len);
     }
 
     /// Removes every entry and frees the slot array and the arena (the table is as if new;
@@ -826,7 +822,7 @@ impl Table {
     /// buffer (capacities, not lengths).
     pub fn heap_bytes(&self) -> usize {
         let chunks: usize = self.chunks.iter().map(|c| c.data.capacity()).sum();
-        self.slots.capacity() * mem::size_of::<Slot>()
+        self.slots.heap_bytes()
             + self.chunks.capacity() * mem::size_of::<Chunk>()
             + chunks
             + self.free_chunks.capacity() * mem::size_of::<u32>()
@@ -840,32 +836,29 @@ impl Table {
 
     /// Counters of the table's internal work (rehashes, relocations, compaction).
     pub fn stats(&self) -> TableStats {
-        self.stats
+        TableStats {
+            rehashes: self.slots.rebuilds(),
+            ..self.stats
+        }
     }
 
     // ---------------------------------------------------------------------------------------
     // Probing
     // ---------------------------------------------------------------------------------------
 
-    /// The home slot of fingerprint `fp` (the slot array must not be empty).
-    #[inline]
-    fn home(&self, fp: u32) -> usize {
-        (u64::from(fp) >> self.shift) as usize
-    }
-
-    /// How far slot `i`, holding fingerprint `fp`, is from its home.
-    #[inline]
-    fn dist(&self, i: usize, fp: u32) -> usize {
-        i.wrapping_sub(self.home(fp)) & (self.slots.len() - 1)
-    }
-
     /// Starts loading the home slot of `hash` into the cache (a hint; see [`crate::hint`]).
     /// Issued as soon as a key's hash is known, it overlaps the slot's cache miss with the work
     /// done before the lookup (encoding the value).
     #[inline]
     pub fn prefetch_slot(&self, hash: u64) {
-        if let Some(s) = self.slots.get(self.home(fingerprint(hash))) {
-            prefetch(s);
+        let fp = fingerprint(hash);
+        if let Some(p) = self
+            .slots
+            .seg_for(fp)
+            .and_then(|(_, seg)| seg.slot_ptr(seg.home(fp)))
+        {
+            // The slot's address, not a copy of it: a copy would be a load that waits.
+            prefetch(p);
         }
     }
 
@@ -875,14 +868,14 @@ impl Table {
     /// Looks at most four slots; a hint only, it changes nothing.
     #[inline]
     pub fn prefetch_entry(&self, hash: u64) {
-        if self.slots.is_empty() {
-            return;
-        }
         let fp = fingerprint(hash);
-        let mask = self.slots.len() - 1;
-        let mut i = self.home(fp);
+        let Some((_, seg)) = self.slots.seg_for(fp) else {
+            return;
+        };
+        let mask = seg.mask();
+        let mut i = seg.home(fp);
         for _ in 0..4 {
-            let s = self.slots[i];
+            let s = seg.slot(i);
             if s.is_empty() {
                 return;
             }
@@ -902,25 +895,34 @@ impl Table {
     /// Probes for `key`, whose fingerprint is `fp`.
     #[inline]
     fn find(&self, fp: u32, key: &[u8]) -> Probe {
-        if self.slots.is_empty() {
+        let Some((si, seg)) = self.slots.seg_for(fp) else {
             return Probe::Vacant { pos: 0, dist: 0 };
-        }
-        let mask = self.slots.len() - 1;
-        let mut i = self.home(fp);
+        };
+        let mask = seg.mask();
+        let mut i = seg.home(fp);
         let mut dist = 0;
         loop {
-            let s = self.slots[i];
+            let s = seg.slot(i);
             if s.is_empty() {
-                return Probe::Vacant { pos: i, dist };
+                return Probe::Vacant {
+                    pos: Slots::pos(si, i),
+                    dist,
+                };
             }
             if s.fp == fp {
                 if let Some(entry) = self.entry_with_key(s.loc(), key) {
-                    return Probe::Found { slot: i, entry };
+                    return Probe::Found {
+                        slot: Slots::pos(si, i),
+                        entry,
+                    };
                 }
                 // Same fingerprint, other key: same home, so the Robin Hood bound cannot stop
                 // here.
-            } else if self.dist(i, s.fp) < dist {
-                return Probe::Vacant { pos: i, dist };
+            } else if seg.dist(i, s.fp) < dist {
+                return Probe::Vacant {
+                    pos: Slots::pos(si, i),
+                    dist,
+                };
             }
             i = (i + 1) & mask;
             dist += 1;
@@ -945,94 +947,15 @@ impl Table {
         })
     }
 
-    /// The slot whose entry is at `loc` (the entry must be live, with fingerprint `fp`).
-    fn slot_of(&self, fp: u32, loc: u64) -> usize {
-        let mask = self.slots.len() - 1;
-        let mut i = self.home(fp);
-        loop {
-            let s = self.slots[i];
-            if s.loc() == loc && !s.is_empty() {
-                return i;
-            }
-            assert!(!s.is_empty(), "state table: live entry without a slot");
-            i = (i + 1) & mask;
-        }
+    /// The position of the slot holding the live entry at `loc`, whose fingerprint is `fp`.
+    fn slot_of(&self, fp: u32, loc: u64) -> Pos {
+        self.slots.find_loc(fp, loc)
     }
 
-    /// Robin Hood insertion of `slot`, starting at `pos`, `dist` slots from its home.
-    fn place_at(&mut self, mut pos: usize, mut dist: usize, mut slot: Slot) {
-        let mask = self.slots.len() - 1;
-        loop {
-            let s = self.slots[pos];
-            if s.is_empty() {
-                self.slots[pos] = slot;
-                return;
-            }
-            let d = self.dist(pos, s.fp);
-            if d < dist {
-                self.slots[pos] = slot;
-                slot = s;
-                dist = d;
-            }
-            pos = (pos + 1) & mask;
-            dist += 1;
-        }
-    }
-
-    /// Where a Robin Hood insertion of a key known to be absent starts.
-    fn vacant_pos(&self, fp: u32) -> (usize, usize) {
-        let mask = self.slots.len() - 1;
-        let mut i = self.home(fp);
-        let mut dist = 0;
-        loop {
-            let s = self.slots[i];
-            if s.is_empty() || self.dist(i, s.fp) < dist {
-                return (i, dist);
-            }
-            i = (i + 1) & mask;
-            dist += 1;
-        }
-    }
-
-    /// Rebuilds the slot array with `slots` slots (a power of two, or zero for an empty table).
-    fn resize_slots(&mut self, slots: usize) {
-        debug_assert!(slots == 0 || slots.is_power_of_two());
-        debug_assert!(slots_for(self.len) <= slots);
-        // The home index is the fingerprint's top bits: at most 32 of them.
-        assert!(slots as u64 <= 1 << 32, "state table: more than 2^32 slots");
-        let mut fresh = Vec::with_capacity(slots);
-        advise_huge_pages(fresh.spare_capacity_mut());
-        fresh.resize(slots, EMPTY_SLOT);
-        let old = mem::replace(&mut self.slots, fresh);
-        self.shift = if slots == 0 {
-            32
-        } else {
-            32 - slots.trailing_zeros()
-        };
-        self.stats.rehashes += 1;
-        for s in old {
-            if !s.is_empty() {
-                let home = self.home(s.fp);
-                self.place_at(home, 0, s);
-            }
-        }
-    }
-
-    /// Empties slot `i` by backward-shift deletion and kills its entry.
+    /// Empties the slot at `p` by backward-shift deletion and kills its entry.
     #[inline(never)]
-    fn remove_at(&mut self, mut i: usize) {
-        let loc = self.slots[i].loc();
-        let mask = self.slots.len() - 1;
-        loop {
-            let j = (i + 1) & mask;
-            let s = self.slots[j];
-            if s.is_empty() || self.dist(j, s.fp) == 0 {
-                break;
-            }
-            self.slots[i] = s;
-            i = j;
-        }
-        self.slots[i] = EMPTY_SLOT;
+    fn remove_at(&mut self, p: Pos) {
+        let loc = self.slots.remove(p).loc();
         self.len -= 1;
         self.kill(loc);
     }
@@ -1044,14 +967,19 @@ impl Table {
     /// Inserts a key known to be absent, whose insertion would start at `pos`/`dist`.
     #[inline(never)]
     fn insert_new(&mut self, fp: u32, key: &[u8], value: &[u8], pos: usize, dist: usize) {
-        let (pos, dist) = if (self.len + 1) * 8 > self.slots.len() * 7 {
-            self.resize_slots((self.slots.len() * 2).max(MIN_SLOTS));
-            self.vacant_pos(fp)
+        let full = if self.slots.is_empty() {
+            true
+        } else {
+            self.slots.full_at(pos)
+        };
+        let (pos, dist) = if full {
+            self.slots.make_room(fp);
+            self.slots.vacant(fp)
         } else {
             (pos, dist)
         };
         let loc = self.write_entry(fp, key, value, value.len());
-        self.place_at(pos, dist, Slot::new(fp, loc));
+        self.slots.place_at(pos, dist, Slot::new(fp, loc));
         self.len += 1;
     }
 
@@ -1377,33 +1305,15 @@ impl Table {
     /// Checks every structural invariant; panics with a description on the first violation.
     fn check_invariants(&self) {
         use std::collections::HashSet;
-        assert!(self.slots.is_empty() || self.slots.len().is_power_of_two());
-        assert!(self.slots.is_empty() || self.slots.len() >= MIN_SLOTS);
-        assert!(self.len * 8 <= self.slots.len() * 7, "load above 7/8");
         let mut locs = HashSet::new();
-        let mut occupied = 0;
-        for (i, s) in self.slots.iter().enumerate() {
-            if s.is_empty() {
-                continue;
-            }
-            occupied += 1;
+        let occupied = self.slots.check(|s| {
             assert!(locs.insert(s.loc()), "two slots share an entry");
-            let d = self.dist(i, s.fp);
-            if d > 0 {
-                let prev = self.slots[(i + self.slots.len() - 1) & (self.slots.len() - 1)];
-                assert!(!prev.is_empty(), "gap before a displaced slot");
-                assert!(
-                    self.dist((i + self.slots.len() - 1) & (self.slots.len() - 1), prev.fp) + 1
-                        >= d,
-                    "Robin Hood order violated"
-                );
-            }
             let (c, off) = (loc_chunk(s.loc()), loc_off(s.loc()));
             let h = header_at(&self.chunks[c].data, off);
             assert!(!h.dead, "slot points at a dead entry");
             let fp = h.fp(&self.chunks[c].data, off);
             assert_eq!(fp, s.fp, "slot fingerprint differs from the entry's");
-        }
+        });
         assert_eq!(occupied, self.len);
         let (mut live_total, mut payload, mut arena, mut entries) = (0, 0, 0, 0);
         for (c, chunk) in self.chunks.iter().enumerate() {
@@ -1439,11 +1349,7 @@ impl Table {
 
     /// The longest distance of any slot from its home.
     fn max_probe(&self) -> usize {
-        (0..self.slots.len())
-            .filter(|&i| !self.slots[i].is_empty())
-            .map(|i| self.dist(i, self.slots[i].fp))
-            .max()
-            .unwrap_or(0)
+        self.slots.max_probe()
     }
 }
 

@@ -7,6 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
+use super::slots::SEG_MAX;
 use super::{Table, Update, CHUNK, LARGE, MIN_SLOTS};
 
 /// A fixed 64-bit mixer (splitmix64 finalizer).
@@ -392,7 +393,7 @@ fn growth_boundaries() {
         assert!(t.insert(hash, &key, &i.to_le_bytes()));
         if t.slots.len() != slots {
             slots = t.slots.len();
-            assert!(slots.is_power_of_two() && slots >= MIN_SLOTS);
+            assert!(slots.is_multiple_of(MIN_SLOTS));
             t.check_invariants();
             for j in 0..=i {
                 let (key, hash) = key16(j);
@@ -401,9 +402,16 @@ fn growth_boundaries() {
         }
         assert_eq!(t.len() as u64, i + 1);
     }
-    // 20 000 entries at most 7/8 full: 32 768 slots, reached by doubling from 16.
-    assert_eq!(t.slots.len(), 32_768);
-    assert_eq!(t.stats().rehashes, 12);
+    // 20 000 entries at most 7/8 full: at least 22 858 slots. One segment doubles from 16 to
+    // SEG_MAX (5 rebuilds, the first creating it), then segments split one at a time as they
+    // fill (one rebuild of SEG_MAX slots each), never the whole index at once.
+    let slots = t.slots.len();
+    assert!((22_858..=2 * 32_768).contains(&slots), "{slots} slots");
+    assert_eq!(
+        t.stats().rehashes as usize,
+        5 + (slots - SEG_MAX) / SEG_MAX,
+        "{slots} slots"
+    );
     t.check_invariants();
 }
 
@@ -534,7 +542,7 @@ fn insert_remove_cycles_do_not_degrade() {
         let (key, hash) = key16(i);
         t.insert(hash, &key, b"resident");
     }
-    let slots = t.slots.len();
+    let initial = t.slots.len();
     let mut worst = 0;
     for round in 1..200u64 {
         let base = round * 1_000_000;
@@ -549,7 +557,15 @@ fn insert_remove_cycles_do_not_degrade() {
         worst = worst.max(t.max_probe());
     }
     assert_eq!(t.len(), 1000);
-    assert_eq!(t.slots.len(), slots, "no growth from churn");
+    // Peaks of 1700 entries split segments that the average load would not (segments fill
+    // unevenly; with the unit tests' small segments, markedly), until every segment has room
+    // for its share of the peak: the index at most doubles, whatever the number of rounds (a
+    // single array would not have grown: its 2048 slots hold the peak at 83% load).
+    assert!(
+        t.slots.len() <= 2 * initial,
+        "{} slots from {initial}",
+        t.slots.len()
+    );
     assert_eq!(t.slots.iter().filter(|s| !s.is_empty()).count(), 1000);
     assert!(worst < 16, "probe distance {worst} after churn");
     t.check_invariants();
