@@ -153,7 +153,10 @@ fn a_whole_header_of_a_newer_version_is_refused_even_past_the_meta_file() {
     std::fs::write(&segs[2], &bytes).unwrap();
     let err = Log::open(image.path(), opts()).unwrap_err();
     assert!(
-        matches!(err, statejournal::Error::UnsupportedVersion { found: 2, .. }),
+        matches!(
+            err,
+            statejournal::Error::UnsupportedVersion { found: 2, .. }
+        ),
         "{err}"
     );
     assert_eq!(err.path(), Some(segs[2].as_path()), "{err}");
