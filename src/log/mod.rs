@@ -654,10 +654,10 @@ impl Shared {
         write_meta(&self.dir, &new_meta)?;
         *meta = new_meta;
         lock(&self.segments).retain(|s| s.id() >= new_meta.first_segment);
-        // The meta lock also serializes rolls: the unlinks (which free whole extents, and take
-        // milliseconds each for full segments) and the directory sync happen after it, so an
-        // appender that rolls meanwhile does not wait for them. The doomed files are out of the
-        // meta file and the segment list already: nothing else deletes or reads them by name.
+        // The unlinks (which free whole extents, and take milliseconds each for full segments)
+        // and the directory sync happen after the meta lock is released, so a meta file update
+        // (a sync roll, a settled creation) does not wait for them. The doomed files are out of
+        // the meta file and the segment list already: nothing else deletes or reads them by name.
         drop(meta);
         for seg in &doomed {
             // Readers holding the segment keep the mapping; the file name goes now.
