@@ -1,7 +1,8 @@
 //! One segment file: preallocated, memory-mapped, appended to by many threads at once.
 //!
 //! All `unsafe` code of the crate lives in this module: the mapping, the raw writes into it, the
-//! atomic publication of frames, zero-copy views of published bytes, and the `fallocate` call.
+//! atomic publication of frames, zero-copy views of published bytes, and the `fallocate` call;
+//! and, at the end, [`ImmutableFileMap`], the read-only mapping a snapshot load reads in place.
 //!
 //! # Invariants (what makes the raw memory access sound)
 //!
@@ -865,5 +866,52 @@ impl AsRef<[u8]> for MappedSlice {
     fn as_ref(&self) -> &[u8] {
         // `slice` checked the range was published; `published` never decreases while shared.
         self.seg.bytes(self.start, self.end).unwrap_or(&[])
+    }
+}
+
+/// A read-only, private mapping of a whole file that this crate wrote once and never changes
+/// again (a snapshot): the bulk load reads it in place instead of copying it through a buffer.
+///
+/// Sound only for such files, which is the caller's contract: the bytes are shared `&[u8]`, so
+/// nothing may write them while mapped. A snapshot is written under a temporary name, fsynced
+/// and renamed into a directory this process holds the lock of; nothing writes it afterwards.
+/// Another process truncating it anyway would make a later read of a cut page a SIGBUS, as it
+/// would for any mapped file (the same contract as the log's segments).
+#[derive(Debug)]
+pub(crate) struct ImmutableFileMap {
+    /// `None` for an empty file (which cannot be mapped).
+    map: Option<memmap2::Mmap>,
+}
+
+impl ImmutableFileMap {
+    /// Maps all of `file` (named `path` in errors), advising sequential reading.
+    pub fn open(file: &File, path: &Path) -> Result<ImmutableFileMap> {
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        if len == 0 {
+            return Ok(ImmutableFileMap { map: None });
+        }
+        let len = usize::try_from(len).map_err(|_| {
+            Error::io(
+                "mmap",
+                path,
+                io::Error::new(io::ErrorKind::FileTooLarge, "larger than the address space"),
+            )
+        })?;
+        // SAFETY: a private read-only mapping of `len` bytes, the file's length. Rust sees the
+        // bytes as an immutable `&[u8]`, which is sound because the file is immutable by this
+        // type's contract (see the type's documentation): nothing writes it while it is mapped.
+        let map = unsafe { MmapOptions::new().len(len).map(file) }
+            .map_err(|e| Error::io("mmap", path, e))?;
+        // A hint (readahead of a cold file); the mapping works without it.
+        let _ = map.advise(Advice::Sequential);
+        Ok(ImmutableFileMap { map: Some(map) })
+    }
+
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
     }
 }

@@ -19,6 +19,7 @@ use super::codec::{
 use super::{Entry, KeyGroupIndexEntry, SnapshotMeta, StateInfo};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::format::parse_snapshot_file_name;
+use crate::segment::ImmutableFileMap;
 use crate::KeyGroupRange;
 
 /// Bytes read at a time (more when a block is larger). Large enough that the system call and the
@@ -194,19 +195,64 @@ impl SnapshotReader {
     /// `f` iterates the block's entries (borrowed from the read buffer); whatever it leaves
     /// unread is decoded and checked after it returns, so every block is verified completely.
     /// Stops at the first error, `f`'s or the file's.
-    pub fn for_each_block<F>(&self, range: KeyGroupRange, mut f: F) -> Result<()>
+    pub fn for_each_block<F>(&self, range: KeyGroupRange, f: F) -> Result<()>
     where
         F: FnMut(u16, &mut BlockEntries<'_>) -> Result<()>,
     {
         let run = self.run(range);
-        let mut walker = BlockWalker::new(self, run);
+        self.walk_blocks(BlockWalker::new(self, run), run, f)
+    }
+
+    /// Maps the whole file, for [`SnapshotReader::for_each_mapped_block`].
+    pub fn map(&self) -> Result<ImmutableFileMap> {
+        let map = ImmutableFileMap::open(&self.file, &self.path)?;
+        if map.bytes().len() as u64 != self.len {
+            return Err(corrupt(
+                &self.path,
+                0,
+                format!(
+                    "the file is {} bytes long now, {} when it was opened (changed while in use)",
+                    map.bytes().len(),
+                    self.len
+                ),
+            ));
+        }
+        Ok(map)
+    }
+
+    /// [`SnapshotReader::for_each_block`] reading the blocks in place from `map` (this file's
+    /// mapping, [`SnapshotReader::map`]), copying nothing: a block's payload is
+    /// `map.bytes()[entries.payload_offset()..][..entries.payload().len()]`, valid as long as
+    /// the mapping is.
+    pub fn for_each_mapped_block<F>(
+        &self,
+        map: &ImmutableFileMap,
+        range: KeyGroupRange,
+        f: F,
+    ) -> Result<()>
+    where
+        F: FnMut(u16, &mut BlockEntries<'_>) -> Result<()>,
+    {
+        let run = self.run(range);
+        self.walk_blocks(BlockWalker::mapped(self, run, map.bytes()), run, f)
+    }
+
+    fn walk_blocks<F>(
+        &self,
+        mut walker: BlockWalker<'_>,
+        run: &[KeyGroupIndexEntry],
+        mut f: F,
+    ) -> Result<()>
+    where
+        F: FnMut(u16, &mut BlockEntries<'_>) -> Result<()>,
+    {
         let mut ctx = DecodeCtx::new(&self.meta.states);
         while let Some(b) = walker.next_block()? {
             if b.first_in_group {
                 ctx.start_key_group();
             }
             let mut entries = BlockEntries {
-                payload: walker.buf.get(b.start..b.end).unwrap_or(&[]),
+                payload: walker.bytes().get(b.start..b.end).unwrap_or(&[]),
                 kg: b.kg,
                 offset: b.offset,
                 entry_count: b.entry_count,
@@ -286,6 +332,8 @@ struct BlockWalker<'r> {
     /// End of the run's region: nothing at or past it is read.
     end: u64,
     bytes_read: u64,
+    /// The whole file, mapped: blocks are read in place and `buf` is unused.
+    mapped: Option<&'r [u8]>,
 }
 
 impl<'r> BlockWalker<'r> {
@@ -308,6 +356,24 @@ impl<'r> BlockWalker<'r> {
             buf_len: 0,
             end,
             bytes_read: 0,
+            mapped: None,
+        }
+    }
+
+    /// The walker over a mapping of the whole file (its length checked against the reader's).
+    fn mapped(reader: &'r SnapshotReader, run: &'r [KeyGroupIndexEntry], map: &'r [u8]) -> Self {
+        BlockWalker {
+            mapped: Some(map),
+            ..Self::new(reader, run)
+        }
+    }
+
+    /// What `fill`'s offsets index: the mapping, or the read buffer.
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        match self.mapped {
+            Some(m) => m,
+            None => &self.buf,
         }
     }
 
@@ -347,7 +413,7 @@ impl<'r> BlockWalker<'r> {
                 ));
             }
             let s = self.fill(at, BLOCK_HEADER_LEN)?;
-            let len = self.buf.get(s..).and_then(block_len).unwrap_or(0);
+            let len = self.bytes().get(s..).and_then(block_len).unwrap_or(0);
             if len > room {
                 return Err(corrupt(
                     self.path,
@@ -361,7 +427,7 @@ impl<'r> BlockWalker<'r> {
             let len = usize::try_from(len)
                 .map_err(|_| corrupt(self.path, at, format!("{}: too large to read", what())))?;
             let s = self.fill(at, len)?;
-            let block = self.buf.get(s..s + len).unwrap_or(&[]);
+            let block = self.bytes().get(s..s + len).unwrap_or(&[]);
             let h = verify_block(block).map_err(|e| snap_error(self.path, at, at, &what(), e))?;
             if h.kg != group.kg {
                 return Err(corrupt(
@@ -390,7 +456,7 @@ impl<'r> BlockWalker<'r> {
     fn fill(&mut self, at: u64, n: usize) -> Result<usize> {
         let have_end = self.buf_off + self.buf_len as u64;
         let need_end = at.saturating_add(n as u64);
-        if at >= self.buf_off && need_end <= have_end {
+        if self.mapped.is_none() && at >= self.buf_off && need_end <= have_end {
             return Ok((at - self.buf_off) as usize);
         }
         if need_end > self.end {
@@ -399,6 +465,13 @@ impl<'r> BlockWalker<'r> {
                 at,
                 "a block runs past the end of the key groups' blocks",
             ));
+        }
+        if self.mapped.is_some() {
+            // In place: `need_end <= self.end <= the file's length`, the mapping's. `buf_off`
+            // marks how far the file was read (each byte counts once, as when buffered).
+            self.bytes_read += need_end.saturating_sub(at.max(self.buf_off));
+            self.buf_off = self.buf_off.max(need_end);
+            return Ok(at as usize);
         }
         // Keep what was read ahead of `at`; the previous blocks are done with.
         let keep = if at >= self.buf_off && at < have_end {
@@ -564,6 +637,11 @@ impl<'a> BlockEntries<'a> {
     /// The block's entry bytes: what the positions [`BlockEntries::next_pos`] returns index.
     pub fn payload(&self) -> &'a [u8] {
         self.payload
+    }
+
+    /// The file offset of [`BlockEntries::payload`].
+    pub fn payload_offset(&self) -> u64 {
+        self.offset + BLOCK_HEADER_LEN as u64
     }
 
     /// The next entry's position in [`BlockEntries::payload`], decoded and checked as the

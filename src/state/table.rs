@@ -687,6 +687,25 @@ impl Table {
         }
     }
 
+    /// Inserts `key`, which the caller knows is absent, with `value`: a probe for the insertion
+    /// point with no key comparison. A bulk load of distinct keys (a snapshot, whose verified
+    /// order proves them distinct) saves a third of its probing this way.
+    ///
+    /// Inserting a key that is present stores it twice, and lookups then see either copy: the
+    /// caller must know. Panics like [`Table::insert`].
+    #[inline]
+    pub fn insert_unique(&mut self, hash: u64, key: &[u8], value: &[u8]) {
+        check_key(key);
+        check_value(value.len());
+        debug_assert!(
+            self.get(hash, key).is_none(),
+            "insert_unique of a present key"
+        );
+        let fp = fingerprint(hash);
+        let (pos, dist) = self.slots.vacant(fp);
+        self.insert_new(fp, key, value, pos, dist);
+    }
+
     /// Appends `bytes` to the value of `key`, creating the entry (with value `bytes`) if the key
     /// is absent — even when `bytes` is empty.
     ///
