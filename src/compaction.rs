@@ -132,18 +132,6 @@ fn delta_hash(state_id: u32, key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(key, u64::from(state_id))
 }
 
-/// The state and key an op addresses (what [`Delta::entry`] is called with), if any.
-fn op_key<'a>(op: &Op<'a>) -> Option<(u32, &'a [u8])> {
-    match *op {
-        Op::Put { state_id, key, .. }
-        | Op::Delete { state_id, key, .. }
-        | Op::Append { state_id, key, .. }
-        | Op::MapPut { state_id, key, .. }
-        | Op::MapRemove { state_id, key, .. } => Some((state_id, key)),
-        Op::Init { .. } | Op::Register { .. } | Op::ClearState { .. } => None,
-    }
-}
-
 /// Open-addressing index of the delta's keys: linear probing, at most half full. A slot holds
 /// `tag << 32 | (entry + 1)`, `tag` being the low half of the key's hash, or 0 when free.
 /// Written for the job rather than taken from a map crate so that the compaction loop can
@@ -219,17 +207,21 @@ impl DeltaIndex {
         self.len += 1;
     }
 
-    /// Rebuilds the index with the entries for which `keep` holds.
-    fn retain(&mut self, mut keep: impl FnMut(u32) -> bool, hash_of: impl Fn(u32) -> u64) {
+    /// Empties the index and returns the entries it held for which `keep` holds, for the
+    /// caller to insert again ([`DeltaIndex::insert_all`]) once `keep`'s borrows have ended.
+    fn take_kept(&mut self, mut keep: impl FnMut(u32) -> bool) -> Vec<u32> {
         let old = std::mem::take(&mut self.slots);
-        let kept: Vec<u32> = old
-            .into_iter()
+        *self = DeltaIndex::default();
+        old.into_iter()
             .filter(|&s| s != 0)
             .map(|s| ((s & 0xFFFF_FFFF) - 1) as u32)
             .filter(|&j| keep(j))
-            .collect();
-        *self = DeltaIndex::default();
-        for j in kept {
+            .collect()
+    }
+
+    /// Inserts every entry of `entries`.
+    fn insert_all(&mut self, entries: &[u32], hash_of: impl Fn(u32) -> u64) {
+        for &j in entries {
             self.insert(hash_of(j), j, &hash_of);
         }
     }
@@ -436,7 +428,7 @@ impl Delta {
     /// none, or does not decode: applying it reports that).
     pub fn hint(payload: &[u8]) -> Option<u64> {
         let op = decode_record(payload).ok()?.next()?.ok()?;
-        op_key(&op).map(|(state_id, key)| delta_hash(state_id, key))
+        op.target().map(|t| delta_hash(t.state_id, t.key))
     }
 
     /// Starts loading the home slot of `hash` (a hint).
@@ -532,25 +524,21 @@ impl Delta {
                 let mut freed = 0;
                 let mut garbage = 0;
                 let entries = &mut self.entries;
-                let mut index = std::mem::take(&mut self.index);
-                let hashes: Vec<u64> = entries.iter().map(|e| e.hash).collect();
-                index.retain(
-                    |i| {
-                        let e = &mut entries[i as usize];
-                        let keep = e.state_id != state_id;
-                        if !keep {
-                            freed += e.key_len + change_bytes(&e.change);
-                            if let Change::Set(Some(v)) = e.change {
-                                garbage += v.cap;
-                            }
-                            e.live = false;
-                            e.change = Change::Set(None);
+                let kept = self.index.take_kept(|i| {
+                    let e = &mut entries[i as usize];
+                    let keep = e.state_id != state_id;
+                    if !keep {
+                        freed += e.key_len + change_bytes(&e.change);
+                        if let Change::Set(Some(v)) = e.change {
+                            garbage += v.cap;
                         }
-                        keep
-                    },
-                    |i| hashes[i as usize],
-                );
-                self.index = index;
+                        e.live = false;
+                        e.change = Change::Set(None);
+                    }
+                    keep
+                });
+                let entries = &self.entries;
+                self.index.insert_all(&kept, |i| entries[i as usize].hash);
                 self.value_garbage += garbage;
                 self.bytes -= freed.min(self.bytes);
                 Ok(())
@@ -1223,7 +1211,8 @@ mod tests {
         for j in 0..n {
             assert_eq!(idx.find(hash_of(j), |e| e == j as usize), Some(j as usize));
         }
-        idx.retain(|j| j % 3 != 0, hash_of);
+        let kept = idx.take_kept(|j| j % 3 != 0);
+        idx.insert_all(&kept, hash_of);
         for j in 0..n {
             let want = (j % 3 != 0).then_some(j as usize);
             assert_eq!(idx.find(hash_of(j), |e| e == j as usize), want, "entry {j}");

@@ -160,6 +160,28 @@ pub struct SegmentInfo {
     pub unfinished_roll: bool,
 }
 
+impl SegmentInfo {
+    /// A segment whose frames were not read (its header did not decode, or it is set aside
+    /// unread): no header, no records, and its length if the file can be stat'ed.
+    fn unread(id: u64, path: &Path) -> SegmentInfo {
+        SegmentInfo {
+            id,
+            path: path.to_path_buf(),
+            file_len: fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            header: None,
+            records: 0,
+            first_lsn: Lsn(0),
+            last_lsn: Lsn(0),
+            data_end: 0,
+            dirty_end: 0,
+            payload_bytes: 0,
+            synced_through: Lsn(0),
+            leftover: false,
+            unfinished_roll: false,
+        }
+    }
+}
+
 /// One snapshot file.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -859,19 +881,9 @@ pub fn inspect(dir: &Path, opts: InspectOptions) -> Result<Inspection> {
                     .to_string()
             };
             out.segments.push(SegmentInfo {
-                id,
-                path: path.clone(),
-                file_len: fs::metadata(path).map(|m| m.len()).unwrap_or(0),
                 header,
-                records: 0,
-                first_lsn: Lsn(0),
-                last_lsn: Lsn(0),
-                data_end: 0,
-                dirty_end: 0,
-                payload_bytes: 0,
-                synced_through: Lsn(0),
-                leftover: false,
                 unfinished_roll,
+                ..SegmentInfo::unread(id, path)
             });
             out.problems.push(Problem {
                 kind: ProblemKind::UnfinishedRoll,
@@ -924,21 +936,10 @@ pub fn inspect(dir: &Path, opts: InspectOptions) -> Result<Inspection> {
                 }
             }
             Err(e) => {
-                let file_len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
                 out.segments.push(SegmentInfo {
-                    id,
-                    path: path.clone(),
-                    file_len,
-                    header: None,
-                    records: 0,
-                    first_lsn: Lsn(0),
-                    last_lsn: Lsn(0),
-                    data_end: 0,
-                    dirty_end: 0,
-                    payload_bytes: 0,
-                    synced_through: Lsn(0),
                     leftover,
                     unfinished_roll,
+                    ..SegmentInfo::unread(id, path)
                 });
                 if !leftover && log_ok {
                     structure(&mut out, e);

@@ -154,6 +154,43 @@ pub fn begin_record(out: &mut Vec<u8>) {
     out.push(RECORD_VERSION);
 }
 
+/// The key an op addresses: its state, key group and composite key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpTarget<'a> {
+    /// The state.
+    pub state_id: u32,
+    /// The key's key group.
+    pub kg: u16,
+    /// The composite key (key and namespace).
+    pub key: &'a [u8],
+}
+
+impl<'a> Op<'a> {
+    /// The key the op addresses; `None` for the ops that address no key (`Init`, `Register`,
+    /// `ClearState`).
+    #[inline]
+    pub fn target(&self) -> Option<OpTarget<'a>> {
+        match *self {
+            Op::Put {
+                state_id, kg, key, ..
+            }
+            | Op::Delete {
+                state_id, kg, key, ..
+            }
+            | Op::Append {
+                state_id, kg, key, ..
+            }
+            | Op::MapPut {
+                state_id, kg, key, ..
+            }
+            | Op::MapRemove {
+                state_id, kg, key, ..
+            } => Some(OpTarget { state_id, kg, key }),
+            Op::Init { .. } | Op::Register { .. } | Op::ClearState { .. } => None,
+        }
+    }
+}
+
 impl Op<'_> {
     /// Appends the op's encoding to a record started with [`begin_record`].
     pub fn encode(&self, out: &mut Vec<u8>) {

@@ -860,8 +860,8 @@ impl<C: Codec> Journal<C> {
             return Ok(());
         }
         // The key's table entry starts loading now and arrives while the record is appended.
-        if let (Some(h), Some((state_id, _))) = (hash, crate::state::keyed(&op)) {
-            self.store.prefetch_entry(state_id, h);
+        if let (Some(h), Some(t)) = (hash, op.target()) {
+            self.store.prefetch_entry(t.state_id, h);
         }
         begin_record(&mut self.rec);
         op.encode(&mut self.rec);

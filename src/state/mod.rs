@@ -300,18 +300,6 @@ fn hash_of_composite(composite: &[u8]) -> Result<u64, RecordError> {
     })
 }
 
-/// The state and key group of an op that addresses a key.
-pub(crate) fn keyed(op: &Op<'_>) -> Option<(u32, u16)> {
-    match *op {
-        Op::Put { state_id, kg, .. }
-        | Op::Delete { state_id, kg, .. }
-        | Op::Append { state_id, kg, .. }
-        | Op::MapPut { state_id, kg, .. }
-        | Op::MapRemove { state_id, kg, .. } => Some((state_id, kg)),
-        Op::Init { .. } | Op::Register { .. } | Op::ClearState { .. } => None,
-    }
-}
-
 fn bad(what: &'static str) -> RecordError {
     RecordError { offset: 0, what }
 }
@@ -504,19 +492,11 @@ impl Store {
     /// [`Store::apply_hinted`], so no key is hashed twice.
     pub fn replay_hint(&self, payload: &[u8]) -> Option<(u32, u64)> {
         let op = decode_record(payload).ok()?.next()?.ok()?;
-        let (state_id, kg) = keyed(&op)?;
-        if !self.owned(kg) {
+        let t = op.target()?;
+        if !self.owned(t.kg) {
             return None;
         }
-        let key = match op {
-            Op::Put { key, .. }
-            | Op::Delete { key, .. }
-            | Op::Append { key, .. }
-            | Op::MapPut { key, .. }
-            | Op::MapRemove { key, .. } => key,
-            Op::Init { .. } | Op::Register { .. } | Op::ClearState { .. } => return None,
-        };
-        Some((state_id, hash_of_composite(key).ok()?))
+        Some((t.state_id, hash_of_composite(t.key).ok()?))
     }
 
     fn owned(&self, kg: u16) -> bool {
@@ -554,9 +534,9 @@ impl Store {
         let hash_of = |key: &[u8]| hash.map_or_else(|| hash_of_composite(key), Ok);
         // Keyed ops of key groups this journal does not serve are skipped (after checking the
         // state exists): a restore of a key-group range loads only its own keys.
-        if let Some((state_id, kg)) = keyed(&op) {
-            if !self.owned(kg) {
-                self.data(state_id)?;
+        if let Some(t) = op.target() {
+            if !self.owned(t.kg) {
+                self.data(t.state_id)?;
                 return Ok(());
             }
         }
