@@ -9,8 +9,10 @@
 //!   is full, `fresh` moves on to a new fallocated file (page faults on fresh pages, like the log;
 //!   default advice, where the log's segments use `MADV_RANDOM`). Neither floor ever syncs.
 //! * `append/{buffered,periodic,sync_batch256,sync_each}/N`: `Log::append` of `N`-byte payloads;
-//!   `sync_batch256` commits once per 256 records, `sync_each` after every record.
-//! * `threads/{1,2}`: Buffered 128-byte appends from one or two threads sharing an `Arc<Log>`.
+//!   `sync_batch256` commits once per 256 records, `sync_each` after every record;
+//!   `append/buffered_appender/N`: the same as `buffered` through one `Log::appender()`.
+//! * `threads/{1,2}`: Buffered 128-byte appends from one or two threads sharing an `Arc<Log>`;
+//!   `threads_appender/{1,2}`: the same with an `Appender` per thread.
 //! * `committers/{1,4,16}`: threads each appending one 128-byte record and committing (Sync).
 //! * `pwrite_fdatasync/{zeroed,fallocated}`: one framed 128-byte record per `pwrite` + `fdatasync`
 //!   on a file preallocated by writing zeros, or by `fallocate` (as the log's segments are);
@@ -552,14 +554,17 @@ impl LogBench {
 #[derive(Debug, Clone, Copy)]
 enum Mode {
     Buffered,
+    /// Buffered, through one [`statejournal::Appender`] (the single-thread path).
+    BufferedAppender,
     Periodic,
     SyncBatch,
     SyncEach,
 }
 
 impl Mode {
-    const ALL: [Mode; 4] = [
+    const ALL: [Mode; 5] = [
         Mode::Buffered,
+        Mode::BufferedAppender,
         Mode::Periodic,
         Mode::SyncBatch,
         Mode::SyncEach,
@@ -568,6 +573,7 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::Buffered => "buffered",
+            Mode::BufferedAppender => "buffered_appender",
             Mode::Periodic => "periodic",
             Mode::SyncBatch => "sync_batch256",
             Mode::SyncEach => "sync_each",
@@ -576,7 +582,7 @@ impl Mode {
 
     fn durability(self) -> Durability {
         match self {
-            Mode::Buffered => Durability::Buffered,
+            Mode::Buffered | Mode::BufferedAppender => Durability::Buffered,
             Mode::Periodic => Durability::Periodic(Duration::from_millis(100)),
             Mode::SyncBatch | Mode::SyncEach => Durability::Sync,
         }
@@ -590,6 +596,12 @@ fn append_loop(log: &Log, mode: Mode, p: &[u8], iters: u64) -> Duration {
         Mode::Buffered | Mode::Periodic => {
             for _ in 0..iters {
                 black_box(log.append(black_box(p)).expect("append"));
+            }
+        }
+        Mode::BufferedAppender => {
+            let mut appender = log.appender();
+            for _ in 0..iters {
+                black_box(appender.append(black_box(p)).expect("append"));
             }
         }
         Mode::SyncBatch => {
@@ -647,15 +659,23 @@ fn bench_append(c: &mut Criterion) {
 // 4. One vs two appending threads; 5. concurrent committers
 // ---------------------------------------------------------------------------------------------
 
-fn threads_workload<'a>(threads: usize) -> Workload<'a> {
+/// `appender`: each thread appends through its own [`statejournal::Appender`].
+fn threads_workload<'a>(threads: usize, appender: bool) -> Workload<'a> {
     let p = payload(128);
     let mut state: Option<LogBench> = None;
     Box::new(move |iters| {
         let lb = state.get_or_insert_with(|| LogBench::open(Durability::Buffered));
         let log = &*lb.log;
         let elapsed = run_threads(threads, iters, |n| {
-            for _ in 0..n {
-                black_box(log.append(black_box(&p)).expect("append"));
+            if appender {
+                let mut a = log.appender();
+                for _ in 0..n {
+                    black_box(a.append(black_box(&p)).expect("append"));
+                }
+            } else {
+                for _ in 0..n {
+                    black_box(log.append(black_box(&p)).expect("append"));
+                }
             }
         });
         lb.trim();
@@ -689,8 +709,11 @@ fn bench_threads(c: &mut Criterion) {
     configure(&mut g, false);
     for threads in [1usize, 2] {
         let key = format!("threads/{threads}");
-        let w = threads_workload(threads);
+        let w = threads_workload(threads, false);
         bench(&mut g, BenchmarkId::from_parameter(threads), &key, w);
+        let key = format!("threads_appender/{threads}");
+        let w = threads_workload(threads, true);
+        bench(&mut g, BenchmarkId::new("appender", threads), &key, w);
     }
     g.finish();
 
@@ -875,14 +898,20 @@ fn run_interleaved() {
                 "append/buffered/128".into(),
                 append_workload(Mode::Buffered, 128, None),
             ),
+            (
+                "append/buffered_appender/128".into(),
+                append_workload(Mode::BufferedAppender, 128, None),
+            ),
         ],
     );
     interleave(
         "threads",
         BURSTS,
         vec![
-            ("threads/1".into(), threads_workload(1)),
-            ("threads/2".into(), threads_workload(2)),
+            ("threads/1".into(), threads_workload(1, false)),
+            ("threads/2".into(), threads_workload(2, false)),
+            ("threads_appender/1".into(), threads_workload(1, true)),
+            ("threads_appender/2".into(), threads_workload(2, true)),
         ],
     );
     interleave(
@@ -1068,10 +1097,11 @@ fn print_summary(load_at_start: &str) {
         "{:>7}  {:<22} {:>12} {:>10} {:>14} {:>14}",
         "payload", "mode", "records/s", "MB/s", "vs floor wrap", "vs floor fresh"
     );
-    let rows: [(&str, &str); 6] = [
+    let rows: [(&str, &str); 7] = [
         ("floor/wrap", "floor (wrap)"),
         ("floor/fresh", "floor (fresh file)"),
         ("append/buffered", "Buffered"),
+        ("append/buffered_appender", "Buffered, Appender"),
         ("append/periodic", "Periodic(100ms)"),
         ("append/sync_batch256", "Sync, commit/256"),
         ("append/sync_each", "Sync, commit/record"),
@@ -1097,7 +1127,12 @@ fn print_summary(load_at_start: &str) {
             );
         }
     }
-    for key in ["floor/wrap/128", "floor/fresh/128", "append/buffered/128"] {
+    for key in [
+        "floor/wrap/128",
+        "floor/fresh/128",
+        "append/buffered/128",
+        "append/buffered_appender/128",
+    ] {
         if let Some(tm) = timing(&format!("interleaved/append128/{key}")) {
             println!(
                 "interleaved {key:<22} {:>12} records/s",
@@ -1124,12 +1159,44 @@ fn print_summary(load_at_start: &str) {
         show: show_pct,
         figures: g,
     });
+    let f = figures(
+        Some("append128"),
+        "append/buffered_appender/128",
+        "floor/wrap/128",
+    );
+    let g = figures(
+        Some("append128"),
+        "append/buffered_appender/128",
+        "floor/fresh/128",
+    );
+    println!(
+        "Buffered 128 B through an Appender vs floor (wrap): {}; vs floor (fresh file): {}",
+        show_figures(&f, show_pct),
+        show_figures(&g, show_pct)
+    );
+    targets.push(Target {
+        name: "Buffered 128 B append, Appender, >= 70% of the floor (wrap)",
+        at_least: 0.7,
+        show: show_pct,
+        figures: f,
+    });
+    targets.push(Target {
+        name: "Buffered 128 B append, Appender, >= 70% of the floor (fresh file)",
+        at_least: 0.7,
+        show: show_pct,
+        figures: g,
+    });
 
     // 4.
     println!();
     println!("-- 4. Buffered 128 B appends, threads sharing one Arc<Log> --");
     print_rates(
-        &["threads/1", "threads/2"],
+        &[
+            "threads/1",
+            "threads/2",
+            "threads_appender/1",
+            "threads_appender/2",
+        ],
         Some("threads"),
         "records/s total",
     );
@@ -1137,6 +1204,17 @@ fn print_summary(load_at_start: &str) {
     println!("2 threads / 1 thread: {}", show_figures(&f, show_x));
     targets.push(Target {
         name: "two appending threads together not slower than one",
+        at_least: 1.0,
+        show: show_x,
+        figures: f,
+    });
+    let f = figures(Some("threads"), "threads_appender/2", "threads_appender/1");
+    println!(
+        "2 threads / 1 thread, an Appender each: {}",
+        show_figures(&f, show_x)
+    );
+    targets.push(Target {
+        name: "two appending threads (an Appender each) not slower than one",
         at_least: 1.0,
         show: show_x,
         figures: f,

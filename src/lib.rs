@@ -62,8 +62,8 @@ pub use keygroup::{
     key_group_of, key_hash, KeyGroup, KeyGroupRange, DEFAULT_MAX_KEY_GROUPS, MAX_KEY_GROUPS,
 };
 pub use log::{
-    CutReason, Durability, Log, LogOptions, LogReader, Lsn, Record, RecoveryMode, RecoveryReport,
-    TailCut, DEFAULT_SEGMENT_SIZE,
+    Appender, CutReason, Durability, Log, LogOptions, LogReader, Lsn, Record, RecoveryMode,
+    RecoveryReport, TailCut, DEFAULT_SEGMENT_SIZE,
 };
 pub use state::{
     AggregateFunction, AggregatingState, Clock, Codec, CodecError, ListState, ManualClock,

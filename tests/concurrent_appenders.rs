@@ -1,8 +1,9 @@
 //! Many threads appending to one shared `Log` (with 8 KiB segments, so rolls happen under
 //! contention) get distinct, dense LSNs — exactly 1..=N*M, no gap, no duplicate — and each LSN
 //! holds exactly the payload its appender wrote: in the running log, after close and reopen, and
-//! in each thread's own append order. A reader following the tail while writers append sees every
-//! record once, in LSN order, with no gap, picking up new records after it returned `None`.
+//! in each thread's own append order; also with `Log::appender` handles among the threads. A
+//! reader following the tail while writers append sees every record once, in LSN order, with no
+//! gap, picking up new records after it returned `None`.
 
 mod common;
 
@@ -34,9 +35,19 @@ fn decode(p: &[u8]) -> (u32, u32) {
     (tid, seq)
 }
 
+/// How the appending threads append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// `Log::append`.
+    Log,
+    /// Odd threads through their own `Log::appender()`, even ones with `Log::append`: the
+    /// appenders keep a segment between appends while others roll it away from under them.
+    Mixed,
+}
+
 /// Spawns `threads` appenders of `per_thread` records each, released together by a barrier;
 /// returns, per thread, the LSNs its appends returned (in append order).
-fn append_concurrently(log: &Arc<Log>, threads: u32, per_thread: u32) -> Vec<Vec<u64>> {
+fn append_concurrently(log: &Arc<Log>, threads: u32, per_thread: u32, via: Via) -> Vec<Vec<u64>> {
     let barrier = Arc::new(Barrier::new(threads as usize));
     let handles: Vec<_> = (0..threads)
         .map(|tid| {
@@ -44,9 +55,16 @@ fn append_concurrently(log: &Arc<Log>, threads: u32, per_thread: u32) -> Vec<Vec
             let barrier = Arc::clone(&barrier);
             thread::spawn(move || {
                 barrier.wait();
-                (0..per_thread)
-                    .map(|seq| log.append(&record(tid, seq)).expect("append").get())
-                    .collect::<Vec<u64>>()
+                if via == Via::Mixed && tid % 2 == 1 {
+                    let mut appender = log.appender();
+                    (0..per_thread)
+                        .map(|seq| appender.append(&record(tid, seq)).expect("append").get())
+                        .collect::<Vec<u64>>()
+                } else {
+                    (0..per_thread)
+                        .map(|seq| log.append(&record(tid, seq)).expect("append").get())
+                        .collect::<Vec<u64>>()
+                }
             })
         })
         .collect();
@@ -95,13 +113,13 @@ fn check_log(log: &Log, lsns: &[Vec<u64>], what: &str) {
 }
 
 fn appenders(threads: u32, per_thread: u32) {
-    within_deadline(move || appenders_inner(threads, per_thread));
+    within_deadline(move || appenders_inner(threads, per_thread, Via::Log));
 }
 
-fn appenders_inner(threads: u32, per_thread: u32) {
+fn appenders_inner(threads: u32, per_thread: u32, via: Via) {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(Log::open(dir.path(), opts()).unwrap());
-    let lsns = append_concurrently(&log, threads, per_thread);
+    let lsns = append_concurrently(&log, threads, per_thread, via);
     for (tid, v) in lsns.iter().enumerate() {
         assert_eq!(v.len(), per_thread as usize);
         assert!(
@@ -140,6 +158,42 @@ fn four_appenders_get_dense_distinct_lsns() {
 #[test]
 fn eight_appenders_get_dense_distinct_lsns() {
     appenders(8, 250);
+}
+
+#[test]
+fn appender_handles_mixed_with_plain_appends_get_dense_distinct_lsns() {
+    within_deadline(|| appenders_inner(4, 1000, Via::Mixed));
+}
+
+/// An appender whose cached segment was rolled away (by plain appends, many segments ago)
+/// appends its next record at the next LSN, in the current segment, never in the stale one.
+#[test]
+fn an_appender_whose_segment_was_rolled_away_appends_at_the_tail() {
+    within_deadline(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), opts()).unwrap();
+        let mut appender = log.appender();
+        assert_eq!(appender.append(&record(1, 0)).unwrap(), Lsn(1));
+        let mut last = 1;
+        while segment_files(dir.path()).len() < 4 {
+            last = log.append(&record(0, last as u32)).unwrap().get();
+        }
+        assert_eq!(appender.append(&record(1, 1)).unwrap(), Lsn(last + 1));
+        assert_eq!(log.append(&record(0, 9999)).unwrap(), Lsn(last + 2));
+        assert_eq!(appender.append(&record(1, 2)).unwrap(), Lsn(last + 3));
+        log.close().unwrap();
+        let log = Log::open(dir.path(), opts()).unwrap();
+        let records = read_all(&log);
+        assert_eq!(records.len() as u64, last + 3);
+        for (i, (lsn, _)) in records.iter().enumerate() {
+            assert_eq!(*lsn, i as u64 + 1, "read order");
+        }
+        let tail: Vec<(u32, u32)> = records[records.len() - 3..]
+            .iter()
+            .map(|(_, p)| decode(p))
+            .collect();
+        assert_eq!(tail, [(1, 1), (0, 9999), (1, 2)]);
+    });
 }
 
 #[test]

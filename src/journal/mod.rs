@@ -217,6 +217,8 @@ pub struct Journal<C: Codec = Postcard> {
     pub(crate) bufs: Bufs,
     /// A single-op record being written.
     rec: Vec<u8>,
+    /// The log segment this journal appended to last ([`Log::append_cached`]).
+    segment: Option<Arc<crate::segment::Segment>>,
     /// The record of the open write batch.
     batch: Option<Vec<u8>>,
     /// Files needed by checkpoints and the live log; shared with the compaction thread.
@@ -364,6 +366,7 @@ impl<C: Codec> Journal<C> {
             nbuf: Vec::new(),
             bufs: Bufs::default(),
             rec: Vec::new(),
+            segment: None,
             batch: None,
             catalog,
             compactor,
@@ -835,7 +838,7 @@ impl<C: Codec> Journal<C> {
 
     /// Appends the record in `rec` to the log and applies it.
     fn commit_rec(&mut self) -> Result<()> {
-        let lsn = self.log.append(&self.rec)?;
+        let lsn = self.log.append_cached(&mut self.segment, &self.rec)?;
         self.account(self.rec.len());
         self.store
             .apply(&self.rec)
@@ -865,7 +868,7 @@ impl<C: Codec> Journal<C> {
         }
         begin_record(&mut self.rec);
         op.encode(&mut self.rec);
-        let lsn = self.log.append(&self.rec)?;
+        let lsn = self.log.append_cached(&mut self.segment, &self.rec)?;
         let applied = self
             .store
             .apply_op(op, hash)
