@@ -848,6 +848,18 @@ impl Table {
             + self.scratch.capacity()
     }
 
+    /// The part of [`Table::heap_bytes`] in anonymous mappings (full-size arena chunks) rather
+    /// than from the global allocator: what an allocator-counting check must add.
+    pub fn mapped_bytes(&self) -> usize {
+        self.chunks
+            .iter()
+            .map(|c| match &c.data {
+                ChunkBuf::Mapped { map, .. } => map.len(),
+                ChunkBuf::Heap(_) => 0,
+            })
+            .sum()
+    }
+
     /// Sum of the lengths of the live keys and values.
     pub fn payload_bytes(&self) -> usize {
         self.payload
