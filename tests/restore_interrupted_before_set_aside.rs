@@ -76,6 +76,47 @@ fn the_next_open_finishes_a_restore_whose_intent_is_still_there() {
     assert_eq!(j.log().last_lsn(), Lsn(c1));
 }
 
+/// A bare `Log::open` must not finish a journal's restore: it would remove the intent and
+/// leave the snapshot and manifest past the discard point, which the next `Journal::open` then
+/// takes as proof of lost records. It refuses, naming the intent, and changes nothing.
+#[test]
+fn a_bare_log_open_refuses_to_finish_a_journals_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c1, log_id) = restore_interrupted(dir.path());
+    let intent = DiscardIntent { log_id, after: c1 };
+    std::fs::write(dir.path().join(DISCARD_FILE), intent.encode()).unwrap();
+    let listing = |d: &std::path::Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing(dir.path());
+
+    let err = Log::open(dir.path(), LogOptions::default().segment_size(64 << 10))
+        .expect_err("a bare log open finished a journal's restore");
+    let text = err.to_string();
+    assert!(
+        text.contains(DISCARD_FILE) && text.contains("Journal::open"),
+        "{text}"
+    );
+    assert_eq!(
+        listing(dir.path()),
+        before,
+        "the refused open changed the directory"
+    );
+
+    // The journal finishes it as if the bare open had never happened.
+    let mut j = Journal::open(dir.path(), opts()).unwrap();
+    assert_eq!(j.log().last_lsn(), Lsn(c1));
+    let v = j.value_state::<u32, u32>("v").unwrap();
+    assert_eq!(v.get(&mut j, &9).unwrap(), Some(9));
+    assert_eq!(v.get(&mut j, &10).unwrap(), None);
+    assert!(!dir.path().join(DISCARD_FILE).exists());
+}
+
 #[test]
 fn without_the_intent_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();

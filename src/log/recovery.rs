@@ -451,6 +451,24 @@ pub(crate) fn header_unwritten(path: &Path) -> Result<bool> {
     })
 }
 
+/// A snapshot or checkpoint manifest in `dir` (a journal's directory), if there is one.
+fn journal_file(dir: &Path) -> Result<Option<PathBuf>> {
+    let entries = fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if format::parse_snapshot_file_name(name).is_some()
+            || format::parse_manifest_file_name(name).is_some()
+        {
+            return Ok(Some(entry.path()));
+        }
+    }
+    Ok(None)
+}
+
 pub(crate) fn random_log_id() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     // RandomState is seeded from the OS's randomness once per process and stepped per instance.
@@ -593,6 +611,25 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         Err(e) => return Err(Error::io("read", &meta_path, e)),
     };
 
+    // A discard of a journal's log (a checkpoint restore, a point-in-time cut) is finished by
+    // the journal, which also sets aside its snapshots and manifests past the discard point.
+    // Finished by a bare log open, the intent would go while those files stay, and the next
+    // journal open would take them as proof that the discarded records were durable and refuse
+    // the directory. Refuse here instead, changing nothing.
+    if intent.is_some() && !opts.keep_discard_intent {
+        if let Some(file) = journal_file(dir)? {
+            return Err(Error::io(
+                "open",
+                &dir.join(format::DISCARD_FILE),
+                io::Error::other(format!(
+                    "a journal's checkpoint restore or point-in-time cut was interrupted here \
+                     ({} belongs to the journal); open the directory with Journal::open, which \
+                     finishes it",
+                    file.display()
+                )),
+            ));
+        }
+    }
     // A discard (a checkpoint restore) that a crash interrupted is finished now: from the moment
     // its intent was durable, the records after its LSN were as good as gone.
     let discard = match intent {
