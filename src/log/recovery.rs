@@ -620,7 +620,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
         if let Some(file) = journal_file(dir)? {
             return Err(Error::io(
                 "open",
-                &dir.join(format::DISCARD_FILE),
+                dir.join(format::DISCARD_FILE),
                 io::Error::other(format!(
                     "a journal's checkpoint restore or point-in-time cut was interrupted here \
                      ({} belongs to the journal); open the directory with Journal::open, which \
