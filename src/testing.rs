@@ -1000,8 +1000,31 @@ fn snap_cursor(r: &SnapshotReader, range: KeyGroupRange) -> crate::Result<Vec<Sn
 }
 
 fn snap_bulk(r: &SnapshotReader, range: KeyGroupRange) -> crate::Result<Vec<SnapEntry>> {
+    snap_bulk_via(r, range, None)
+}
+
+/// The bulk path reading in place from a mapping of the file, as a snapshot load does; also
+/// checks that each block's payload is where `payload_offset` says it is in the mapping.
+fn snap_bulk_mapped(r: &SnapshotReader, range: KeyGroupRange) -> crate::Result<Vec<SnapEntry>> {
+    let map = r.map()?;
+    snap_bulk_via(r, range, Some(&map))
+}
+
+fn snap_bulk_via(
+    r: &SnapshotReader,
+    range: KeyGroupRange,
+    map: Option<&crate::segment::ImmutableFileMap>,
+) -> crate::Result<Vec<SnapEntry>> {
     let mut v = Vec::new();
-    r.for_each_block(range, |kg, entries| {
+    let each = |kg: u16, entries: &mut snapshot::BlockEntries<'_>| {
+        if let Some(map) = map {
+            let at = entries.payload_offset() as usize;
+            let payload = entries.payload();
+            assert!(
+                map.bytes().get(at..at + payload.len()) == Some(payload),
+                "a mapped block's payload is not at its payload_offset"
+            );
+        }
         let before = v.len();
         for e in entries.by_ref() {
             let e = e?;
@@ -1014,7 +1037,11 @@ fn snap_bulk(r: &SnapshotReader, range: KeyGroupRange) -> crate::Result<Vec<Snap
             "a verified block yielded another number of entries than its header says"
         );
         Ok(())
-    })?;
+    };
+    match map {
+        Some(map) => r.for_each_mapped_block(map, range, each)?,
+        None => r.for_each_block(range, each)?,
+    }
     Ok(v)
 }
 
@@ -1063,7 +1090,8 @@ fn check_snapshot_error(e: &crate::Error, path: &Path, len: u64) {
 ///   it, or `UnsupportedVersion` (never a panic, an I/O error or an allocation beyond the file's
 ///   size).
 /// * A full sorted-cursor pass and a full bulk (`for_each_block`) pass agree: the same entries, or
-///   both fail at the same offset, with an error as above.
+///   both fail at the same offset, with an error as above; when they read, the bulk pass over a
+///   mapping of the file (`for_each_mapped_block`, the snapshot load's) reads the same entries.
 /// * When they succeed: entries are in strictly increasing (key group, state, key, map key) order,
 ///   in the snapshot's key-group range, of registered states, with a map key exactly for map
 ///   states; there are `meta.entries` of them; the registry's per-state counts and payload bytes
@@ -1128,6 +1156,20 @@ pub fn fuzz_snapshot_decode(data: &[u8]) {
                 b.offset(),
                 "the cursor and the bulk path fail differently: {a} / {b}"
             );
+            match snap_bulk_mapped(&reader, everything) {
+                Ok(m) => panic!(
+                    "the mapped bulk path reads {} entries where the buffered one fails: {b}",
+                    m.len()
+                ),
+                Err(c) => {
+                    check_snapshot_error(&c, &path, len);
+                    assert_eq!(
+                        c.offset(),
+                        b.offset(),
+                        "the mapped and the buffered bulk paths fail differently: {c} / {b}"
+                    );
+                }
+            }
             return;
         }
         (a, b) => panic!(
@@ -1136,6 +1178,14 @@ pub fn fuzz_snapshot_decode(data: &[u8]) {
             b.map(|v| v.len())
         ),
     };
+    // The load's in-place path reads what the others read.
+    match snap_bulk_mapped(&reader, everything) {
+        Ok(m) => assert!(
+            m == entries,
+            "the mapped bulk path reads other entries than the buffered one"
+        ),
+        Err(e) => panic!("the mapped bulk path fails where the buffered one reads: {e}"),
+    }
 
     if verbose {
         eprintln!(
