@@ -50,12 +50,19 @@ fn restore_interrupted(dir: &std::path::Path) -> (u64, u64) {
     (c1.lsn.get(), meta.log_id)
 }
 
+/// [`restore_interrupted`] with the restore's intent (`log.discard`) still in place, as a
+/// crash before the set-aside leaves it. Returns checkpoint 1's LSN.
+fn restore_interrupted_with_intent(dir: &std::path::Path) -> u64 {
+    let (c1, log_id) = restore_interrupted(dir);
+    let intent = DiscardIntent { log_id, after: c1 };
+    std::fs::write(dir.join(DISCARD_FILE), intent.encode()).unwrap();
+    c1
+}
+
 #[test]
 fn the_next_open_finishes_a_restore_whose_intent_is_still_there() {
     let dir = tempfile::tempdir().unwrap();
-    let (c1, log_id) = restore_interrupted(dir.path());
-    let intent = DiscardIntent { log_id, after: c1 };
-    std::fs::write(dir.path().join(DISCARD_FILE), intent.encode()).unwrap();
+    let c1 = restore_interrupted_with_intent(dir.path());
 
     let mut j = Journal::open(dir.path(), opts()).unwrap();
     assert_eq!(j.log().last_lsn(), Lsn(c1));
@@ -82,9 +89,7 @@ fn the_next_open_finishes_a_restore_whose_intent_is_still_there() {
 #[test]
 fn a_bare_log_open_refuses_to_finish_a_journals_restore() {
     let dir = tempfile::tempdir().unwrap();
-    let (c1, log_id) = restore_interrupted(dir.path());
-    let intent = DiscardIntent { log_id, after: c1 };
-    std::fs::write(dir.path().join(DISCARD_FILE), intent.encode()).unwrap();
+    let c1 = restore_interrupted_with_intent(dir.path());
     let listing = |d: &std::path::Path| {
         let mut v: Vec<String> = std::fs::read_dir(d)
             .unwrap()

@@ -197,7 +197,7 @@ impl DecodedBlock {
                     "is filed under a key group its key does not hash to",
                 ));
             }
-            let h = if ns.is_empty() { kh } else { key_hash(e.key) };
+            let h = table_hash(e.key, e.key.len() - ns.len(), kh);
             self.entries.push((pos, h));
         }
         Ok(())
