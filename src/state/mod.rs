@@ -152,24 +152,49 @@ const LOAD_AHEAD: usize = 8;
 /// How many prefaulted arena chunks (2 MiB each) a snapshot load keeps ready ahead of need.
 const PREFAULT_AHEAD: usize = 16;
 
-/// One verified snapshot block, decoded: where its entry bytes lie in the mapped snapshot file,
-/// and each entry's position in them with its key's table hash (a unit of the parallel load).
+/// One verified snapshot block, decoded (a unit of the parallel load): where its entry bytes
+/// lie in the mapped snapshot file, and each entry, either written already into its table's
+/// arena by the decoding thread or, when its table takes no [`table::ChunkWriter`], its
+/// position in the payload with its key's table hash.
 #[derive(Debug, Default)]
 struct DecodedBlock {
     kg: u16,
     /// The payload: `len` bytes at file offset `at`.
     at: usize,
     len: usize,
-    entries: Vec<(crate::snapshot::codec::EntryPos, u64)>,
+    entries: Vec<Decoded>,
+    /// Arena chunks the writers finished while decoding this block, with their state ids: the
+    /// inserting thread adopts them into their tables.
+    chunks: Vec<(u32, table::FilledChunk)>,
+    /// Number and key and value bytes of the entries written by the decoding thread.
+    written: Loaded,
+}
+
+/// One entry of a [`DecodedBlock`].
+#[derive(Debug, Clone, Copy)]
+enum Decoded {
+    /// Written into the arena of state `state_id`'s table; its slot is still to be placed.
+    Written {
+        state_id: u32,
+        entry: table::Written,
+    },
+    /// Still to be inserted, from the payload.
+    Pos {
+        pos: crate::snapshot::codec::EntryPos,
+        hash: u64,
+    },
 }
 
 impl DecodedBlock {
     /// Decodes (and so checks) every entry of `entries` into `self`, hashing each key and
-    /// checking that it belongs to the block's key group (of `max_key_groups`).
+    /// checking that it belongs to the block's key group (of `max_key_groups`). An entry of a
+    /// plain state whose table has a writer in `writers` (indexed by state id) is written into
+    /// that table's arena here.
     fn decode(
         &mut self,
         entries: &mut crate::snapshot::BlockEntries<'_>,
         max_key_groups: u16,
+        writers: &mut [Option<table::ChunkWriter>],
         corrupt: &impl Fn(String) -> crate::Error,
     ) -> crate::Result<()> {
         let payload = entries.payload();
@@ -178,6 +203,7 @@ impl DecodedBlock {
         self.at = usize::try_from(entries.payload_offset())
             .map_err(|_| corrupt("a block lies past the address space".into()))?;
         self.entries.clear();
+        self.written = Loaded::default();
         while let Some(pos) = entries.next_pos() {
             let pos = pos?;
             let e = pos.entry(self.kg, payload);
@@ -197,32 +223,82 @@ impl DecodedBlock {
                     "is filed under a key group its key does not hash to",
                 ));
             }
-            let h = table_hash(e.key, e.key.len() - ns.len(), kh);
-            self.entries.push((pos, h));
+            let hash = table_hash(e.key, e.key.len() - ns.len(), kh);
+            let writer = match e.map_key {
+                None => writers
+                    .get_mut(e.state_id as usize)
+                    .and_then(Option::as_mut),
+                Some(_) => None, // a map entry, or a kind mismatch the inserter reports
+            };
+            self.entries.push(match writer {
+                Some(w) => {
+                    self.written.entries += 1;
+                    self.written.bytes += (e.key.len() + e.value.len()) as u64;
+                    Decoded::Written {
+                        state_id: e.state_id,
+                        entry: w.write(hash, e.key, e.value),
+                    }
+                }
+                None => Decoded::Pos { pos, hash },
+            });
+        }
+        for (id, w) in writers.iter_mut().enumerate() {
+            if let Some(w) = w {
+                self.chunks
+                    .extend(w.take_done().into_iter().map(|c| (id as u32, c)));
+            }
         }
         Ok(())
     }
 }
 
-/// Inserts a decoded block's entries (their bytes in `file`, the mapped snapshot) into their
-/// tables, with the table slot of the entry [`LOAD_AHEAD`] places further already loading: a
-/// fresh table's inserts are one cache miss each (the slot), and this overlaps them.
+/// Inserts a decoded block's entries (those not written yet: their bytes in `file`, the mapped
+/// snapshot) into their tables, with the table slot of the entry [`LOAD_AHEAD`] places further
+/// already loading: a fresh table's inserts are one cache miss each (the slot), and this
+/// overlaps them. First adopts the arena chunks that came with the block.
 fn insert_block(
     states: &mut [(StateMeta, Data)],
     file: &[u8],
-    block: &DecodedBlock,
+    block: &mut DecodedBlock,
     loaded: &mut Loaded,
     corrupt: &impl Fn(String) -> crate::Error,
 ) -> crate::Result<()> {
+    for (id, chunk) in block.chunks.drain(..) {
+        // A writer exists only for a plain state's table.
+        if let Some((_, Data::Plain(t))) = states.get_mut(id as usize) {
+            t.adopt(chunk);
+        }
+    }
+    loaded.entries += block.written.entries;
+    loaded.bytes += block.written.bytes;
     let payload = file
         .get(block.at..block.at + block.len)
         .ok_or_else(|| corrupt(format!("a block at {} is past the file's end", block.at)))?;
-    for (i, &(pos, h)) in block.entries.iter().enumerate() {
-        if let Some(&(ahead, ahead_hash)) = block.entries.get(i + LOAD_AHEAD) {
-            if let Some((_, Data::Plain(t))) = states.get(ahead.state_id as usize) {
-                t.prefetch_slot(ahead_hash);
+    for (i, &d) in block.entries.iter().enumerate() {
+        match block.entries.get(i + LOAD_AHEAD) {
+            Some(&Decoded::Written { state_id, entry }) => {
+                if let Some((_, Data::Plain(t))) = states.get(state_id as usize) {
+                    t.prefetch_written(entry);
+                }
             }
+            Some(&Decoded::Pos { pos, hash }) => {
+                if let Some((_, Data::Plain(t))) = states.get(pos.state_id as usize) {
+                    t.prefetch_slot(hash);
+                }
+            }
+            None => {}
         }
+        let (pos, h) = match d {
+            Decoded::Written { state_id, entry } => {
+                // Distinct, as for `insert_unique` below; the entry's chunk is adopted above
+                // or comes with a later block.
+                if let Some((_, Data::Plain(t))) = states.get_mut(state_id as usize) {
+                    t.place_written(entry);
+                }
+                continue;
+            }
+            Decoded::Pos { pos, hash } => (pos, hash),
+        };
         let e = pos.entry(block.kg, payload);
         let bad_entry = |what: &str| {
             corrupt(format!(
@@ -382,14 +458,25 @@ impl Store {
             let mut block = DecodedBlock::default();
             let mut loaded = Loaded::default();
             snap.for_each_mapped_block(&map, range, |_, entries| {
-                block.decode(entries, mkg, &corrupt)?;
-                insert_block(states, file, &block, &mut loaded, &corrupt)
+                block.decode(entries, mkg, &mut [], &corrupt)?;
+                insert_block(states, file, &mut block, &mut loaded, &corrupt)
             })?;
             return Ok(loaded);
         }
+        // The decoding thread also writes the entries of large plain tables into their arenas
+        // (`table::ChunkWriter`): copying entries was about 40% of the inserting thread's work,
+        // which was the critical path, and decoding leaves the other thread room for it.
+        let mut writers: Vec<Option<table::ChunkWriter>> = states
+            .iter()
+            .map(|(_, d)| match d {
+                Data::Plain(t) => t.bulk_writer(),
+                Data::Map(_) => None,
+            })
+            .collect();
         // Full-size arena chunks the tables will need, faulted in by a third thread: the kernel
-        // zeroing fresh pages was 40% of the inserting thread's time, and this one has the
-        // slack (on a VM, first touches of memory are slower still).
+        // zeroing fresh pages was 40% of the thread writing entries, and this one has the slack
+        // (on a VM, first touches of memory are slower still). Tables with a writer get theirs
+        // through the writer, on the decoding thread; the others on the inserting thread.
         let wanted: Vec<(u32, usize)> = states
             .iter()
             .enumerate()
@@ -416,18 +503,41 @@ impl Store {
             } else {
                 drop(chunk_tx);
             }
+            // Prefaulted chunks for tables without a writer, passed on by the decoding thread.
+            let (spare_tx, spare_rx) = std::sync::mpsc::channel::<(u32, table::PrefaultedChunk)>();
             let (tx, rx) = std::sync::mpsc::sync_channel::<crate::Result<DecodedBlock>>(4);
             let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<DecodedBlock>();
             let decoder_corrupt = &corrupt;
             let map = &map;
             scope.spawn(move || {
+                let abandoned = || decoder_corrupt("the load was abandoned".into());
                 let outcome = snap.for_each_mapped_block(map, range, |_, entries| {
+                    while let Ok((id, chunk)) = chunk_rx.try_recv() {
+                        match writers.get_mut(id as usize) {
+                            Some(Some(w)) => w.add_prefaulted(chunk),
+                            _ => {
+                                let _ = spare_tx.send((id, chunk));
+                            }
+                        }
+                    }
                     let mut block = recycle_rx.try_recv().unwrap_or_default();
-                    block.decode(entries, mkg, decoder_corrupt)?;
+                    block.decode(entries, mkg, &mut writers, decoder_corrupt)?;
                     // A closed channel means the loader failed and returned: stop quietly.
-                    tx.send(Ok(block))
-                        .map_err(|_| decoder_corrupt("the load was abandoned".into()))
+                    tx.send(Ok(block)).map_err(|_| abandoned())
                 });
+                let outcome = outcome.and_then(|()| {
+                    // The chunks still being filled complete their tables.
+                    let mut last = DecodedBlock::default();
+                    for (id, w) in writers.into_iter().enumerate() {
+                        if let Some(w) = w {
+                            last.chunks
+                                .extend(w.finish().into_iter().map(|c| (id as u32, c)));
+                        }
+                    }
+                    tx.send(Ok(last)).map_err(|_| abandoned())
+                });
+                // Stops the faulting thread, and returns what it made beyond the need.
+                drop(chunk_rx);
                 if let Err(e) = outcome {
                     let _ = tx.send(Err(e));
                 }
@@ -435,19 +545,18 @@ impl Store {
             let mut loaded = Loaded::default();
             let inserted = (|| {
                 for block in rx {
-                    let block = block?;
-                    while let Ok((id, chunk)) = chunk_rx.try_recv() {
+                    let mut block = block?;
+                    while let Ok((id, chunk)) = spare_rx.try_recv() {
                         if let Some((_, Data::Plain(t))) = states.get_mut(id as usize) {
                             t.add_prefaulted(chunk);
                         }
                     }
-                    insert_block(states, file, &block, &mut loaded, &corrupt)?;
+                    insert_block(states, file, &mut block, &mut loaded, &corrupt)?;
                     let _ = recycle_tx.send(block);
                 }
                 Ok(())
             })();
-            // Stops the faulting thread, and returns what it made beyond the need.
-            drop(chunk_rx);
+            drop(spare_rx);
             for (_, d) in states.iter_mut() {
                 if let Data::Plain(t) = d {
                     t.drop_prefaulted();
@@ -766,6 +875,37 @@ mod load_tests {
             assert_eq!(get(&store, key), Some(&value[..]), "key {key:?}");
         }
         assert_eq!(get(&store, &composite(&9999u32.to_le_bytes(), b"")), None);
+    }
+
+    #[test]
+    fn a_large_load_writes_entries_on_the_decoding_thread() {
+        // Over 2 MiB of entries: the table takes a `ChunkWriter`, so the decoding thread writes
+        // the entries and the loading thread adopts the chunks (where a second core exists).
+        let mut entries = Vec::new();
+        for i in 0u32..40_000 {
+            let key = i.to_le_bytes();
+            let ns: &[u8] = if i.is_multiple_of(5) { b"w" } else { b"" };
+            let len = if i % 9_999 == 0 {
+                300_000
+            } else {
+                (i % 200) as usize
+            };
+            entries.push((kg_of(&key), composite(&key, ns), vec![i as u8; len]));
+        }
+        entries.sort();
+        let (store, loaded) = load(&entries);
+        let loaded = loaded.expect("a valid snapshot loads");
+        assert_eq!(loaded.entries, 40_000);
+        let payload: usize = entries.iter().map(|(_, k, v)| k.len() + v.len()).sum();
+        assert_eq!(loaded.bytes, payload as u64);
+        let Some((_, Data::Plain(t))) = store.states.first() else {
+            panic!("the value state's table");
+        };
+        t.check_invariants();
+        assert_eq!(t.len(), 40_000);
+        for (_, key, value) in &entries {
+            assert_eq!(get(&store, key), Some(&value[..]), "key {key:?}");
+        }
     }
 
     #[test]

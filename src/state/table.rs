@@ -237,6 +237,140 @@ impl PrefaultedChunk {
     }
 }
 
+/// An arena chunk a [`ChunkWriter`] filled, with the index it takes in the table's arena.
+#[derive(Debug)]
+pub(crate) struct FilledChunk {
+    index: usize,
+    chunk: Chunk,
+    /// Sum of the keys' and values' lengths in it.
+    payload: usize,
+    /// Whether it is the writer's last normal chunk, which becomes the table's open chunk.
+    open: bool,
+}
+
+impl FilledChunk {
+    /// Appends a live entry, which the caller made room for.
+    #[inline]
+    fn push(&mut self, fp: u32, key: &[u8], value: &[u8]) -> Written {
+        let off = self.chunk.data.len();
+        let data = &mut self.chunk.data;
+        push_header(data, key.len(), value.len(), value.len());
+        data.extend_from_slice(key);
+        data.extend_from_slice(value);
+        finish_entry(data, off, key.len(), value.len(), fp);
+        self.chunk.live += entry_size(key.len(), value.len());
+        self.payload += key.len() + value.len();
+        Written {
+            fp,
+            loc: pack(self.index, off),
+        }
+    }
+}
+
+/// An entry a [`ChunkWriter`] wrote: what [`Table::place_written`] needs to index it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Written {
+    fp: u32,
+    loc: u64,
+}
+
+/// Writes the entries of a bulk load in the arena format of one table, on a thread other than
+/// the one that owns the table. An insert of a new key is two halves of about equal cost:
+/// writing the entry (a copy of its bytes into fresh memory) and placing its slot (a cache
+/// miss in the slot array). A snapshot load's decoding thread does the first half here, and the
+/// thread that owns the table does the second with [`Table::place_written`].
+///
+/// The writer numbers the chunks it makes from the table's arena length when it was made
+/// ([`Table::bulk_writer`], an empty table), and the table adopts each under that number
+/// ([`Table::adopt`]), in any order, so a [`Written`] location is valid before its chunk
+/// arrives. Nothing else may add chunks to that table until every chunk, the last one from
+/// [`ChunkWriter::finish`] too, is adopted: the table is in use again only then.
+#[derive(Debug)]
+pub(crate) struct ChunkWriter {
+    /// The index the next chunk made gets.
+    next: usize,
+    /// The normal chunk being filled.
+    open: Option<FilledChunk>,
+    /// Chunks filled (or made for one large entry) and not yet taken.
+    done: Vec<FilledChunk>,
+    /// Full-size chunks faulted in by another thread, used before new ones are mapped.
+    prefaulted: Vec<ChunkBuf>,
+}
+
+impl ChunkWriter {
+    /// Hands the writer a chunk another thread faulted in; see [`Table::add_prefaulted`].
+    pub(crate) fn add_prefaulted(&mut self, chunk: PrefaultedChunk) {
+        self.prefaulted.push(chunk.0);
+    }
+
+    /// A new chunk of capacity `cap` under the next index.
+    fn new_chunk(&mut self, cap: usize, large: bool) -> FilledChunk {
+        let data = match self.prefaulted.pop() {
+            Some(c) if cap == CHUNK => c,
+            other => {
+                self.prefaulted.extend(other);
+                ChunkBuf::with_capacity(cap)
+            }
+        };
+        let index = self.next;
+        assert!(index < u32::MAX as usize, "state table: too many chunks");
+        self.next += 1;
+        FilledChunk {
+            index,
+            chunk: Chunk {
+                data,
+                cap,
+                live: 0,
+                large,
+            },
+            payload: 0,
+            open: false,
+        }
+    }
+
+    /// Writes a live entry for `key` (of table hash `hash`) with `value`, exactly as
+    /// [`Table::insert`] would lay it out. Panics like [`Table::insert`].
+    #[inline]
+    pub(crate) fn write(&mut self, hash: u64, key: &[u8], value: &[u8]) -> Written {
+        check_key(key);
+        check_value(value.len());
+        let fp = fingerprint(hash);
+        let size = entry_size(key.len(), value.len());
+        if size > LARGE {
+            let mut large = self.new_chunk(size, true);
+            let written = large.push(fp, key, value);
+            self.done.push(large);
+            return written;
+        }
+        if self
+            .open
+            .as_ref()
+            .is_none_or(|o| o.chunk.cap - o.chunk.data.len() < size)
+        {
+            let fresh = self.new_chunk(CHUNK, false);
+            self.done.extend(self.open.replace(fresh));
+        }
+        match self.open.as_mut() {
+            Some(open) => open.push(fp, key, value),
+            None => unreachable!("the open chunk was just made"),
+        }
+    }
+
+    /// The chunks finished since the last call (none of them the one still being filled).
+    pub(crate) fn take_done(&mut self) -> Vec<FilledChunk> {
+        mem::take(&mut self.done)
+    }
+
+    /// Every chunk not taken yet, the one being filled last (the table's open chunk to be).
+    pub(crate) fn finish(mut self) -> Vec<FilledChunk> {
+        if let Some(mut open) = self.open.take() {
+            open.open = true;
+            self.done.push(open);
+        }
+        self.done
+    }
+}
+
 impl ChunkBuf {
     /// An empty buffer that can hold `cap` bytes.
     fn with_capacity(cap: usize) -> ChunkBuf {
@@ -643,6 +777,65 @@ impl Table {
         self.prefaulted.push(chunk.0);
     }
 
+    /// A writer of entries for this table on another thread ([`ChunkWriter`]), if the table
+    /// is empty and sized by [`Table::with_capacity`] for full-size chunks (a smaller table's
+    /// chunks are smaller, and its load is cheap anyway).
+    pub(crate) fn bulk_writer(&self) -> Option<ChunkWriter> {
+        (self.len == 0 && self.chunks.is_empty() && self.arena_hint >= CHUNK).then(|| ChunkWriter {
+            next: self.chunks.len(),
+            open: None,
+            done: Vec::new(),
+            prefaulted: Vec::new(),
+        })
+    }
+
+    /// Takes a chunk of this table's [`ChunkWriter`] into the arena, at the index the writer
+    /// gave it. Panics if that index is taken (adopted twice, or a chunk made meanwhile).
+    pub(crate) fn adopt(&mut self, filled: FilledChunk) {
+        let FilledChunk {
+            index,
+            chunk,
+            payload,
+            open,
+        } = filled;
+        if self.chunks.len() <= index {
+            // Chunks of lower index still on their way wait here as freed chunks.
+            self.chunks.resize_with(index + 1, Chunk::default);
+        }
+        assert!(
+            self.chunks[index].cap == 0 && self.open != index,
+            "state table: chunk {index} adopted over a chunk in use"
+        );
+        self.arena_bytes += chunk.cap;
+        if chunk.large {
+            self.large_bytes += chunk.cap;
+        }
+        self.live_bytes += chunk.live;
+        self.payload += payload;
+        if open {
+            self.open = index;
+        }
+        self.chunks[index] = chunk;
+    }
+
+    /// Indexes an entry of this table's [`ChunkWriter`] (whose key the caller knows is absent,
+    /// as for [`Table::insert_unique`]). The entry's chunk may arrive later ([`Table::adopt`]):
+    /// placing a slot reads no entry.
+    #[inline]
+    pub(crate) fn place_written(&mut self, w: Written) {
+        let (pos, dist) = self.slots.vacant(w.fp);
+        let (pos, dist) = self.room_at(w.fp, pos, dist);
+        self.slots.place_at(pos, dist, Slot::new(w.fp, w.loc));
+        self.len += 1;
+    }
+
+    /// Starts loading the home slot of a [`Written`] entry into the cache; see
+    /// [`Table::prefetch_slot`].
+    #[inline]
+    pub(crate) fn prefetch_written(&self, w: Written) {
+        self.prefetch_fp(w.fp);
+    }
+
     /// Releases the prefaulted chunks not used (a bulk load is over).
     pub(crate) fn drop_prefaulted(&mut self) {
         self.prefaulted = Vec::new();
@@ -882,7 +1075,12 @@ impl Table {
     /// done before the lookup (encoding the value).
     #[inline]
     pub fn prefetch_slot(&self, hash: u64) {
-        let fp = fingerprint(hash);
+        self.prefetch_fp(fingerprint(hash));
+    }
+
+    /// [`Table::prefetch_slot`] of a fingerprint.
+    #[inline]
+    fn prefetch_fp(&self, fp: u32) {
         if let Some(p) = self
             .slots
             .seg_for(fp)
@@ -998,20 +1196,23 @@ impl Table {
     /// Inserts a key known to be absent, whose insertion would start at `pos`/`dist`.
     #[inline(never)]
     fn insert_new(&mut self, fp: u32, key: &[u8], value: &[u8], pos: usize, dist: usize) {
-        let full = if self.slots.is_empty() {
-            true
-        } else {
-            self.slots.full_at(pos)
-        };
-        let (pos, dist) = if full {
+        let (pos, dist) = self.room_at(fp, pos, dist);
+        let loc = self.write_entry(fp, key, value, value.len());
+        self.slots.place_at(pos, dist, Slot::new(fp, loc));
+        self.len += 1;
+    }
+
+    /// The vacant slot `pos`, `dist` from home, for fingerprint `fp`, or, when its segment is at
+    /// its maximum load (or there are no slots), the vacant slot after the segment grew.
+    #[inline]
+    fn room_at(&mut self, fp: u32, pos: usize, dist: usize) -> (usize, usize) {
+        let full = self.slots.is_empty() || self.slots.full_at(pos);
+        if full {
             self.slots.make_room(fp);
             self.slots.vacant(fp)
         } else {
             (pos, dist)
-        };
-        let loc = self.write_entry(fp, key, value, value.len());
-        self.slots.place_at(pos, dist, Slot::new(fp, loc));
-        self.len += 1;
+        }
     }
 
     /// Stores `value` for the key in `slot`, whose entry is `entry`.
@@ -1334,7 +1535,7 @@ impl<'a> Iterator for ChunkEntries<'a> {
 #[cfg(test)]
 impl Table {
     /// Checks every structural invariant; panics with a description on the first violation.
-    fn check_invariants(&self) {
+    pub(crate) fn check_invariants(&self) {
         use std::collections::HashSet;
         let mut locs = HashSet::new();
         let occupied = self.slots.check(|s| {

@@ -690,3 +690,68 @@ fn table_is_send() {
     fn send<T: Send>() {}
     send::<Table>();
 }
+
+/// A table filled through a `ChunkWriter` (entries written first, slots placed before their
+/// chunks arrive, chunks adopted out of order) is the table `insert` builds, and stays one
+/// under later inserts, overwrites and removals.
+#[test]
+fn bulk_writer_fills_a_table_that_works_like_an_inserted_one() {
+    let n: u64 = 40_000;
+    let value = |i: u64| -> Vec<u8> {
+        let len = if i.is_multiple_of(997) {
+            LARGE + 10 // an entry with a chunk of its own
+        } else {
+            (i % 150) as usize
+        };
+        vec![i as u8; len]
+    };
+    let mut t = Table::with_capacity(n as usize, n as usize * 100);
+    assert!(Table::with_capacity(100, 100).bulk_writer().is_none());
+    let mut w = t.bulk_writer().expect("a large empty table takes a writer");
+    w.add_prefaulted(super::PrefaultedChunk::new());
+    let mut written = Vec::new();
+    let mut chunks = Vec::new();
+    for i in 0..n {
+        let (key, hash) = key16(i);
+        written.push(w.write(hash, &key, &value(i)));
+        if i.is_multiple_of(5000) {
+            chunks.extend(w.take_done());
+        }
+    }
+    chunks.extend(w.finish());
+    assert!(chunks.len() > 3, "{} chunks", chunks.len());
+    for e in written {
+        t.place_written(e);
+    }
+    assert_eq!(t.len(), n as usize);
+    for c in chunks.into_iter().rev() {
+        t.adopt(c);
+    }
+    assert!(t.bulk_writer().is_none(), "the table is no longer empty");
+    t.check_invariants();
+    let mut model: Model = (0..n).map(|i| (key16(i).0.to_vec(), value(i))).collect();
+    for i in 0..n {
+        let (key, hash) = key16(i);
+        assert_eq!(t.get(hash, &key), Some(&value(i)[..]), "key {i}");
+    }
+    // The writer's last chunk is the open one: new entries go on in it.
+    for i in n..n + 500 {
+        let (key, hash) = key16(i);
+        assert!(t.insert(hash, &key, b"new"));
+        model.insert(key.to_vec(), b"new".to_vec());
+    }
+    for i in (0..n).step_by(7) {
+        let (key, hash) = key16(i);
+        if i % 2 == 0 {
+            assert!(t.remove(hash, &key));
+            model.remove(&key[..]);
+        } else {
+            t.insert(hash, &key, &[9; 300]);
+            model.insert(key.to_vec(), vec![9; 300]);
+        }
+    }
+    t.check_invariants();
+    assert_eq!(t.len(), model.len());
+    let seen: Model = t.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+    assert_eq!(seen, model);
+}
