@@ -12,7 +12,9 @@
 //!   `sync_batch256` commits once per 256 records, `sync_each` after every record;
 //!   `append/buffered_appender/N`: the same as `buffered` through one `Log::appender()`.
 //! * `threads/{1,2}`: Buffered 128-byte appends from one or two threads sharing an `Arc<Log>`;
-//!   `threads_appender/{1,2}`: the same with an `Appender` per thread.
+//!   `threads_appender/{1,2}`: the same with an `Appender` per thread; in the interleaved runs
+//!   only, `floor_threads/{1,2}`: each thread writes the floor's frames into fresh files of its
+//!   own, sharing nothing (what the machine gives two threads; not a target).
 //! * `committers/{1,4,16}`: threads each appending one 128-byte record and committing (Sync).
 //! * `pwrite_fdatasync/{zeroed,fallocated}`: one framed 128-byte record per `pwrite` + `fdatasync`
 //!   on a file preallocated by writing zeros, or by `fallocate` (as the log's segments are);
@@ -327,7 +329,7 @@ fn create_file(path: &Path) -> File {
 
 /// Runs `work(count)` on `threads` threads, splitting `iters` between them, and times it from a
 /// common start (a barrier) to the end of the slowest thread.
-fn run_threads(threads: usize, iters: u64, work: impl Fn(u64) + Sync) -> Duration {
+fn run_threads(threads: usize, iters: u64, work: impl Fn(usize, u64) + Sync) -> Duration {
     let barrier = Barrier::new(threads + 1);
     let n = threads as u64;
     let start = thread::scope(|s| {
@@ -336,7 +338,7 @@ fn run_threads(threads: usize, iters: u64, work: impl Fn(u64) + Sync) -> Duratio
             let (barrier, work) = (&barrier, &work);
             s.spawn(move || {
                 barrier.wait();
-                work(count);
+                work(k as usize, count);
             });
         }
         barrier.wait();
@@ -666,7 +668,7 @@ fn threads_workload<'a>(threads: usize, appender: bool) -> Workload<'a> {
     Box::new(move |iters| {
         let lb = state.get_or_insert_with(|| LogBench::open(Durability::Buffered));
         let log = &*lb.log;
-        let elapsed = run_threads(threads, iters, |n| {
+        let elapsed = run_threads(threads, iters, |_, n| {
             if appender {
                 let mut a = log.appender();
                 for _ in 0..n {
@@ -683,6 +685,32 @@ fn threads_workload<'a>(threads: usize, appender: bool) -> Workload<'a> {
     })
 }
 
+/// What the machine gives `threads` threads: each writes the floor's 128-byte frames into
+/// fresh files of its own (no shared state at all), as `floor/fresh` does with one.
+fn floor_threads_workload<'a>(threads: usize) -> Workload<'a> {
+    let p = payload(128);
+    let mut floors: Vec<std::sync::Mutex<Floor>> = Vec::new();
+    Box::new(move |iters| {
+        if floors.is_empty() {
+            floors = (0..threads)
+                .map(|_| std::sync::Mutex::new(Floor::new(true)))
+                .collect();
+        }
+        let floors = &floors;
+        let elapsed = run_threads(threads, iters, |k, n| {
+            // Each thread locks only its own floor, once.
+            let mut floor = floors[k].lock().expect("floor lock");
+            for _ in 0..n {
+                floor.append(black_box(&p));
+            }
+        });
+        for f in floors {
+            f.lock().expect("floor lock").cleanup();
+        }
+        elapsed
+    })
+}
+
 fn committers_workload<'a>(threads: usize, io_key: Option<String>) -> Workload<'a> {
     let p = payload(128);
     let mut state: Option<LogBench> = None;
@@ -690,7 +718,7 @@ fn committers_workload<'a>(threads: usize, io_key: Option<String>) -> Workload<'
         let lb = state.get_or_insert_with(|| LogBench::open(Durability::Sync));
         let log = &*lb.log;
         let before = IoCounters::read();
-        let elapsed = run_threads(threads, iters, |n| {
+        let elapsed = run_threads(threads, iters, |_, n| {
             for _ in 0..n {
                 black_box(log.append(black_box(&p)).expect("append"));
                 black_box(log.commit().expect("commit"));
@@ -912,6 +940,8 @@ fn run_interleaved() {
             ("threads/2".into(), threads_workload(2, false)),
             ("threads_appender/1".into(), threads_workload(1, true)),
             ("threads_appender/2".into(), threads_workload(2, true)),
+            ("floor_threads/1".into(), floor_threads_workload(1)),
+            ("floor_threads/2".into(), floor_threads_workload(2)),
         ],
     );
     interleave(
@@ -1196,9 +1226,17 @@ fn print_summary(load_at_start: &str) {
             "threads/2",
             "threads_appender/1",
             "threads_appender/2",
+            "floor_threads/1",
+            "floor_threads/2",
         ],
         Some("threads"),
         "records/s total",
+    );
+    // Not a target: what two threads sharing nothing get from these two cores.
+    let f = figures(Some("threads"), "floor_threads/2", "floor_threads/1");
+    println!(
+        "the floor, a fresh file per thread, 2 threads / 1 thread: {}",
+        show_figures(&f, show_x)
     );
     let f = figures(Some("threads"), "threads/2", "threads/1");
     println!("2 threads / 1 thread: {}", show_figures(&f, show_x));
