@@ -6,7 +6,8 @@
 //! * `value/update`: `ValueState<[u8; 16], Vec<u8>>::set` of a 100-byte value, `Buffered` mode.
 //! * `value/update_bytes`, `value/get_bytes`: the same with `serde_bytes::{ByteArray<16>, ByteBuf}`
 //!   (serde's byte-string types: encoded with one copy instead of one call per byte).
-//! * `value/get`, `floor/get`: point reads.
+//! * `value/get`, `floor/get`: point reads; `floor/get_owned`: the floor's read with a copy of the
+//!   value, which is what `ValueState::get` returns (an owned `V`, decoded).
 //! * `list/add`: 8-byte elements over 100 k keys; `map/put`: 16-byte values under 8 map keys per key.
 //!
 //! Keys: 1 M distinct (`SJ_STATE_KEYS` overrides), updated in a fixed random order. After the groups,
@@ -181,6 +182,19 @@ fn main() {
             e
         })
     });
+    c.bench_function("floor/get_owned", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                let k = key(ord[pos % ord.len()] as usize);
+                pos += 1;
+                black_box(floor.map.get(&k[..]).cloned());
+            }
+            let e = t.elapsed();
+            record("floor/get_owned", e, iters);
+            e
+        })
+    });
     drop(floor);
 
     // ValueState.
@@ -306,6 +320,7 @@ fn main() {
         "value/update",
         "value/update_bytes",
         "floor/get",
+        "floor/get_owned",
         "value/get",
         "value/get_bytes",
         "list/add",
@@ -325,7 +340,13 @@ fn main() {
         );
     }
     if let (Some(a), Some(b)) = (rate("value/get"), rate("floor/get")) {
-        println!("ValueState get / HashMap get: {:.2}x", a / b);
+        println!("ValueState get / HashMap get (a reference): {:.2}x", a / b);
+    }
+    if let (Some(a), Some(b)) = (rate("value/get"), rate("floor/get_owned")) {
+        println!(
+            "ValueState get / HashMap get + clone (an owned value): {:.2}x",
+            a / b
+        );
     }
     println!(
         "table memory: {} entries, {:.1} MiB of keys+values as stored, {:.1} MiB allocated: {:.1} B per entry of overhead (target <= 64 B)",

@@ -950,6 +950,13 @@ impl<C: Codec> Journal<C> {
         self.clock.now_millis()
     }
 
+    /// State `id`'s TTL and the time to judge expiry by, for [`live`]: the clock is read only
+    /// when the state has a TTL (a read of a state without one pays nothing for it).
+    pub(crate) fn ttl_now(&self, id: u32) -> (Option<StateTtl>, u64) {
+        let ttl = self.ttl_of(id);
+        (ttl, if ttl.is_some() { self.now() } else { 0 })
+    }
+
     /// The plain table of a state.
     pub(crate) fn plain(&self, id: u32) -> Option<&Table> {
         match self.store.states.get(id as usize).map(|(_, d)| d) {
@@ -961,7 +968,8 @@ impl<C: Codec> Journal<C> {
     /// The stored bytes of the located key, without an expired TTL prefix, if live.
     pub(crate) fn live_value(&self, id: u32, loc: Loc) -> Option<&[u8]> {
         let stored = self.plain(id)?.get(loc.hash, &self.bufs.cbuf)?;
-        live(self.ttl_of(id), stored, self.now())
+        let (ttl, now) = self.ttl_now(id);
+        live(ttl, stored, now)
     }
 
     /// Starts `vbuf` as a stored value: the expiry prefix when the state has a TTL.

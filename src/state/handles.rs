@@ -65,7 +65,7 @@ fn plain_keys<C: Codec, K: DeserializeOwned, N: DeserializeOwned>(
     let Some(table) = j.plain(id) else {
         return Ok(Vec::new());
     };
-    let (ttl, now) = (j.ttl_of(id), j.now());
+    let (ttl, now) = j.ttl_now(id);
     let mut out = Vec::new();
     for (composite, stored) in table.iter() {
         if live(ttl, stored, now).is_none() {
@@ -492,7 +492,7 @@ where
     ) -> Result<Option<UV>> {
         let loc = j.locate(self.id, key, ns)?;
         let mh = self.encode_map_key(j, map_key)?;
-        let (ttl, now) = (j.ttl_of(self.id), j.now());
+        let (ttl, now) = j.ttl_now(self.id);
         let Some(stored) = self
             .entries_table(j, loc)
             .and_then(|t| t.get(mh, &j.bufs.mbuf))
@@ -519,7 +519,7 @@ where
     ) -> Result<bool> {
         let loc = j.locate(self.id, key, ns)?;
         let mh = self.encode_map_key(j, map_key)?;
-        let (ttl, now) = (j.ttl_of(self.id), j.now());
+        let (ttl, now) = j.ttl_now(self.id);
         Ok(self
             .entries_table(j, loc)
             .and_then(|t| t.get(mh, &j.bufs.mbuf))
@@ -577,7 +577,7 @@ where
         ns: &N,
     ) -> Result<Vec<(UK, UV)>> {
         let loc = j.locate(self.id, key, ns)?;
-        let (ttl, now) = (j.ttl_of(self.id), j.now());
+        let (ttl, now) = j.ttl_now(self.id);
         let mut out = Vec::new();
         if let Some(t) = self.entries_table(j, loc) {
             for (mk, stored) in t.iter() {
@@ -622,7 +622,7 @@ impl<K: DeserializeOwned, UK, UV, N: DeserializeOwned> MapState<K, UK, UV, N> {
         let Some((_, Data::Map(m))) = j.store.states.get(self.id as usize) else {
             return Ok(Vec::new());
         };
-        let (ttl, now) = (j.ttl_of(self.id), j.now());
+        let (ttl, now) = j.ttl_now(self.id);
         let mut out = Vec::new();
         for (composite, idx) in m.outer.iter() {
             let Some(entries) = <[u8; 4]>::try_from(idx)

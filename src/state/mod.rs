@@ -155,34 +155,26 @@ const PREFAULT_AHEAD: usize = 16;
 /// One verified snapshot block, decoded (a unit of the parallel load): where its entry bytes
 /// lie in the mapped snapshot file, and each entry, either written already into its table's
 /// arena by the decoding thread or, when its table takes no [`table::ChunkWriter`], its
-/// position in the payload with its key's table hash.
+/// position in the payload with its key's table hash. Keys are distinct, so the order in which
+/// the two kinds are indexed does not matter.
 #[derive(Debug, Default)]
 struct DecodedBlock {
     kg: u16,
     /// The payload: `len` bytes at file offset `at`.
     at: usize,
     len: usize,
-    entries: Vec<Decoded>,
+    /// The entries the decoding thread wrote into their tables' arenas (state id, entry):
+    /// their slots are still to be placed. Kept apart from `entries` because they are a quarter
+    /// of the size: 8.8 M of them pass from one thread to the other in a large load.
+    written: Vec<(u32, table::Written)>,
+    /// The other entries, still to be inserted from the payload: their positions in it, and
+    /// their keys' table hashes.
+    entries: Vec<(crate::snapshot::codec::EntryPos, u64)>,
     /// Arena chunks the writers finished while decoding this block, with their state ids: the
     /// inserting thread adopts them into their tables.
     chunks: Vec<(u32, table::FilledChunk)>,
-    /// Number and key and value bytes of the entries written by the decoding thread.
-    written: Loaded,
-}
-
-/// One entry of a [`DecodedBlock`].
-#[derive(Debug, Clone, Copy)]
-enum Decoded {
-    /// Written into the arena of state `state_id`'s table; its slot is still to be placed.
-    Written {
-        state_id: u32,
-        entry: table::Written,
-    },
-    /// Still to be inserted, from the payload.
-    Pos {
-        pos: crate::snapshot::codec::EntryPos,
-        hash: u64,
-    },
+    /// Number and key and value bytes of the entries in `written`.
+    written_sum: Loaded,
 }
 
 impl DecodedBlock {
@@ -203,7 +195,8 @@ impl DecodedBlock {
         self.at = usize::try_from(entries.payload_offset())
             .map_err(|_| corrupt("a block lies past the address space".into()))?;
         self.entries.clear();
-        self.written = Loaded::default();
+        self.written.clear();
+        self.written_sum = Loaded::default();
         while let Some(pos) = entries.next_pos() {
             let pos = pos?;
             let e = pos.entry(self.kg, payload);
@@ -230,17 +223,15 @@ impl DecodedBlock {
                     .and_then(Option::as_mut),
                 Some(_) => None, // a map entry, or a kind mismatch the inserter reports
             };
-            self.entries.push(match writer {
+            match writer {
                 Some(w) => {
-                    self.written.entries += 1;
-                    self.written.bytes += (e.key.len() + e.value.len()) as u64;
-                    Decoded::Written {
-                        state_id: e.state_id,
-                        entry: w.write(hash, e.key, e.value),
-                    }
+                    self.written_sum.entries += 1;
+                    self.written_sum.bytes += (e.key.len() + e.value.len()) as u64;
+                    self.written
+                        .push((e.state_id, w.write(hash, e.key, e.value)));
                 }
-                None => Decoded::Pos { pos, hash },
-            });
+                None => self.entries.push((pos, hash)),
+            }
         }
         for (id, w) in writers.iter_mut().enumerate() {
             if let Some(w) = w {
@@ -269,36 +260,29 @@ fn insert_block(
             t.adopt(chunk);
         }
     }
-    loaded.entries += block.written.entries;
-    loaded.bytes += block.written.bytes;
+    loaded.entries += block.written_sum.entries;
+    loaded.bytes += block.written_sum.bytes;
+    for (i, &(state_id, entry)) in block.written.iter().enumerate() {
+        if let Some(&(ahead_id, ahead)) = block.written.get(i + LOAD_AHEAD) {
+            if let Some((_, Data::Plain(t))) = states.get(ahead_id as usize) {
+                t.prefetch_written(ahead);
+            }
+        }
+        // Distinct, as for `insert_unique` below; the entry's chunk is adopted above or comes
+        // with a later block.
+        if let Some((_, Data::Plain(t))) = states.get_mut(state_id as usize) {
+            t.place_written(entry);
+        }
+    }
     let payload = file
         .get(block.at..block.at + block.len)
         .ok_or_else(|| corrupt(format!("a block at {} is past the file's end", block.at)))?;
-    for (i, &d) in block.entries.iter().enumerate() {
-        match block.entries.get(i + LOAD_AHEAD) {
-            Some(&Decoded::Written { state_id, entry }) => {
-                if let Some((_, Data::Plain(t))) = states.get(state_id as usize) {
-                    t.prefetch_written(entry);
-                }
+    for (i, &(pos, h)) in block.entries.iter().enumerate() {
+        if let Some(&(ahead, ahead_hash)) = block.entries.get(i + LOAD_AHEAD) {
+            if let Some((_, Data::Plain(t))) = states.get(ahead.state_id as usize) {
+                t.prefetch_slot(ahead_hash);
             }
-            Some(&Decoded::Pos { pos, hash }) => {
-                if let Some((_, Data::Plain(t))) = states.get(pos.state_id as usize) {
-                    t.prefetch_slot(hash);
-                }
-            }
-            None => {}
         }
-        let (pos, h) = match d {
-            Decoded::Written { state_id, entry } => {
-                // Distinct, as for `insert_unique` below; the entry's chunk is adopted above
-                // or comes with a later block.
-                if let Some((_, Data::Plain(t))) = states.get_mut(state_id as usize) {
-                    t.place_written(entry);
-                }
-                continue;
-            }
-            Decoded::Pos { pos, hash } => (pos, hash),
-        };
         let e = pos.entry(block.kg, payload);
         let bad_entry = |what: &str| {
             corrupt(format!(
