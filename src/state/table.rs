@@ -253,12 +253,7 @@ impl FilledChunk {
     #[inline]
     fn push(&mut self, fp: u32, key: &[u8], value: &[u8]) -> Written {
         let off = self.chunk.data.len();
-        let data = &mut self.chunk.data;
-        push_header(data, key.len(), value.len(), value.len());
-        data.extend_from_slice(key);
-        data.extend_from_slice(value);
-        finish_entry(data, off, key.len(), value.len(), fp);
-        self.chunk.live += entry_size(key.len(), value.len());
+        self.chunk.live += push_entry(&mut self.chunk.data, fp, key, value, value.len());
         self.payload += key.len() + value.len();
         Written {
             fp,
@@ -305,13 +300,7 @@ impl ChunkWriter {
 
     /// A new chunk of capacity `cap` under the next index.
     fn new_chunk(&mut self, cap: usize, large: bool) -> FilledChunk {
-        let data = match self.prefaulted.pop() {
-            Some(c) if cap == CHUNK => c,
-            other => {
-                self.prefaulted.extend(other);
-                ChunkBuf::with_capacity(cap)
-            }
-        };
+        let data = ChunkBuf::take_or_new(&mut self.prefaulted, cap);
         let index = self.next;
         assert!(index < u32::MAX as usize, "state table: too many chunks");
         self.next += 1;
@@ -372,6 +361,18 @@ impl ChunkWriter {
 }
 
 impl ChunkBuf {
+    /// A full-size chunk from `prefaulted` when `cap` is the full size and one is there, else a
+    /// new buffer of capacity `cap`.
+    fn take_or_new(prefaulted: &mut Vec<ChunkBuf>, cap: usize) -> ChunkBuf {
+        match prefaulted.pop() {
+            Some(c) if cap == CHUNK => c,
+            other => {
+                prefaulted.extend(other);
+                ChunkBuf::with_capacity(cap)
+            }
+        }
+    }
+
     /// An empty buffer that can hold `cap` bytes.
     fn with_capacity(cap: usize) -> ChunkBuf {
         if cap == CHUNK {
@@ -648,6 +649,18 @@ fn push_header(data: &mut ChunkBuf, key_len: usize, len: usize, cap: usize) {
     data.extend_from_slice(&len32(key_len).to_ne_bytes());
     data.extend_from_slice(&len32(len).to_ne_bytes());
     data.extend_from_slice(&len32(cap).to_ne_bytes());
+}
+
+/// Appends a live entry of `key` and `value` with room for `cap` value bytes to `data` (which
+/// has the room); returns its size.
+#[inline]
+fn push_entry(data: &mut ChunkBuf, fp: u32, key: &[u8], value: &[u8], cap: usize) -> usize {
+    let off = data.len();
+    push_header(data, key.len(), value.len(), cap);
+    data.extend_from_slice(key);
+    data.extend_from_slice(value);
+    finish_entry(data, off, key.len(), cap, fp);
+    entry_size(key.len(), cap)
 }
 
 /// Completes the entry begun at `off` in `data` (header, key and value written): zeroes the
@@ -1284,11 +1297,7 @@ impl Table {
         let size = entry_size(key.len(), cap);
         let (c, off) = self.reserve(size);
         let chunk = &mut self.chunks[c];
-        push_header(&mut chunk.data, key.len(), value.len(), cap);
-        chunk.data.extend_from_slice(key);
-        chunk.data.extend_from_slice(value);
-        finish_entry(&mut chunk.data, off, key.len(), cap, fp);
-        chunk.live += size;
+        chunk.live += push_entry(&mut chunk.data, fp, key, value, cap);
         self.live_bytes += size;
         self.payload += key.len() + value.len();
         pack(c, off)
@@ -1355,13 +1364,7 @@ impl Table {
 
     /// Allocates a chunk of capacity `cap` and returns its index.
     fn new_chunk(&mut self, cap: usize, large: bool) -> usize {
-        let data = match self.prefaulted.pop() {
-            Some(c) if cap == CHUNK => c,
-            other => {
-                self.prefaulted.extend(other);
-                ChunkBuf::with_capacity(cap)
-            }
-        };
+        let data = ChunkBuf::take_or_new(&mut self.prefaulted, cap);
         let chunk = Chunk {
             data,
             cap,
