@@ -203,7 +203,7 @@ fn main() {
     for i in 0..n {
         v.set(&mut j, &key(i), &value).unwrap();
     }
-    let stats = j.state_stats();
+    let stats = j.state_stats().unwrap();
     c.bench_function("value/update", |b| {
         b.iter_custom(|iters| {
             let t = Instant::now();

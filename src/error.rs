@@ -126,6 +126,15 @@ pub enum Error {
         /// The groups the journal serves.
         range: crate::KeyGroupRange,
     },
+    /// A state handle was used with a journal that did not register it: its state id is not
+    /// registered there, or belongs to a state of another kind. Nothing was logged.
+    #[error("a state handle (state id {state_id}) was used with a journal that did not register it: {detail}; nothing was logged")]
+    ForeignHandle {
+        /// The handle's state id.
+        state_id: u32,
+        /// What does not match.
+        detail: &'static str,
+    },
     /// The journal was created with another number of key groups.
     #[error("the journal in {} has {stored} key groups, not {requested}: the number is fixed when a journal is created", path.display())]
     KeyGroupsMismatch {
@@ -241,6 +250,7 @@ impl Error {
             | Error::StateConflict { .. }
             | Error::TtlConflict { .. }
             | Error::KeyGroupNotOwned { .. }
+            | Error::ForeignHandle { .. }
             | Error::Codec { .. }
             | Error::Remote { .. }
             | Error::Fenced { .. }

@@ -57,7 +57,7 @@ fn ownership_is_enforced_and_recovery_loads_only_owned_groups() {
         "{owned} owned, {foreign} foreign"
     );
     // Only the owned groups were loaded.
-    assert_eq!(v.keys(&j).unwrap().len(), owned);
+    assert_eq!(v.keys(&mut j).unwrap().len(), owned);
 }
 
 #[test]

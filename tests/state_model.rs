@@ -1,6 +1,7 @@
 //! Model-based property test of keyed state: random operation sequences over every state kind
 //! (with namespaces, write batches and whole-state clears), with random reopen points, compared
-//! with plain `BTreeMap` models after every reopen and at the end.
+//! with plain `BTreeMap` models after every reopen, at random points between writes, and at the
+//! end.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +27,9 @@ enum Op {
     ClearAllValues,
     Batch(Vec<Op>),
     Reopen,
+    /// Read everything back without reopening: the reads must see the writes just made,
+    /// including those whose table update the journal still holds back.
+    Check,
 }
 
 fn key() -> impl Strategy<Value = u16> {
@@ -59,6 +63,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::ClearAllValues),
         2 => proptest::collection::vec(simple_op(), 1..6).prop_map(Op::Batch),
         2 => Just(Op::Reopen),
+        2 => Just(Op::Check),
     ]
 }
 
@@ -161,7 +166,7 @@ impl Model {
                     }
                 }
             }
-            Op::Reopen => {}
+            Op::Reopen | Op::Check => {}
         }
     }
 }
@@ -223,7 +228,7 @@ fn run(j: &mut Journal, h: &Handles, op: &Op) -> statejournal::Result<()> {
             }
             Ok(())
         }),
-        Op::Reopen => Ok(()),
+        Op::Reopen | Op::Check => Ok(()),
     }
 }
 
@@ -285,6 +290,10 @@ proptest! {
                 drop(j);
                 (j, h) = open(dir.path());
                 prop_assert_eq!(&observe(&mut j, &h), &model, "after reopen");
+                continue;
+            }
+            if let Op::Check = op {
+                prop_assert_eq!(&observe(&mut j, &h), &model, "without a reopen");
                 continue;
             }
             run(&mut j, &h, op).unwrap();

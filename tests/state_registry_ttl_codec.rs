@@ -26,6 +26,80 @@ fn registrations_are_durable_and_kinds_cannot_change() {
     assert!(j.list_state::<u8, u8>("b").is_ok());
 }
 
+/// A handle belongs to the journal that registered it. Used on another journal, where its id is
+/// unregistered or names a state of another kind, it must be refused before anything is logged:
+/// a logged op that cannot be applied would stop every later replay of that journal.
+#[test]
+fn a_handle_used_on_another_journal_is_refused_and_logs_nothing() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut ja = Journal::open(a.path(), JournalOptions::default()).unwrap();
+    let a_value = ja.value_state::<u8, u8>("v").unwrap();
+    let a_map = ja.map_state::<u8, u8, u8>("m").unwrap();
+    let a_list = ja.list_state::<u8, u8>("l").unwrap();
+    let mut jb = Journal::open(b.path(), JournalOptions::default()).unwrap();
+    // In `b`, id 0 is a map and id 1 a value state; id 2 is not registered.
+    let b_map = jb.map_state::<u8, u8, u8>("m").unwrap();
+    jb.value_state::<u8, u8>("v").unwrap();
+    b_map.put(&mut jb, &1, &2, &3).unwrap();
+    let before = jb.log().last_lsn();
+    let refused = |r: statejournal::Result<()>| {
+        assert!(matches!(r, Err(Error::ForeignHandle { .. })), "{r:?}");
+    };
+    refused(a_value.set(&mut jb, &1, &1)); // a value op on b's map
+    refused(a_map.put(&mut jb, &1, &1, &1)); // a map op on b's value state
+    refused(a_list.add(&mut jb, &1, &1)); // an unregistered id
+    refused(jb.write_batch(|j| a_value.set(j, &2, &2)));
+    assert_eq!(jb.log().last_lsn(), before, "a refused op was logged");
+    drop(jb);
+    let mut jb = Journal::open(b.path(), JournalOptions::default()).unwrap();
+    let b_map = jb.map_state::<u8, u8, u8>("m").unwrap();
+    assert_eq!(b_map.get(&mut jb, &1, &2).unwrap(), Some(3));
+}
+
+/// The journal applies an update to its tables a few calls after logging it (so that the
+/// update's cache misses overlap the next calls' work); every way of reading the state must
+/// still see every write the moment the write returns.
+#[test]
+fn every_read_sees_the_writes_just_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+    let v = j.value_state::<u32, u32>("v").unwrap();
+    let l = j.list_state::<u32, u32>("l").unwrap();
+    let m = j.map_state::<u32, u32, u32>("m").unwrap();
+    for round in 0..3u32 {
+        // The value state is empty here (cleared at the end of the last round).
+        let others = j.state_stats().unwrap().entries;
+        for k in 0..5 {
+            v.set(&mut j, &k, &(round * 10 + k)).unwrap();
+        }
+        assert_eq!(j.state_stats().unwrap().entries, others + 5);
+        let mut keys: Vec<u32> = v
+            .keys(&mut j)
+            .unwrap()
+            .into_iter()
+            .map(|(k, ())| k)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, [0, 1, 2, 3, 4]);
+        v.set(&mut j, &7, &round).unwrap();
+        v.set(&mut j, &7, &(round + 100)).unwrap();
+        assert_eq!(v.get(&mut j, &7).unwrap(), Some(round + 100));
+        v.clear(&mut j, &7).unwrap();
+        l.add(&mut j, &1, &round).unwrap();
+        assert_eq!(l.get(&mut j, &1).unwrap().last(), Some(&round));
+        m.put(&mut j, &1, &round, &round).unwrap();
+        assert!(m.contains(&mut j, &1, &round).unwrap());
+        m.put(&mut j, &2, &round, &round).unwrap();
+        assert_eq!(m.entries(&mut j, &2).unwrap().len() as u32, round + 1);
+        m.put(&mut j, &3, &round, &round).unwrap();
+        assert_eq!(m.keys(&mut j).unwrap().len(), 3);
+        // A whole-state clear must not be overtaken by the writes before it.
+        v.set(&mut j, &9, &9).unwrap();
+        v.clear_all(&mut j).unwrap();
+        assert_eq!(v.get(&mut j, &9).unwrap(), None);
+    }
+}
+
 #[test]
 fn ttl_expires_values_and_refreshes_on_write_or_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -72,7 +146,7 @@ fn ttl_expires_values_and_refreshes_on_write_or_read() {
     );
     assert_eq!(list.get(&mut j, &1).unwrap(), vec![30, 31]);
     assert!(
-        on_write.keys(&j).unwrap().is_empty(),
+        on_write.keys(&mut j).unwrap().is_empty(),
         "expired keys are not listed"
     );
     drop(j);

@@ -379,7 +379,12 @@ pub fn run(a: Args) -> CliResult {
     }
 
     // Timers pending in the state (windows with data not fired yet).
-    let mut timers: BTreeSet<u64> = s.timers.keys(&j)?.into_iter().map(|(w, ())| w).collect();
+    let mut timers: BTreeSet<u64> = s
+        .timers
+        .keys(&mut j)?
+        .into_iter()
+        .map(|(w, ())| w)
+        .collect();
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
@@ -404,16 +409,17 @@ pub fn run(a: Args) -> CliResult {
     let mut last_checkpoint = Instant::now();
     let mut last_id = restored.unwrap_or(0);
     let mut fired = 0u64;
-    let set_msg = |j: &Journal, id: u64, at: u64| {
-        let st = j.state_stats();
+    let set_msg = |j: &mut Journal, id: u64, at: u64| -> Result<(), CliError> {
+        let st = j.state_stats()?;
         bar.set_message(format!(
             "| state {} ({} entries) | checkpoint {id} @ {}",
             bytes(st.payload_bytes),
             count(st.entries as f64),
             count(at as f64)
         ));
+        Ok(())
     };
-    set_msg(&j, last_id, offset);
+    set_msg(&mut j, last_id, offset)?;
     while offset < a.events {
         let e = event(offset);
         let w = e.time_ms / WINDOW_MS;
@@ -450,7 +456,7 @@ pub fn run(a: Args) -> CliResult {
                 checkpoint_time += t.elapsed();
                 checkpoints += 1;
                 last_checkpoint = Instant::now();
-                set_msg(&j, last_id, offset);
+                set_msg(&mut j, last_id, offset)?;
             }
         }
     }
@@ -477,12 +483,12 @@ pub fn run(a: Args) -> CliResult {
 
     // The exactly-once check: the sink's results against a straight recomputation.
     let mut got: BTreeMap<u64, WindowResult> = BTreeMap::new();
-    for (w, ()) in s.results.keys(&j)? {
+    for (w, ()) in s.results.keys(&mut j)? {
         if let Some(r) = s.results.get(&mut j, &w)? {
             got.insert(w, r);
         }
     }
-    let stats = j.state_stats();
+    let stats = j.state_stats()?;
     let io = j.io_stats();
     j.close()?;
     let want = expected_results(a.events);

@@ -547,9 +547,9 @@ pub fn restore(a: PullArgs) -> CliResult {
             .key_group_range(range)
             .compaction(CompactionPolicy::manual());
         let started = Instant::now();
-        let j = Journal::open_at_checkpoint(&a.dir, id, opts)?;
+        let mut j = Journal::open_at_checkpoint(&a.dir, id, opts)?;
         let took = started.elapsed();
-        let st = j.state_stats();
+        let st = j.state_stats()?;
         let states = j.recovery().snapshot_entries;
         let replayed = j.recovery().replayed_records;
         j.close()?;

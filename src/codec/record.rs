@@ -192,6 +192,19 @@ impl<'a> Op<'a> {
 }
 
 impl Op<'_> {
+    /// The state the op changes; `None` for `Init` and `Register`.
+    pub fn state_id(&self) -> Option<u32> {
+        match *self {
+            Op::Put { state_id, .. }
+            | Op::Delete { state_id, .. }
+            | Op::Append { state_id, .. }
+            | Op::MapPut { state_id, .. }
+            | Op::MapRemove { state_id, .. }
+            | Op::ClearState { state_id } => Some(state_id),
+            Op::Init { .. } | Op::Register { .. } => None,
+        }
+    }
+
     /// Appends the op's encoding to a record started with [`begin_record`].
     pub fn encode(&self, out: &mut Vec<u8>) {
         match *self {

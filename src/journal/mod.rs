@@ -1,6 +1,7 @@
 //! The facade users hold: a [`Journal`] owns a [`Log`] and the keyed state recovered from it.
 
 mod background;
+mod pending;
 pub(crate) mod recovery;
 
 use std::path::{Path, PathBuf};
@@ -217,6 +218,9 @@ pub struct Journal<C: Codec = Postcard> {
     pub(crate) bufs: Bufs,
     /// A single-op record being written.
     rec: Vec<u8>,
+    /// Single-op records appended to the log whose table update waits for the next ops
+    /// ([`pending`]). Every reader of `store` settles them first.
+    pending: pending::Pending,
     /// The log segment this journal appended to last ([`Log::append_cached`]).
     segment: Option<Arc<crate::segment::Segment>>,
     /// The record of the open write batch.
@@ -366,6 +370,7 @@ impl<C: Codec> Journal<C> {
             nbuf: Vec::new(),
             bufs: Bufs::default(),
             rec: Vec::new(),
+            pending: pending::Pending::default(),
             segment: None,
             batch: None,
             catalog,
@@ -628,7 +633,11 @@ impl<C: Codec> Journal<C> {
 
     /// Sizes of the in-memory state: live entries, their key and value bytes, and the bytes the
     /// tables allocate for them.
-    pub fn state_stats(&self) -> StateStats {
+    ///
+    /// Fails only if an update queued for the tables fails to apply (which the checks made
+    /// before logging rule out).
+    pub fn state_stats(&mut self) -> Result<StateStats> {
+        self.settle()?;
         let mut st = StateStats::default();
         let mut add = |t: &Table| {
             st.entries += t.len() as u64;
@@ -644,7 +653,7 @@ impl<C: Codec> Journal<C> {
                 }
             }
         }
-        st
+        Ok(st)
     }
 
     /// The journal's number of key groups.
@@ -836,50 +845,92 @@ impl<C: Codec> Journal<C> {
         Ok(id)
     }
 
-    /// Appends the record in `rec` to the log and applies it.
+    /// Appends the record in `rec` to the log and applies it (after the queued ops).
     fn commit_rec(&mut self) -> Result<()> {
+        self.settle()?;
         let lsn = self.log.append_cached(&mut self.segment, &self.rec)?;
         self.account(self.rec.len());
         self.store
             .apply(&self.rec)
-            .map_err(|e| Error::InvalidRecord {
-                path: self.dir.clone(),
-                offset: None,
-                lsn: lsn.get(),
-                detail: e.to_string(),
-            })
+            .map_err(|e| self.invalid_record(lsn.get(), e.to_string()))
+    }
+
+    fn invalid_record(&self, lsn: u64, detail: String) -> Error {
+        Error::InvalidRecord {
+            path: self.dir.clone(),
+            offset: None,
+            lsn,
+            detail,
+        }
+    }
+
+    /// Applies the ops whose table update is still queued ([`pending`]): every reader of the
+    /// tables calls this first.
+    #[inline]
+    pub(crate) fn settle(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.pending
+            .settle(&mut self.store)
+            .map_err(|f| self.invalid_record(f.lsn, f.detail))
+    }
+
+    /// The tables, for a reader: panics if ops are still queued (the reader forgot to
+    /// [`settle`](Self::settle)), rather than serve state that misses them.
+    #[inline]
+    pub(crate) fn settled_store(&self) -> &Store {
+        assert!(
+            self.pending.is_empty(),
+            "state read before the queued ops were applied"
+        );
+        &self.store
     }
 
     /// Emits one op: into the open batch, or as its own record — appended to the log, then
     /// applied to the tables (with the table hash the caller already computed).
+    ///
+    /// A keyed op's table update is queued behind the next ops' ([`pending`]), so that its
+    /// cache misses overlap their work; any other op first applies the queued ones.
     pub(crate) fn emit(
         &mut self,
         hash: Option<u64>,
         op: impl FnOnce(&Bufs) -> Op<'_>,
     ) -> Result<()> {
         let op = op(&self.bufs);
+        if let Err(e) = self.store.check_applicable(&op) {
+            return Err(Error::ForeignHandle {
+                state_id: op.state_id().unwrap_or(u32::MAX),
+                detail: e.what,
+            });
+        }
         if let Some(batch) = self.batch.as_mut() {
             op.encode(batch);
             return Ok(());
         }
-        // The key's table entry starts loading now and arrives while the record is appended.
-        if let (Some(h), Some(t)) = (hash, op.target()) {
-            self.store.prefetch_entry(t.state_id, h);
-        }
         begin_record(&mut self.rec);
         op.encode(&mut self.rec);
+        let (Some(h), Some(state_id)) = (hash, op.target().map(|t| t.state_id)) else {
+            if let Err(f) = self.pending.settle(&mut self.store) {
+                return Err(self.invalid_record(f.lsn, f.detail));
+            }
+            let lsn = self.log.append_cached(&mut self.segment, &self.rec)?;
+            let applied = self.store.apply_op(op, hash);
+            self.account(self.rec.len());
+            return applied.map_err(|e| self.invalid_record(lsn.get(), e.to_string()));
+        };
+        // The previous op's slot line has arrived: its entry starts loading now. The op before
+        // it, whose entry has arrived, is applied.
+        self.pending.prefetch_newest(&self.store);
+        if self.pending.is_full() {
+            if let Err(f) = self.pending.apply_oldest(&mut self.store) {
+                return Err(self.invalid_record(f.lsn, f.detail));
+            }
+        }
         let lsn = self.log.append_cached(&mut self.segment, &self.rec)?;
-        let applied = self
-            .store
-            .apply_op(op, hash)
-            .map_err(|e| Error::InvalidRecord {
-                path: self.dir.clone(),
-                offset: None,
-                lsn: lsn.get(),
-                detail: e.to_string(),
-            });
         self.account(self.rec.len());
-        applied
+        self.pending.push(&mut self.rec, h, state_id, lsn.get());
+        Ok(())
     }
 
     /// Counts an appended record and looks at the compaction policy every MiB.
@@ -907,6 +958,17 @@ impl<C: Codec> Journal<C> {
             state: self.state_name(id),
             source,
         }
+    }
+
+    /// [`locate`](Self::locate) for a reader: the queued table updates are applied first.
+    #[inline]
+    pub(crate) fn locate_read<K, N>(&mut self, id: u32, key: &K, ns: &N) -> Result<Loc>
+    where
+        K: Serialize + ?Sized,
+        N: Serialize + ?Sized,
+    {
+        self.settle()?;
+        self.locate(id, key, ns)
     }
 
     /// Encodes `key` and `ns` into the composite-key buffer and finds the key's group.
@@ -957,9 +1019,9 @@ impl<C: Codec> Journal<C> {
         (ttl, if ttl.is_some() { self.now() } else { 0 })
     }
 
-    /// The plain table of a state.
+    /// The plain table of a state (the queued ops must be settled).
     pub(crate) fn plain(&self, id: u32) -> Option<&Table> {
-        match self.store.states.get(id as usize).map(|(_, d)| d) {
+        match self.settled_store().states.get(id as usize).map(|(_, d)| d) {
             Some(Data::Plain(t)) => Some(t),
             _ => None,
         }

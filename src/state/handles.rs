@@ -59,9 +59,11 @@ fn refresh_on_read<C: Codec>(j: &mut Journal<C>, id: u32, loc: Loc) -> Result<()
 
 /// Every live (key, namespace) of a plain state.
 fn plain_keys<C: Codec, K: DeserializeOwned, N: DeserializeOwned>(
-    j: &Journal<C>,
+    j: &mut Journal<C>,
     id: u32,
 ) -> Result<Vec<(K, N)>> {
+    j.settle()?;
+    let j = &*j;
     let Some(table) = j.plain(id) else {
         return Ok(Vec::new());
     };
@@ -137,7 +139,7 @@ impl<K, V, N> ValueState<K, V, N> {
 impl<K: Serialize, V: Serialize + DeserializeOwned, N: Serialize> ValueState<K, V, N> {
     /// The value of (key, namespace), if set and not expired.
     pub fn get_in<C: Codec>(&self, j: &mut Journal<C>, key: &K, ns: &N) -> Result<Option<V>> {
-        let loc = j.locate(self.id, key, ns)?;
+        let loc = j.locate_read(self.id, key, ns)?;
         let v = read_plain(j, self.id, loc)?;
         if v.is_some() {
             refresh_on_read(j, self.id, loc)?;
@@ -168,7 +170,7 @@ impl<K: Serialize, V: Serialize + DeserializeOwned, N: Serialize> ValueState<K, 
         ns: &N,
         f: impl FnOnce(Option<V>) -> Option<V>,
     ) -> Result<Option<V>> {
-        let loc = j.locate(self.id, key, ns)?;
+        let loc = j.locate_read(self.id, key, ns)?;
         let new = f(read_plain(j, self.id, loc)?);
         let id = self.id;
         match &new {
@@ -212,7 +214,7 @@ impl<K: Serialize, V: Serialize + DeserializeOwned, N: Serialize> ValueState<K, 
 impl<K: DeserializeOwned, V, N: DeserializeOwned> ValueState<K, V, N> {
     /// Every (key, namespace) with a live value, in no particular order: for timers and firing
     /// windows.
-    pub fn keys<C: Codec>(&self, j: &Journal<C>) -> Result<Vec<(K, N)>> {
+    pub fn keys<C: Codec>(&self, j: &mut Journal<C>) -> Result<Vec<(K, N)>> {
         plain_keys(j, self.id)
     }
 }
@@ -289,7 +291,7 @@ impl<K, E, N> ListState<K, E, N> {
 impl<K: Serialize, E: Serialize + DeserializeOwned, N: Serialize> ListState<K, E, N> {
     /// The elements of (key, namespace), oldest first (empty if none or expired).
     pub fn get_in<C: Codec>(&self, j: &mut Journal<C>, key: &K, ns: &N) -> Result<Vec<E>> {
-        let loc = j.locate(self.id, key, ns)?;
+        let loc = j.locate_read(self.id, key, ns)?;
         let Some(bytes) = j.live_value(self.id, loc) else {
             return Ok(Vec::new());
         };
@@ -381,7 +383,7 @@ impl<K: Serialize, E: Serialize + DeserializeOwned, N: Serialize> ListState<K, E
 
 impl<K: DeserializeOwned, E, N: DeserializeOwned> ListState<K, E, N> {
     /// Every (key, namespace) with a live list.
-    pub fn keys<C: Codec>(&self, j: &Journal<C>) -> Result<Vec<(K, N)>> {
+    pub fn keys<C: Codec>(&self, j: &mut Journal<C>) -> Result<Vec<(K, N)>> {
         plain_keys(j, self.id)
     }
 }
@@ -476,7 +478,12 @@ where
         j: &'j Journal<C>,
         loc: Loc,
     ) -> Option<&'j crate::state::Table> {
-        match j.store.states.get(self.id as usize).map(|(_, d)| d) {
+        match j
+            .settled_store()
+            .states
+            .get(self.id as usize)
+            .map(|(_, d)| d)
+        {
             Some(Data::Map(m)) => m.entries(loc.hash, &j.bufs.cbuf),
             _ => None,
         }
@@ -490,7 +497,7 @@ where
         ns: &N,
         map_key: &UK,
     ) -> Result<Option<UV>> {
-        let loc = j.locate(self.id, key, ns)?;
+        let loc = j.locate_read(self.id, key, ns)?;
         let mh = self.encode_map_key(j, map_key)?;
         let (ttl, now) = j.ttl_now(self.id);
         let Some(stored) = self
@@ -517,7 +524,7 @@ where
         ns: &N,
         map_key: &UK,
     ) -> Result<bool> {
-        let loc = j.locate(self.id, key, ns)?;
+        let loc = j.locate_read(self.id, key, ns)?;
         let mh = self.encode_map_key(j, map_key)?;
         let (ttl, now) = j.ttl_now(self.id);
         Ok(self
@@ -576,7 +583,7 @@ where
         key: &K,
         ns: &N,
     ) -> Result<Vec<(UK, UV)>> {
-        let loc = j.locate(self.id, key, ns)?;
+        let loc = j.locate_read(self.id, key, ns)?;
         let (ttl, now) = j.ttl_now(self.id);
         let mut out = Vec::new();
         if let Some(t) = self.entries_table(j, loc) {
@@ -618,8 +625,10 @@ where
 
 impl<K: DeserializeOwned, UK, UV, N: DeserializeOwned> MapState<K, UK, UV, N> {
     /// Every (key, namespace) whose map has at least one live entry.
-    pub fn keys<C: Codec>(&self, j: &Journal<C>) -> Result<Vec<(K, N)>> {
-        let Some((_, Data::Map(m))) = j.store.states.get(self.id as usize) else {
+    pub fn keys<C: Codec>(&self, j: &mut Journal<C>) -> Result<Vec<(K, N)>> {
+        j.settle()?;
+        let j = &*j;
+        let Some((_, Data::Map(m))) = j.settled_store().states.get(self.id as usize) else {
             return Ok(Vec::new());
         };
         let (ttl, now) = j.ttl_now(self.id);
@@ -745,7 +754,7 @@ where
 {
     /// The reduced value of (key, namespace).
     pub fn get_in<C: Codec>(&self, j: &mut Journal<C>, key: &K, ns: &N) -> Result<Option<V>> {
-        let loc = j.locate(self.id, key, ns)?;
+        let loc = j.locate_read(self.id, key, ns)?;
         let v = read_plain(j, self.id, loc)?;
         if v.is_some() {
             refresh_on_read(j, self.id, loc)?;
@@ -755,7 +764,7 @@ where
 
     /// Reduces `value` into (key, namespace)'s value.
     pub fn add_in<C: Codec>(&self, j: &mut Journal<C>, key: &K, ns: &N, value: &V) -> Result<()> {
-        let loc = j.locate(self.id, key, ns)?;
+        let loc = j.locate_read(self.id, key, ns)?;
         let old: Option<V> = read_plain(j, self.id, loc)?;
         j.begin_value(self.id);
         match old {
@@ -785,7 +794,7 @@ where
 
 impl<K: DeserializeOwned, V, F, N: DeserializeOwned> ReducingState<K, V, F, N> {
     /// Every (key, namespace) with a live value.
-    pub fn keys<C: Codec>(&self, j: &Journal<C>) -> Result<Vec<(K, N)>> {
+    pub fn keys<C: Codec>(&self, j: &mut Journal<C>) -> Result<Vec<(K, N)>> {
         plain_keys(j, self.id)
     }
 }
@@ -884,7 +893,7 @@ impl<K: Serialize, A: AggregateFunction, N: Serialize> AggregatingState<K, A, N>
         key: &K,
         ns: &N,
     ) -> Result<Option<A::Output>> {
-        let loc = j.locate(self.id, key, ns)?;
+        let loc = j.locate_read(self.id, key, ns)?;
         let acc: Option<A::Accumulator> = read_plain(j, self.id, loc)?;
         if acc.is_some() {
             refresh_on_read(j, self.id, loc)?;
@@ -900,7 +909,7 @@ impl<K: Serialize, A: AggregateFunction, N: Serialize> AggregatingState<K, A, N>
         ns: &N,
         input: &A::Input,
     ) -> Result<()> {
-        let loc = j.locate(self.id, key, ns)?;
+        let loc = j.locate_read(self.id, key, ns)?;
         let mut acc =
             read_plain(j, self.id, loc)?.unwrap_or_else(|| self.aggregate.create_accumulator());
         self.aggregate.add(input, &mut acc);

@@ -604,6 +604,31 @@ impl Store {
             .ok_or(bad("op on an unregistered state"))
     }
 
+    /// Checks that `op` can be applied: the state it changes is registered and holds the kind of
+    /// data the op changes (a map op on a map state, a value or list op on a plain one). The
+    /// journal checks every op before logging it, so a record it appends never fails to apply,
+    /// neither now nor when it is replayed: a handle used on a journal it was not registered
+    /// with is refused instead of leaving a record that no replay could get past.
+    #[inline]
+    pub fn check_applicable(&self, op: &Op<'_>) -> Result<(), RecordError> {
+        let Some(state_id) = op.state_id() else {
+            return Ok(()); // Init, Register: checked when applied, before anything uses them
+        };
+        let wants_map = match op {
+            Op::Put { .. } | Op::Append { .. } => Some(false),
+            Op::MapPut { .. } | Op::MapRemove { .. } => Some(true),
+            _ => None,
+        };
+        let Some((_, data)) = self.states.get(state_id as usize) else {
+            return Err(bad("op on an unregistered state"));
+        };
+        match (wants_map, data) {
+            (Some(true), Data::Plain(_)) => Err(bad("a map op on a state that is not a map")),
+            (Some(false), Data::Map(_)) => Err(bad("a value or list op on a map state")),
+            _ => Ok(()),
+        }
+    }
+
     /// Starts loading the table slot of a key of a plain state (value, list, reducing,
     /// aggregating) into the cache; see [`Table::prefetch_slot`]. A hint: does nothing for map
     /// states or unknown ids.

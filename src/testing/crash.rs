@@ -546,7 +546,7 @@ impl<S: Clone + PartialEq + Debug, C: Codec + Clone> CrashSimulator<S, C> {
             let mut j = Journal::open_with(&dir, self.opts.clone())
                 .map_err(|e| format!("open failed: {e}"))?;
             if let Some(i) = &predicted {
-                inspection_agrees(i, &j, self.opts.recovery_mode_of())?;
+                inspection_agrees(i, &mut j, self.opts.recovery_mode_of())?;
             }
             let r = j.log().last_lsn().get();
             if r < point.acknowledged {
@@ -645,7 +645,7 @@ pub(super) fn inspect_unchanged(
 /// Checks what `inspect` predicted against what opening the same image did.
 pub(super) fn inspection_agrees<C: Codec>(
     i: &crate::inspect::Inspection,
-    j: &Journal<C>,
+    j: &mut Journal<C>,
     mode: crate::RecoveryMode,
 ) -> std::result::Result<(), String> {
     use crate::inspect::{Outcome, ProblemKind};
@@ -702,10 +702,10 @@ pub(super) fn inspection_agrees<C: Codec>(
     if i.discard_after.is_none() && rec.fallbacks.is_empty() {
         if let Some(st) = &i.state {
             let entries: u64 = st.states.iter().map(|s| s.entries).sum();
-            if entries != j.state_stats().entries {
+            let held = j.state_stats().map_err(|e| e.to_string())?.entries;
+            if entries != held {
                 return Err(format!(
-                    "inspect counted {entries} live entries, the open holds {}",
-                    j.state_stats().entries
+                    "inspect counted {entries} live entries, the open holds {held}"
                 ));
             }
         } else if let Some(e) = &i.state_error {

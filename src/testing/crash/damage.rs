@@ -470,9 +470,9 @@ impl<S: Clone + PartialEq + fmt::Debug, C: Codec + Clone> CrashSimulator<S, C> {
                 } else {
                     None
                 };
-                let opened = Journal::open_with(&dir, opts);
+                let mut opened = Journal::open_with(&dir, opts);
                 if let Some(i) = &predicted {
-                    match &opened {
+                    match &mut opened {
                         Ok(j) => super::inspection_agrees(i, j, mode)
                             .map_err(|e| format!("{check:?}: {e}"))?,
                         Err(e) => {
