@@ -42,7 +42,6 @@
 // `cargo clippy --all-targets` and `cargo test --benches` compile this target with `cfg(test)`
 // but without running its `#[test]`s, so the table's test module's imports go unused here.
 #[path = "../src/hint.rs"]
-#[allow(dead_code)] // the table uses only some of the hints
 mod hint;
 #[path = "../src/state/table.rs"]
 #[allow(dead_code, unused_imports)]

@@ -20,21 +20,6 @@ pub(crate) fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// Starts loading the cache line holding `*p` for writing (`prefetchw`): the line arrives owned
-/// by this core, so the stores that follow do not each wait for it.
-#[inline(always)]
-pub(crate) fn prefetch_write<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    #[allow(unsafe_code)]
-    // SAFETY: as for `prefetch`: a hint with no architectural effect that cannot fault. CPUs
-    // without `prefetchw` execute it as a no-op.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 /// Size of a transparent huge page on x86_64 and aarch64 with 4 KiB pages.
 const HUGE_PAGE: usize = 2 << 20;
 
