@@ -46,6 +46,39 @@ fn check_compaction(j: &mut Journal) {
     }
 }
 
+/// One criterion benchmark `name`: each sample times `iters` calls of `op` on `target` and adds
+/// them to the summary's rate; `after` runs once per sample, outside the timing.
+fn timed<T>(
+    c: &mut Criterion,
+    name: &str,
+    target: &mut T,
+    mut op: impl FnMut(&mut T),
+    after: impl Fn(&mut T),
+) {
+    c.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                op(target);
+            }
+            let e = t.elapsed();
+            record(name, e, iters);
+            after(target);
+            e
+        })
+    });
+}
+
+/// For the benchmarks with nothing to check after a sample.
+fn nothing<T>(_: &mut T) {}
+
+/// The next key of the visiting order.
+fn next_key(ord: &[u32], pos: &mut usize) -> [u8; 16] {
+    let k = key(ord[*pos % ord.len()] as usize);
+    *pos += 1;
+    k
+}
+
 fn keys() -> usize {
     std::env::var("SJ_STATE_KEYS")
         .ok()
@@ -156,45 +189,31 @@ fn main() {
         floor.update(&key(i), &value);
     }
     let mut pos = 0usize;
-    c.bench_function("floor/update", |b| {
-        b.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                let k = key(ord[pos % ord.len()] as usize);
-                pos += 1;
-                floor.update(&k, &value);
-            }
-            let e = t.elapsed();
-            record("floor/update", e, iters);
-            e
-        })
-    });
-    c.bench_function("floor/get", |b| {
-        b.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                let k = key(ord[pos % ord.len()] as usize);
-                pos += 1;
-                black_box(floor.map.get(&k[..]));
-            }
-            let e = t.elapsed();
-            record("floor/get", e, iters);
-            e
-        })
-    });
-    c.bench_function("floor/get_owned", |b| {
-        b.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                let k = key(ord[pos % ord.len()] as usize);
-                pos += 1;
-                black_box(floor.map.get(&k[..]).cloned());
-            }
-            let e = t.elapsed();
-            record("floor/get_owned", e, iters);
-            e
-        })
-    });
+    timed(
+        &mut c,
+        "floor/update",
+        &mut floor,
+        |f| f.update(&next_key(&ord, &mut pos), &value),
+        nothing,
+    );
+    timed(
+        &mut c,
+        "floor/get",
+        &mut floor,
+        |f| {
+            black_box(f.map.get(&next_key(&ord, &mut pos)[..]));
+        },
+        nothing,
+    );
+    timed(
+        &mut c,
+        "floor/get_owned",
+        &mut floor,
+        |f| {
+            black_box(f.map.get(&next_key(&ord, &mut pos)[..]).cloned());
+        },
+        nothing,
+    );
     drop(floor);
 
     // ValueState.
@@ -204,33 +223,22 @@ fn main() {
         v.set(&mut j, &key(i), &value).unwrap();
     }
     let stats = j.state_stats().unwrap();
-    c.bench_function("value/update", |b| {
-        b.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                let k = key(ord[pos % ord.len()] as usize);
-                pos += 1;
-                v.set(&mut j, &k, &value).unwrap();
-            }
-            let e = t.elapsed();
-            record("value/update", e, iters);
-            check_compaction(&mut j);
-            e
-        })
-    });
-    c.bench_function("value/get", |b| {
-        b.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                let k = key(ord[pos % ord.len()] as usize);
-                pos += 1;
-                black_box(v.get(&mut j, &k).unwrap());
-            }
-            let e = t.elapsed();
-            record("value/get", e, iters);
-            e
-        })
-    });
+    timed(
+        &mut c,
+        "value/update",
+        &mut j,
+        |j| v.set(j, &next_key(&ord, &mut pos), &value).unwrap(),
+        check_compaction,
+    );
+    timed(
+        &mut c,
+        "value/get",
+        &mut j,
+        |j| {
+            black_box(v.get(j, &next_key(&ord, &mut pos)).unwrap());
+        },
+        nothing,
+    );
     drop(j);
     drop(dir);
 
@@ -242,33 +250,26 @@ fn main() {
     for i in 0..n {
         vb.set(&mut j, &ByteArray::new(key(i)), &bvalue).unwrap();
     }
-    c.bench_function("value/update_bytes", |b| {
-        b.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                let k = ByteArray::new(key(ord[pos % ord.len()] as usize));
-                pos += 1;
-                vb.set(&mut j, &k, &bvalue).unwrap();
-            }
-            let e = t.elapsed();
-            record("value/update_bytes", e, iters);
-            check_compaction(&mut j);
-            e
-        })
-    });
-    c.bench_function("value/get_bytes", |b| {
-        b.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                let k = ByteArray::new(key(ord[pos % ord.len()] as usize));
-                pos += 1;
-                black_box(vb.get(&mut j, &k).unwrap());
-            }
-            let e = t.elapsed();
-            record("value/get_bytes", e, iters);
-            e
-        })
-    });
+    timed(
+        &mut c,
+        "value/update_bytes",
+        &mut j,
+        |j| {
+            let k = ByteArray::new(next_key(&ord, &mut pos));
+            vb.set(j, &k, &bvalue).unwrap();
+        },
+        check_compaction,
+    );
+    timed(
+        &mut c,
+        "value/get_bytes",
+        &mut j,
+        |j| {
+            let k = ByteArray::new(next_key(&ord, &mut pos));
+            black_box(vb.get(j, &k).unwrap());
+        },
+        nothing,
+    );
     drop(j);
     drop(dir);
 
@@ -277,37 +278,27 @@ fn main() {
     let l: ListState<u64, u64> = j.list_state("l").unwrap();
     let m: MapState<u64, u8, [u8; 16]> = j.map_state("m").unwrap();
     let mut i = 0u64;
-    c.bench_function("list/add", |b| {
-        b.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                i += 1;
-                l.add(&mut j, &(i % 100_000), &i).unwrap();
-            }
-            let e = t.elapsed();
-            record("list/add", e, iters);
-            e
-        })
-    });
-    c.bench_function("map/put", |b| {
-        b.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                i += 1;
-                m.put(
-                    &mut j,
-                    &(i % 100_000),
-                    &((i / 100_000) as u8 % 8),
-                    &[7u8; 16],
-                )
+    timed(
+        &mut c,
+        "list/add",
+        &mut j,
+        |j| {
+            i += 1;
+            l.add(j, &(i % 100_000), &i).unwrap();
+        },
+        nothing,
+    );
+    timed(
+        &mut c,
+        "map/put",
+        &mut j,
+        |j| {
+            i += 1;
+            m.put(j, &(i % 100_000), &((i / 100_000) as u8 % 8), &[7u8; 16])
                 .unwrap();
-            }
-            let e = t.elapsed();
-            record("map/put", e, iters);
-            check_compaction(&mut j);
-            e
-        })
-    });
+        },
+        check_compaction,
+    );
     drop(j);
     drop(dir);
     c.final_summary();
