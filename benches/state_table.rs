@@ -41,7 +41,9 @@
 
 // `cargo clippy --all-targets` and `cargo test --benches` compile this target with `cfg(test)`
 // but without running its `#[test]`s, so the table's test module's imports go unused here.
+// The table uses only some of the hints.
 #[path = "../src/hint.rs"]
+#[allow(dead_code, unused_imports)]
 mod hint;
 #[path = "../src/state/table.rs"]
 #[allow(dead_code, unused_imports)]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::codec::record::{decode_record, Op, RecordError};
 use crate::error::{Error, Result};
-use crate::hint::prefetch;
+use crate::hint::{advise_huge_pages, prefetch, reserve_huge};
 use crate::keygroup::{KeyGroup, KeyGroupRange};
 use crate::log::{Log, Lsn};
 use crate::snapshot::codec::bytes_order;
@@ -31,8 +31,10 @@ const KIND_MAP: u8 = 3;
 /// What the tail did to one key, relative to the previous snapshot.
 #[derive(Debug)]
 enum Change {
-    /// The key's value is now this (`None`: deleted). Absolute: the base value does not matter.
-    Set(Option<Val>),
+    /// The key's value is now this. Absolute: the base value does not matter.
+    Set(Val),
+    /// The key is now deleted. Absolute too.
+    Deleted,
     /// Appends to whatever the base holds: [`Piece`]s applied in order, each as
     /// the tables apply an `Append` op (an expiry of 0 appends raw bytes; another one replaces
     /// the value's expiry). No pieces: the key is unchanged.
@@ -91,18 +93,68 @@ impl Val {
     }
 }
 
+/// Composite keys this long or shorter are kept in their [`DeltaKey`] (a 16-byte key with its
+/// length prefix is 17 bytes; a `u64` id 1 to 10).
+const INLINE_KEY: usize = 20;
+
+/// A delta key's bytes: in place when they are at most [`INLINE_KEY`] long (comparing them
+/// then loads nothing beyond the entry), otherwise at an offset in [`Delta::key_bytes`] kept in
+/// the first 8 bytes of `bytes`.
+#[derive(Debug, Clone, Copy)]
+struct KeyStore {
+    bytes: [u8; INLINE_KEY],
+    /// Keys are under 2 GiB (the tables refuse longer ones).
+    len: u32,
+}
+
+impl KeyStore {
+    /// Stores `key`, appending it to `arena` if it is too long to keep in place.
+    fn new(key: &[u8], arena: &mut Vec<u8>) -> Result<Self, RecordError> {
+        let len = u32::try_from(key.len()).map_err(|_| bad("a key of 4 GiB or more"))?;
+        let mut bytes = [0u8; INLINE_KEY];
+        match bytes.get_mut(..key.len()) {
+            Some(place) => place.copy_from_slice(key),
+            None => {
+                bytes[..8].copy_from_slice(&(arena.len() as u64).to_le_bytes());
+                reserve_huge(arena, key.len());
+                arena.extend_from_slice(key);
+            }
+        }
+        Ok(KeyStore { bytes, len })
+    }
+
+    /// Where the key is in the arena, if it is not in place.
+    #[inline]
+    fn arena_offset(&self) -> Option<usize> {
+        let len = self.len as usize;
+        (len > INLINE_KEY).then(|| {
+            let mut off = [0u8; 8];
+            off.copy_from_slice(&self.bytes[..8]);
+            u64::from_le_bytes(off) as usize
+        })
+    }
+
+    /// The key, from `arena` (the delta's key arena) if it is not in place.
+    #[inline]
+    fn get<'a>(&'a self, arena: &'a [u8]) -> &'a [u8] {
+        let len = self.len as usize;
+        match self.arena_offset() {
+            None => &self.bytes[..len],
+            Some(off) => &arena[off..off + len],
+        }
+    }
+}
+
 /// One distinct (state, composite key) of the delta: one cache line, so that the compaction
-/// loop's one prefetch of an entry loads all of it (at 96 bytes, the key's hash and place were
-/// in a second line half the time, and waiting for it was about a fifth of the loop).
+/// loop's one prefetch of an entry loads all of it, a short key included (at 96 bytes, with
+/// every key in the arena, the key's hash and place were in a second line half the time, and
+/// the key itself a third miss).
 #[derive(Debug)]
 #[repr(align(64))]
 struct DeltaKey {
     /// XXH3 of the composite key, seeded with the state id.
     hash: u64,
-    /// Where the composite key is in [`Delta::key_bytes`].
-    key_off: usize,
-    /// Keys are under 2 GiB (the tables refuse longer ones).
-    key_len: u32,
+    key: KeyStore,
     state_id: u32,
     kg: u16,
     /// False once a `ClearState` removed the key (the entry stays, out of the index).
@@ -113,8 +165,9 @@ struct DeltaKey {
 const _: () = assert!(std::mem::size_of::<DeltaKey>() == 64);
 
 impl DeltaKey {
-    fn key<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
-        &arena[self.key_off..self.key_off + self.key_len as usize]
+    #[inline]
+    fn key<'a>(&'a self, arena: &'a [u8]) -> &'a [u8] {
+        self.key.get(arena)
     }
 }
 
@@ -195,7 +248,9 @@ impl DeltaIndex {
         if (self.len + 1) * 2 > self.slots.len() {
             let old = std::mem::take(&mut self.slots);
             let n = (old.len() * 2).max(Self::MIN);
-            self.slots = vec![0; n];
+            self.slots = Vec::with_capacity(n);
+            advise_huge_pages(self.slots.spare_capacity_mut());
+            self.slots.resize(n, 0);
             self.shift = 64 - n.trailing_zeros();
             self.len = 0;
             for s in old {
@@ -251,7 +306,7 @@ pub(crate) struct Delta {
     /// Indices into `entries` of the live keys, hashed by [`DeltaKey::hash`]: one probe per op,
     /// and no allocation per key (the key bytes go to `key_bytes`).
     index: DeltaIndex,
-    /// Every key's bytes, back to back.
+    /// The bytes of the keys too long to keep in their entries ([`KeyStore`]), back to back.
     key_bytes: Vec<u8>,
     /// The values of `Change::Set`s (no allocation per key). A value that outgrows its place
     /// moves to the end with room to double; the places left behind are `value_garbage` bytes,
@@ -337,14 +392,11 @@ impl Delta {
             None => {
                 let i = self.entries.len();
                 let id = u32::try_from(i).map_err(|_| bad("more than 2^32 distinct keys"))?;
-                let key_len =
-                    u32::try_from(key.len()).map_err(|_| bad("a key of 4 GiB or more"))?;
-                let key_off = self.key_bytes.len();
-                self.key_bytes.extend_from_slice(key);
+                let key_store = KeyStore::new(key, &mut self.key_bytes)?;
+                reserve_huge(&mut self.entries, 1);
                 self.entries.push(DeltaKey {
                     hash,
-                    key_off,
-                    key_len,
+                    key: key_store,
                     state_id,
                     kg,
                     live: true,
@@ -362,7 +414,7 @@ impl Delta {
     /// Sets the value of entry `i` to `bytes` (a `Change::Set`), in place when it fits.
     fn store_value(&mut self, i: usize, bytes: &[u8]) {
         let old = match &self.entries[i].change {
-            Change::Set(v) => *v,
+            Change::Set(v) => Some(*v),
             _ => None,
         };
         // Every value came out of one log record: under 4 GiB.
@@ -377,12 +429,13 @@ impl Delta {
                 let cap = old.map_or(len, |v| len.max(v.cap.saturating_mul(2)));
                 self.value_garbage += old.map_or(0, |v| v.cap as usize);
                 let off = self.value_bytes.len();
+                reserve_huge(&mut self.value_bytes, cap as usize);
                 self.value_bytes.extend_from_slice(bytes);
                 self.value_bytes.resize(off + cap as usize, 0);
                 Val { off, len, cap }
             }
         };
-        self.entries[i].change = Change::Set(Some(val));
+        self.entries[i].change = Change::Set(val);
         if self.value_garbage > (1 << 20).max(self.value_bytes.len() / 2) {
             self.collect_value_garbage();
         }
@@ -393,8 +446,9 @@ impl Delta {
     /// garbage, so the arena stays within twice its live bytes (plus 1 MiB).
     fn collect_value_garbage(&mut self) {
         let mut fresh = Vec::with_capacity(self.value_bytes.len() - self.value_garbage);
+        advise_huge_pages(fresh.spare_capacity_mut());
         for e in &mut self.entries {
-            if let Change::Set(Some(v)) = &mut e.change {
+            if let Change::Set(v) = &mut e.change {
                 let off = fresh.len();
                 fresh.extend_from_slice(v.bytes(&self.value_bytes));
                 *v = Val {
@@ -408,12 +462,12 @@ impl Delta {
         self.value_garbage = 0;
     }
 
-    /// Marks the value of entry `i` deleted (`Change::Set(None)`), its place garbage.
+    /// Marks the value of entry `i` deleted (`Change::Deleted`), its place garbage.
     fn delete_value(&mut self, i: usize) {
-        if let Change::Set(Some(v)) = &self.entries[i].change {
+        if let Change::Set(v) = &self.entries[i].change {
             self.value_garbage += v.cap as usize;
         }
-        self.entries[i].change = Change::Set(None);
+        self.entries[i].change = Change::Deleted;
     }
 
     /// Applies one record (every op of it). (The compaction loop hints; merges of remote
@@ -470,10 +524,12 @@ impl Delta {
                     return;
                 };
                 if value_too {
-                    if let Change::Set(Some(v)) = &e.change {
+                    if let Change::Set(v) = &e.change {
                         prefetch(self.value_bytes.as_ptr().wrapping_add(v.off));
                     }
-                    prefetch(self.key_bytes.as_ptr().wrapping_add(e.key_off));
+                    if let Some(off) = e.key.arena_offset() {
+                        prefetch(self.key_bytes.as_ptr().wrapping_add(off));
+                    }
                 } else {
                     prefetch(e);
                 }
@@ -538,12 +594,12 @@ impl Delta {
                     let e = &mut entries[i as usize];
                     let keep = e.state_id != state_id;
                     if !keep {
-                        freed += e.key_len as usize + change_bytes(&e.change);
-                        if let Change::Set(Some(v)) = e.change {
+                        freed += e.key.len as usize + change_bytes(&e.change);
+                        if let Change::Set(v) = e.change {
                             garbage += v.cap as usize;
                         }
                         e.live = false;
-                        e.change = Change::Set(None);
+                        e.change = Change::Deleted;
                     }
                     keep
                 });
@@ -610,11 +666,16 @@ impl Delta {
                 let i = self.entry(state_id, kg, key, hint)?;
                 let mut set = None;
                 match &mut self.entries[i].change {
+                    // Exactly what the tables do to a known value.
                     Change::Set(v) => {
-                        // Exactly what the tables do to a known value.
-                        let base = v.map(|v| v.bytes(&self.value_bytes));
-                        set = Some(appended(base, expiry, ttl, element));
+                        set = Some(appended(
+                            Some(v.bytes(&self.value_bytes)),
+                            expiry,
+                            ttl,
+                            element,
+                        ));
                     }
+                    Change::Deleted => set = Some(appended(None, expiry, ttl, element)),
                     Change::Append { pieces } => match pieces.last_mut() {
                         // Appending raw bytes, or replacing an expiry the previous piece set
                         // anyway, composes with the previous piece (whose first append still
@@ -759,7 +820,8 @@ fn append_run(
 
 fn change_bytes(c: &Change) -> usize {
     match c {
-        Change::Set(v) => v.map_or(0, |v| v.len as usize),
+        Change::Set(v) => v.len as usize,
+        Change::Deleted => 0,
         Change::Append { pieces } => pieces.iter().map(|p| p.elements.len()).sum(),
         Change::Map(m) => m
             .entries
@@ -854,15 +916,17 @@ pub(crate) fn merge<S: EntrySink>(
         }
         if let Some(&(_, b)) = order.get(at + MERGE_PREFETCH_BYTES) {
             let e = &entries[b as usize];
-            prefetch(arena.as_ptr().wrapping_add(e.key_off));
-            if let Change::Set(Some(v)) = &e.change {
+            if let Some(off) = e.key.arena_offset() {
+                prefetch(arena.as_ptr().wrapping_add(off));
+            }
+            if let Change::Set(v) = &e.change {
                 prefetch(values.as_ptr().wrapping_add(v.off));
             }
         }
         at += 1;
         let e = &mut entries[i as usize];
-        let change = std::mem::replace(&mut e.change, Change::Set(None));
-        Some((e.kg, e.state_id, e.key(&arena), change))
+        let change = std::mem::replace(&mut e.change, Change::Deleted);
+        Some((e.kg, e.state_id, e.key, change))
     });
     let mut cursor = base.map(|b| b.cursor(delta.range));
     let mut has = match cursor.as_mut() {
@@ -897,7 +961,7 @@ pub(crate) fn merge<S: EntrySink>(
                 let key = e.map_or(&[][..], |e| e.key);
                 (bp.0, bp.1)
                     .cmp(&(d.0, d.1))
-                    .then_with(|| bytes_order(key, d.2))
+                    .then_with(|| bytes_order(key, d.2.get(&arena)))
             }
         };
         if order == std::cmp::Ordering::Less {
@@ -911,17 +975,18 @@ pub(crate) fn merge<S: EntrySink>(
             has = advance(&mut cursor)?;
             continue;
         }
-        let Some((kg, sid, key, change)) = changes.next() else {
+        let Some((kg, sid, key_store, change)) = changes.next() else {
             break;
         };
+        let key = key_store.get(&arena);
         let same = order == std::cmp::Ordering::Equal && !delta.state_cleared(sid);
         match change {
-            Change::Set(v) => {
+            Change::Set(_) | Change::Deleted => {
                 if order == std::cmp::Ordering::Equal {
                     stats.base_entries += 1;
                     has = advance(&mut cursor)?;
                 }
-                if let Some(v) = v {
+                if let Change::Set(v) = change {
                     emit(entry_of(kg, sid, key, None, v.bytes(&values)), &mut stats)?;
                 }
             }
@@ -1248,7 +1313,8 @@ mod tests {
 
     /// Keys whose first 8 bytes are equal (a long shared prefix, and short keys that differ
     /// only by trailing zero bytes, which pad to the same head) are still merged in key order:
-    /// the sort's packed number cannot tell them apart, its second pass must.
+    /// the sort's packed number cannot tell them apart, its second pass must. Keys kept in
+    /// their entries and keys in the arena are found again and compared alike.
     #[test]
     fn keys_sharing_their_first_8_bytes_are_merged_in_key_order() {
         let mut delta = Delta::new(KeyGroupRange::all(2), None, Vec::new());
@@ -1263,9 +1329,16 @@ mod tests {
                 name: b"v",
             },
         );
+        // Short keys kept in their entries, and long ones (over `INLINE_KEY`) in the arena.
         let mut keys: Vec<Vec<u8>> = (0..3_000u32)
-            .map(|i| format!("customer:{}", i * 7919 % 3_001).into_bytes())
+            .map(|i| match i % 2 {
+                0 => format!("customer:{}", i * 7919 % 3_001),
+                _ => format!("customer:with-a-longer-name:{}", i * 7919 % 3_001),
+            })
+            .map(String::into_bytes)
             .collect();
+        assert!(keys.iter().any(|k| k.len() > INLINE_KEY));
+        assert!(keys.iter().any(|k| k.len() <= INLINE_KEY));
         for n in 1..=9 {
             keys.push(vec![0; n]);
             let mut k = vec![1];

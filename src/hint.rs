@@ -57,3 +57,42 @@ pub(crate) fn advise_huge_pages<T>(buf: &mut [std::mem::MaybeUninit<T>]) {
     #[cfg(not(target_os = "linux"))]
     let _ = (aligned, end);
 }
+
+/// Makes room in `v` for `additional` more elements, as `Vec::reserve` does (at least doubling),
+/// but in a new buffer advised for huge pages ([`advise_huge_pages`]) before the elements are
+/// moved into it: `reserve` would grow the buffer in place or move its pages (`mremap`), and the
+/// pages written before stay small. For large arrays that grow while they are read at random
+/// (a compaction's delta): with small pages, every access of 1 M keys' values was also a page
+/// walk, about an eighth of the compaction's time.
+pub(crate) fn reserve_huge<T>(v: &mut Vec<T>, additional: usize) {
+    if v.capacity() - v.len() >= additional {
+        return;
+    }
+    let want = v.len().checked_add(additional).expect("capacity overflow");
+    let mut fresh = Vec::with_capacity(want.max(v.capacity() * 2).max(4));
+    advise_huge_pages(fresh.spare_capacity_mut());
+    fresh.append(v);
+    *v = fresh;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Growth keeps every element, in order, and leaves room as asked.
+    #[test]
+    fn reserve_huge_keeps_the_elements() {
+        let mut v: Vec<u64> = Vec::new();
+        for i in 0..3_000_000u64 {
+            reserve_huge(&mut v, 1);
+            assert!(v.capacity() > v.len());
+            v.push(i);
+        }
+        assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64));
+        let before = v.capacity();
+        reserve_huge(&mut v, before);
+        assert!(v.capacity() - v.len() >= before);
+        assert_eq!(v.len(), 3_000_000);
+        assert_eq!(v[2_999_999], 2_999_999);
+    }
+}
