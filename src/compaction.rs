@@ -1149,7 +1149,8 @@ impl CompactionJob<'_> {
             let log = self.log;
             let cancel = self.cancel;
             let mut hints: Vec<Option<u64>> = Vec::with_capacity(1024);
-            let scanned = log.scan_from(Lsn(next), 1024, |batch| {
+            // No helper thread: the compaction runs beside the writers, whose core it would take.
+            let scanned = log.scan_from(Lsn(next), 1024, false, |batch| {
                 // Each op is a few dependent cache misses (the key's slot, its entry, its key
                 // and value bytes): hash the whole batch first, then load those of record
                 // i + 8, i + 4 and i + 2 while record i is applied, as replay does.

@@ -411,7 +411,7 @@ fn replay(
     let mut expect = after + 1;
     let mut tail_bytes = 0u64;
     let mut hints = Vec::with_capacity(REPLAY_BATCH);
-    log.scan_from(Lsn(expect), REPLAY_BATCH, |batch| {
+    log.scan_from(Lsn(expect), REPLAY_BATCH, true, |batch| {
         // Each record's key is hashed first; while record i is applied, the table slot of
         // record i + SLOT_AHEAD and the entry of record i + ENTRY_AHEAD are being loaded, so
         // the table's cache misses overlap instead of following one another.

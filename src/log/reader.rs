@@ -234,13 +234,16 @@ impl super::Log {
     /// ([`Log::read_from`](super::Log::read_from) hands out owned [`Bytes`] instead). Frames are
     /// checked as the reader checks them. `f` returns whether to go on.
     ///
-    /// Where a second core is available, a scanning thread walks and checks the frames (CRC,
-    /// lengths) while `f` runs on the calling thread: replay applies one batch while the next
-    /// is being verified.
+    /// With `helper`, where a second core is available, a scanning thread walks and checks the
+    /// frames (CRC, lengths) while `f` runs on the calling thread: replay applies one batch while
+    /// the next is being verified. Work that runs beside the writers (a compaction) passes
+    /// `false`: there the second core is the writers', and a helper thread only takes it from
+    /// them.
     pub(crate) fn scan_from(
         &self,
         from: Lsn,
         batch: usize,
+        helper: bool,
         mut f: impl FnMut(&[Scanned<'_>]) -> Result<ControlFlow<()>>,
     ) -> Result<()> {
         let segs: Vec<Arc<Segment>> = lock(&self.shared.segments).clone();
@@ -260,7 +263,7 @@ impl super::Log {
                 .collect();
             f(&slices)
         };
-        let parallel = std::thread::available_parallelism().map_or(1, |n| n.get()) > 1;
+        let parallel = helper && std::thread::available_parallelism().map_or(1, |n| n.get()) > 1;
         if !parallel {
             let mut outcome = Ok(());
             walk_frames(&segs, from.0, batch, |c| {

@@ -506,7 +506,7 @@ impl FoldJob {
         }
         let mut next = snapshot_lsn + 1;
         if through >= next {
-            log.scan_from(Lsn(next), 1024, |batch| {
+            log.scan_from(Lsn(next), 1024, true, |batch| {
                 for rec in batch {
                     if rec.lsn > through {
                         return Ok(ControlFlow::Break(()));
