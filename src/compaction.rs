@@ -412,13 +412,13 @@ impl Delta {
     }
 
     /// Sets the value of entry `i` to `bytes` (a `Change::Set`), in place when it fits.
-    fn store_value(&mut self, i: usize, bytes: &[u8]) {
+    /// A value of 4 GiB or more (a list grown past what the tables hold) is an error.
+    fn store_value(&mut self, i: usize, bytes: &[u8]) -> Result<(), RecordError> {
         let old = match &self.entries[i].change {
             Change::Set(v) => Some(*v),
             _ => None,
         };
-        // Every value came out of one log record: under 4 GiB.
-        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        let len = u32::try_from(bytes.len()).map_err(|_| bad("a value of 4 GiB or more"))?;
         let val = match old {
             Some(mut v) if len <= v.cap => {
                 self.value_bytes[v.off..v.off + bytes.len()].copy_from_slice(bytes);
@@ -439,6 +439,7 @@ impl Delta {
         if self.value_garbage > (1 << 20).max(self.value_bytes.len() / 2) {
             self.collect_value_garbage();
         }
+        Ok(())
     }
 
     /// Drops the value arena's dead places: live values are copied, in entry order, to a new
@@ -625,7 +626,7 @@ impl Delta {
                 self.bytes += value.len();
                 let i = self.entry(state_id, kg, key, hint)?;
                 let old = change_bytes(&self.entries[i].change);
-                self.store_value(i, value);
+                self.store_value(i, value)?;
                 self.bytes -= old.min(self.bytes);
                 Ok(())
             }
@@ -704,7 +705,7 @@ impl Delta {
                     Change::Map(_) => return Err(bad("Append on a map state")),
                 }
                 if let Some(v) = set {
-                    self.store_value(i, &v);
+                    self.store_value(i, &v)?;
                 }
                 Ok(())
             }
