@@ -1313,24 +1313,44 @@ mod tests {
         delta.apply(&rec).expect("a valid record");
     }
 
+    /// A delta over `max_key_groups` groups with value states (kind 1) named `names`, ids in
+    /// order.
+    fn delta_with_value_states(max_key_groups: u16, names: &[&str]) -> Delta {
+        let mut delta = Delta::new(KeyGroupRange::all(max_key_groups), None, Vec::new());
+        apply(&mut delta, Op::Init { max_key_groups });
+        for (id, name) in names.iter().enumerate() {
+            apply(
+                &mut delta,
+                Op::Register {
+                    state_id: id as u32,
+                    kind: 1,
+                    flags: 0,
+                    ttl_millis: 0,
+                    name: name.as_bytes(),
+                },
+            );
+        }
+        delta
+    }
+
+    /// Merges `delta` onto no base and checks that it writes exactly `model`, in its order.
+    fn assert_merges_to(delta: Delta, model: BTreeMap<(u16, u32, Vec<u8>), Vec<u8>>) {
+        let mut out = Collect(Vec::new());
+        merge(None, delta, &mut out, 0, &AtomicBool::new(false)).expect("merge");
+        let want: Vec<_> = model
+            .into_iter()
+            .map(|((kg, sid, k), v)| (kg, sid, k, v))
+            .collect();
+        assert_eq!(out.0, want);
+    }
+
     /// Keys whose first 8 bytes are equal (a long shared prefix, and short keys that differ
     /// only by trailing zero bytes, which pad to the same head) are still merged in key order:
     /// the sort's packed number cannot tell them apart, its second pass must. Keys kept in
     /// their entries and keys in the arena are found again and compared alike.
     #[test]
     fn keys_sharing_their_first_8_bytes_are_merged_in_key_order() {
-        let mut delta = Delta::new(KeyGroupRange::all(2), None, Vec::new());
-        apply(&mut delta, Op::Init { max_key_groups: 2 });
-        apply(
-            &mut delta,
-            Op::Register {
-                state_id: 0,
-                kind: 1,
-                flags: 0,
-                ttl_millis: 0,
-                name: b"v",
-            },
-        );
+        let mut delta = delta_with_value_states(2, &["v"]);
         // Short keys kept in their entries, and long ones (over `INLINE_KEY`) in the arena.
         let mut keys: Vec<Vec<u8>> = (0..3_000u32)
             .map(|i| match i % 2 {
@@ -1367,13 +1387,7 @@ mod tests {
             );
             model.insert((kg, 0, k.clone()), v.to_vec());
         }
-        let mut out = Collect(Vec::new());
-        merge(None, delta, &mut out, 0, &AtomicBool::new(false)).expect("merge");
-        let want: Vec<_> = model
-            .into_iter()
-            .map(|((kg, sid, k), v)| (kg, sid, k, v))
-            .collect();
-        assert_eq!(out.0, want);
+        assert_merges_to(delta, model);
     }
 
     /// Values that grow, shrink and get deleted, over enough keys and bytes that the value
@@ -1381,20 +1395,7 @@ mod tests {
     /// the merge must still write exactly each key's last value.
     #[test]
     fn the_value_arena_keeps_the_last_value_of_every_key_across_collections() {
-        let mut delta = Delta::new(KeyGroupRange::all(4), None, Vec::new());
-        apply(&mut delta, Op::Init { max_key_groups: 4 });
-        for (id, name) in [(0, "a"), (1, "b")] {
-            apply(
-                &mut delta,
-                Op::Register {
-                    state_id: id,
-                    kind: 1,
-                    flags: 0,
-                    ttl_millis: 0,
-                    name: name.as_bytes(),
-                },
-            );
-        }
+        let mut delta = delta_with_value_states(4, &["a", "b"]);
         let mut model: BTreeMap<(u16, u32, Vec<u8>), Vec<u8>> = BTreeMap::new();
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
         let mut collections = 0;
@@ -1442,12 +1443,6 @@ mod tests {
             garbage = delta.value_garbage;
         }
         assert!(collections > 1, "the arena was never collected");
-        let mut out = Collect(Vec::new());
-        merge(None, delta, &mut out, 0, &AtomicBool::new(false)).expect("merge");
-        let want: Vec<_> = model
-            .into_iter()
-            .map(|((kg, sid, k), v)| (kg, sid, k, v))
-            .collect();
-        assert_eq!(out.0, want);
+        assert_merges_to(delta, model);
     }
 }
