@@ -34,6 +34,8 @@ enum Op {
     TtlSet(u16, u32),
     TtlListAdd(u16, u8),
     TtlMapPut(u16, u8, u16),
+    LongSet(u16, u32),
+    LongClear(u16),
     ClearAllValues,
     ClearAllMaps,
     Batch(Vec<Op>),
@@ -67,7 +69,20 @@ fn simple_op() -> impl Strategy<Value = Op> {
         (key(), any::<u32>()).prop_map(|(k, v)| Op::TtlSet(k, v)),
         (key(), any::<u8>()).prop_map(|(k, e)| Op::TtlListAdd(k, e)),
         (key(), 0u8..6, any::<u16>()).prop_map(|(k, u, v)| Op::TtlMapPut(k, u, v)),
+        (key(), any::<u32>()).prop_map(|(k, v)| Op::LongSet(k, v)),
+        key().prop_map(Op::LongClear),
     ]
+}
+
+/// The key of the `long` state for `k`: every key shares its first 8 bytes with the others
+/// (the merge's sort must look past them), and half are longer than a compaction keeps in its
+/// delta entries (20 bytes), so they live in its key arena.
+fn long_key(k: u16) -> String {
+    if k.is_multiple_of(2) {
+        format!("customer:{k}")
+    } else {
+        format!("customer:with-a-much-longer-name:{k}")
+    }
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -92,6 +107,7 @@ struct Handles {
     ttl_value: ValueState<u16, u32>,
     ttl_list: statejournal::ListState<u16, u8>,
     ttl_map: statejournal::MapState<u16, u8, u16>,
+    long: ValueState<String, u32>,
 }
 
 fn sum(a: &u64, b: &u64) -> u64 {
@@ -105,6 +121,9 @@ fn opts(clock: &Arc<ManualClock>) -> JournalOptions {
         .segment_size(8 << 10)
         .clock(clock.clone())
         .retain_checkpoints(2)
+        // Few key groups, so that keys share them: within a group the snapshot's order is the
+        // keys' (and `long`'s keys share their first 8 bytes).
+        .max_key_groups(4)
         .compaction(CompactionPolicy::manual().snapshot_block_size(300))
 }
 
@@ -132,6 +151,7 @@ fn handles(j: &mut Journal) -> Handles {
             .with_ttl(StateTtl::after_write(TTL))
             .map_state("ttl_map")
             .unwrap(),
+        long: j.value_state("long").unwrap(),
     }
 }
 
@@ -160,6 +180,8 @@ fn run(j: &mut Journal, h: &Handles, clock: &ManualClock, op: &Op) -> statejourn
         Op::TtlSet(k, v) => h.ttl_value.set(j, k, v),
         Op::TtlListAdd(k, e) => h.ttl_list.add(j, k, e),
         Op::TtlMapPut(k, u, v) => h.ttl_map.put(j, k, u, v),
+        Op::LongSet(k, v) => h.long.set(j, &long_key(*k), v),
+        Op::LongClear(k) => h.long.clear(j, &long_key(*k)),
         Op::ClearAllValues => h.value.clear_all(j),
         Op::ClearAllMaps => h.map.clear_all(j),
         Op::Batch(ops) => j.write_batch(|j| {
@@ -188,6 +210,7 @@ struct View {
     ttl_values: BTreeMap<u16, u32>,
     ttl_lists: BTreeMap<u16, Vec<u8>>,
     ttl_maps: BTreeMap<u16, Vec<(u8, u16)>>,
+    longs: BTreeMap<u16, u32>,
     value_keys: Vec<u16>,
     map_keys: Vec<u16>,
 }
@@ -202,6 +225,7 @@ fn observe(j: &mut Journal, h: &Handles) -> View {
         ttl_values: BTreeMap::new(),
         ttl_lists: BTreeMap::new(),
         ttl_maps: BTreeMap::new(),
+        longs: BTreeMap::new(),
         value_keys: Vec::new(),
         map_keys: Vec::new(),
     };
@@ -237,6 +261,9 @@ fn observe(j: &mut Journal, h: &Handles) -> View {
         m.sort_unstable();
         if !m.is_empty() {
             v.ttl_maps.insert(k, m);
+        }
+        if let Some(x) = h.long.get(j, &long_key(k)).unwrap() {
+            v.longs.insert(k, x);
         }
     }
     v.value_keys = h
