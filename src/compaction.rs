@@ -181,7 +181,8 @@ fn key_head(k: &[u8]) -> u64 {
 }
 
 /// How many records ahead the compaction loop starts loading a key's index slot, then its
-/// entry, then its key and value bytes (each stage needs the previous one in the cache).
+/// entry, then its value bytes and, for a key too long for the entry, the key's bytes (each
+/// stage needs the previous one in the cache).
 const PREFETCH_SLOT: usize = 8;
 const PREFETCH_ENTRY: usize = 4;
 const PREFETCH_BYTES: usize = 2;
@@ -908,7 +909,8 @@ pub(crate) fn merge<S: EntrySink>(
         }
     }
     // The delta in key order is a random walk over its entries and arenas: load the entry of
-    // change j + 8, and the key and value bytes of change j + 4, while change j is merged.
+    // change j + 8, and the value bytes (and a long key's bytes) of change j + 4, while change
+    // j is merged.
     let mut at = 0usize;
     let mut changes = std::iter::from_fn(|| {
         let &(_, i) = order.get(at)?;
@@ -1152,8 +1154,8 @@ impl CompactionJob<'_> {
             let mut hints: Vec<Option<u64>> = Vec::with_capacity(1024);
             // No helper thread: the compaction runs beside the writers, whose core it would take.
             let scanned = log.scan_from(Lsn(next), 1024, false, |batch| {
-                // Each op is a few dependent cache misses (the key's slot, its entry, its key
-                // and value bytes): hash the whole batch first, then load those of record
+                // Each op is a few dependent cache misses (the key's slot, its entry, its value
+                // bytes, a long key's bytes): hash the whole batch first, then load those of record
                 // i + 8, i + 4 and i + 2 while record i is applied, as replay does.
                 hints.clear();
                 hints.extend(batch.iter().map(|r| Delta::hint(r.payload)));
