@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -73,6 +74,12 @@ struct DurState {
     marked: u64,
     /// A leader is flushing; followers wait on the condvar.
     flushing: bool,
+    /// Committers waiting on the condvar for the current flush.
+    waiting: u32,
+    /// Committers the last flush released (see [`Shared::gather`]).
+    released: u32,
+    /// How long the last flush took.
+    last_flush: Duration,
 }
 
 #[derive(Debug)]
@@ -204,6 +211,9 @@ impl Log {
                 durable: rec.durable_lsn,
                 marked: rec.watermark,
                 flushing: false,
+                waiting: 0,
+                released: 0,
+                last_flush: Duration::ZERO,
             }),
             dur_cv: Condvar::new(),
             poisoned: AtomicBool::new(false),
@@ -681,21 +691,49 @@ impl Shared {
                 return Ok(d.durable);
             }
             if d.flushing {
+                d.waiting += 1;
                 d = self.dur_cv.wait(d).unwrap_or_else(PoisonError::into_inner);
+                d.waiting -= 1;
                 continue;
             }
             d.flushing = true;
             let mark = (d.durable > d.marked).then_some(d.durable);
+            let (released, last_flush) = (d.released, d.last_flush);
             drop(d);
+            self.gather(target, released, last_flush);
+            let started = Instant::now();
             let result = self.flush_once(mark);
             d = lock(&self.dur);
             d.flushing = false;
+            d.released = d.waiting;
+            d.last_flush = started.elapsed();
             self.dur_cv.notify_all();
             let (durable, marked) = result?;
             d.durable = d.durable.max(durable);
             if let Some(m) = marked {
                 d.marked = d.marked.max(m);
             }
+        }
+    }
+
+    /// Before a flush, lets the committers the previous flush released catch up: each of them
+    /// returns, appends its next record and commits again, and on a machine with fewer cores
+    /// than committers that takes them about as long as the flush itself. Without this wait the
+    /// next flush starts at once and covers only the few that made it, and the rest wait for a
+    /// flush of their own (16 committers got 3.7x one committer's commits/s on 2 cores). The
+    /// leader yields until `released - 1` records past its own `target` are reserved, for at
+    /// most half the last flush's duration: latency stays within 1.5 flushes, and a lone
+    /// committer (or two taking turns) never waits. The same idea as MySQL's
+    /// `binlog_group_commit_sync_no_delay_count` and PostgreSQL's `commit_delay`, bounded by the
+    /// flush time it saves rather than by a setting.
+    fn gather(&self, target: u64, released: u32, last_flush: Duration) {
+        if released < 2 {
+            return;
+        }
+        let want = target.saturating_add(u64::from(released) - 1);
+        let deadline = Instant::now() + last_flush / 2;
+        while self.current.load().last_reserved_lsn() < want && Instant::now() < deadline {
+            std::thread::yield_now();
         }
     }
 
