@@ -61,6 +61,10 @@ impl std::fmt::Display for Lsn {
     }
 }
 
+/// The longest a group-commit leader waits for the committers the last flush released (a
+/// yielding wait: on a disk whose flushes take milliseconds it must not spin that long).
+const GATHER_MAX: Duration = Duration::from_micros(500);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every structure behind these mutexes is updated in single steps that leave it valid.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -722,8 +726,8 @@ impl Shared {
     /// next flush starts at once and covers only the few that made it, and the rest wait for a
     /// flush of their own (16 committers got 3.7x one committer's commits/s on 2 cores). The
     /// leader yields until `released - 1` records past its own `target` are reserved, for at
-    /// most half the last flush's duration: latency stays within 1.5 flushes, and a lone
-    /// committer (or two taking turns) never waits. The same idea as MySQL's
+    /// most half the last flush's duration and never more than [`GATHER_MAX`]: latency stays
+    /// within 1.5 flushes, and a lone committer (or two taking turns) never waits. The same idea as MySQL's
     /// `binlog_group_commit_sync_no_delay_count` and PostgreSQL's `commit_delay`, bounded by the
     /// flush time it saves rather than by a setting.
     fn gather(&self, target: u64, released: u32, last_flush: Duration) {
@@ -731,7 +735,7 @@ impl Shared {
             return;
         }
         let want = target.saturating_add(u64::from(released) - 1);
-        let deadline = Instant::now() + last_flush / 2;
+        let deadline = Instant::now() + (last_flush / 2).min(GATHER_MAX);
         while self.current.load().last_reserved_lsn() < want && Instant::now() < deadline {
             std::thread::yield_now();
         }
