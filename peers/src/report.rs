@@ -153,6 +153,13 @@ fn workspace_target() -> PathBuf {
 }
 
 fn spawn(workload: &str, engine: &str, dir: &Path) -> Option<BTreeMap<String, f64>> {
+    // Each child starts on a quiet disk: without this, the kernel is still writing back the
+    // previous child's gigabytes (fjall's W1 leaves 3 GiB dirty) while the next one runs, and
+    // the shortest runs pay for it most (statejournal's W1 with compaction off: 2.9 M updates/s
+    // after the others' W1, 3.7-4.2 M/s started alone).
+    if let Err(e) = Command::new("sync").status() {
+        eprintln!("  sync before {workload} {engine} failed: {e}");
+    }
     let exe = std::env::current_exe().expect("the benchmark's own path");
     let out = Command::new(exe)
         .env(
