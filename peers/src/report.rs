@@ -157,8 +157,10 @@ fn spawn(workload: &str, engine: &str, dir: &Path) -> Option<BTreeMap<String, f6
     // previous child's gigabytes (fjall's W1 leaves 3 GiB dirty) while the next one runs, and
     // the shortest runs pay for it most (statejournal's W1 with compaction off: 2.9 M updates/s
     // after the others' W1, 3.7-4.2 M/s started alone).
-    if let Err(e) = Command::new("sync").status() {
-        eprintln!("  sync before {workload} {engine} failed: {e}");
+    match Command::new("sync").status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => eprintln!("  sync before {workload} {engine} failed: {status}"),
+        Err(e) => eprintln!("  sync before {workload} {engine} failed: {e}"),
     }
     let exe = std::env::current_exe().expect("the benchmark's own path");
     let out = Command::new(exe)
