@@ -4,6 +4,8 @@
 //!   (`MADV_POPULATE_WRITE`), so an append is a memcpy, not a page fault;
 //! * **progressive writeback**: in `Buffered`/`Periodic` mode, completed MiBs are handed to the
 //!   kernel for writeback (`sync_file_range`), so the full flush a roll needs finds little to do;
+//! * **converting extents ahead** in `Sync` mode: the prefaulted window is written back at once,
+//!   so commits do not each pay a file-system journal commit for fresh blocks;
 //! * **preparing the next segment**: allocated and mapped under a temporary name before the
 //!   current one fills, so a roll only writes a header and renames (and, in `Sync` mode, syncs);
 //! * **settling creations**: the headers and directory entries of segments that non-`Sync` rolls
@@ -106,7 +108,20 @@ fn prefault(shared: &Shared, p: &mut Progress) {
     let reserved = seg.reserved_end();
     let ahead = (reserved + PREFAULT_AHEAD).min(seg.len());
     if p.prefaulted < ahead {
-        seg.prefault(p.prefaulted.max(reserved), ahead);
+        let from = p.prefaulted.max(reserved);
+        seg.prefault(from, ahead);
+        if shared.opts.durability == Durability::Sync {
+            // Write the prefaulted (zero, dirty) pages back now, without waiting. The segment
+            // is fallocated: its blocks are unwritten extents, and the first write into one
+            // changes the file's metadata, so the `fdatasync` of a commit that reaches it must
+            // also commit the file system's journal (a third device write and flush). Writing
+            // the window's zeros back ahead converts its extents in one go: commits then flush
+            // their data only, and the journal commits once per window, not once per commit.
+            // On this class of machine: 16-record commits +30%, 256-record +20% (see
+            // docs/DESIGN.md, "Sync commits"). It changes no byte and promises nothing; an I/O
+            // error it meets stays recorded on the file for the next commit's flush to report.
+            seg.start_writeback(from, ahead);
+        }
         p.prefaulted = ahead;
     }
 }
