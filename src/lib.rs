@@ -55,8 +55,8 @@ pub use checkpoint::CheckpointInfo;
 pub use compaction::CompactionReport;
 pub use error::{Corruption, CorruptionKind, DurabilityEvidence, Error, RecordDamage, Result};
 pub use journal::{
-    CompactionPolicy, IoStats, Journal, JournalOptions, Registrar, StateRecovery, StateStats,
-    DEFAULT_REPLAY_BYTES_PER_SEC, DEFAULT_RETAINED_CHECKPOINTS,
+    Committer, CompactionPolicy, IoStats, Journal, JournalOptions, Registrar, StateRecovery,
+    StateStats, DEFAULT_REPLAY_BYTES_PER_SEC, DEFAULT_RETAINED_CHECKPOINTS,
 };
 pub use keygroup::{
     key_group_of, key_hash, KeyGroup, KeyGroupRange, DEFAULT_MAX_KEY_GROUPS, MAX_KEY_GROUPS,

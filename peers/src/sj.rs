@@ -2,9 +2,12 @@
 //! and values (`serde_bytes`), `Buffered` unless the workload syncs.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use serde_bytes::{ByteArray, ByteBuf};
-use statejournal::{CompactionPolicy, Durability, Journal, JournalOptions, ListState, ValueState};
+use statejournal::{
+    Committer, CompactionPolicy, Durability, Journal, JournalOptions, ListState, ValueState,
+};
 
 use crate::engine::{Checkpointing, DurableWriter, Engine, Key, OpenCfg};
 
@@ -95,40 +98,50 @@ impl Engine for Sj {
     }
 
     fn writers(dir: &Path, threads: usize) -> Vec<SjWriter> {
-        // One journal per writer thread: a journal has one owner (like a Flink task's keyed
-        // backend), and a job scales over cores with one journal per task.
+        // One journal shared by every writer, as RocksDB's and fjall's databases are: each thread
+        // writes its batch under the journal's lock and commits outside it through a
+        // `Committer`, so that concurrent commits share one flush (group commit).
+        let cfg = OpenCfg {
+            sync: true,
+            ..OpenCfg::default()
+        };
+        let sj = Sj::open(dir, cfg);
+        let committer = sj.journal.committer();
+        let shared = Arc::new(Mutex::new(sj));
         (0..threads)
-            .map(|t| {
-                let sub = dir.join(format!("writer-{t}"));
-                std::fs::create_dir_all(&sub).expect("create a writer's directory");
-                let cfg = OpenCfg {
-                    sync: true,
-                    ..OpenCfg::default()
-                };
-                SjWriter(Sj::open(&sub, cfg))
+            .map(|_| SjWriter {
+                sj: Arc::clone(&shared),
+                committer: committer.clone(),
             })
             .collect()
     }
 }
 
-/// One writer thread's own journal, in `Sync` mode.
-pub struct SjWriter(Sj);
+/// A writer thread's handle on the shared journal (in `Sync` mode).
+pub struct SjWriter {
+    sj: Arc<Mutex<Sj>>,
+    committer: Committer,
+}
 
 impl DurableWriter for SjWriter {
     fn commit(&mut self, keys: &[Key], value: &[u8]) {
-        let sj = &mut self.0;
-        sj.scratch.clear();
-        sj.scratch.extend_from_slice(value);
-        let (values, scratch) = (&sj.values, &sj.scratch);
-        sj.journal
-            .write_batch(|j| {
-                for k in keys {
-                    values.set(j, &ByteArray::new(*k), scratch)?;
-                }
-                Ok(())
-            })
-            .expect("write batch");
-        sj.journal.commit().expect("commit");
+        let lsn = {
+            let mut guard = self.sj.lock().expect("a writer panicked");
+            let sj = &mut *guard;
+            sj.scratch.clear();
+            sj.scratch.extend_from_slice(value);
+            let (values, scratch) = (&sj.values, &sj.scratch);
+            sj.journal
+                .write_batch(|j| {
+                    for k in keys {
+                        values.set(j, &ByteArray::new(*k), scratch)?;
+                    }
+                    Ok(())
+                })
+                .expect("write batch");
+            sj.journal.last_lsn()
+        };
+        self.committer.commit_through(lsn).expect("commit");
     }
 }
 

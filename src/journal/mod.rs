@@ -179,11 +179,71 @@ pub(crate) struct Loc {
     pub hash: u64,
 }
 
+/// Commits a [`Journal`]'s logged mutations from any thread, without holding the journal.
+///
+/// A journal has one owner at a time (`&mut self` for every write), so threads that share one put
+/// it behind a lock. Committing under that lock would serialize their flushes; with a committer
+/// each thread writes under the lock, reads [`Journal::last_lsn`], releases the lock and calls
+/// [`Committer::commit_through`], and concurrent committers share one flush (group commit):
+///
+/// ```
+/// # fn main() -> statejournal::Result<()> {
+/// use std::sync::{Arc, Mutex};
+/// use statejournal::{Durability, Journal, JournalOptions};
+///
+/// # let dir = tempfile::tempdir().unwrap();
+/// let mut journal = Journal::open(dir.path(), JournalOptions::default().durability(Durability::Sync))?;
+/// let counts = journal.value_state::<String, u64>("counts")?;
+/// let committer = journal.committer();
+/// let journal = Arc::new(Mutex::new(journal));
+/// let counts = &counts;
+/// std::thread::scope(|s| {
+///     for t in 0..4u64 {
+///         let (journal, committer) = (Arc::clone(&journal), committer.clone());
+///         s.spawn(move || -> statejournal::Result<()> {
+///             let lsn = {
+///                 let mut j = journal.lock().expect("not poisoned");
+///                 counts.set(&mut j, &format!("thread-{t}"), &t)?;
+///                 j.last_lsn()
+///             };
+///             let durable = committer.commit_through(lsn)?; // outside the lock
+///             assert!(durable >= lsn);
+///             Ok(())
+///         });
+///     }
+/// });
+/// # Ok(())
+/// # }
+/// ```
+///
+/// A committer holds the journal's log open: [`Journal::close`] only flushes while one is alive,
+/// and the directory stays locked until the last one is dropped.
+#[derive(Clone, Debug)]
+pub struct Committer {
+    log: Arc<Log>,
+}
+
+impl Committer {
+    /// Makes the mutations through `lsn` durable as the durability mode promises and returns the
+    /// LSN through which the log is durable: in [`Durability::Sync`] it waits for (or performs)
+    /// the flush that covers `lsn`; in the other modes it returns at once (see [`Log::commit`]).
+    /// After a failed flush it returns [`Error::Poisoned`], as every commit of the journal does.
+    pub fn commit_through(&self, lsn: Lsn) -> Result<Lsn> {
+        self.log.commit_through(lsn)
+    }
+
+    /// The LSN through which the journal's log is known to be durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.log.durable_lsn()
+    }
+}
+
 /// Keyed state made durable by a log: the state backend of one stream-processing task.
 ///
 /// Mutations take `&mut self`: a journal has one owner, like a Flink task's keyed backend, so the
 /// hot path takes no lock. Scale across cores with several journals over disjoint key-group
-/// ranges. Every mutation is one log record (a [write batch](Journal::write_batch) is one record
+/// ranges, or share one behind a lock and commit outside it with a [`Committer`], so that the
+/// threads' flushes merge. Every mutation is one log record (a [write batch](Journal::write_batch) is one record
 /// for many); [`commit`](Journal::commit) makes them durable as the [`Durability`] mode says.
 ///
 /// ```
@@ -683,12 +743,29 @@ impl<C: Codec> Journal<C> {
         self.log.commit()
     }
 
+    /// The LSN of the last record in the journal's log: every mutation logged so far has an LSN
+    /// at or below it. Read it after a write, under whatever lock guards the journal, and hand
+    /// it to a [`Committer`] after releasing the lock.
+    pub fn last_lsn(&self) -> Lsn {
+        self.log.last_lsn()
+    }
+
+    /// A handle that commits this journal's logged mutations from any thread, without the
+    /// journal itself (see [`Committer`]).
+    pub fn committer(&self) -> Committer {
+        Committer {
+            log: Arc::clone(&self.log),
+        }
+    }
+
     /// Flushes every mutation to stable storage, whatever the durability mode.
     pub fn sync(&mut self) -> Result<Lsn> {
         self.log.sync()
     }
 
-    /// Waits for a running compaction, flushes and closes.
+    /// Waits for a running compaction, flushes and closes. While a [`Committer`] of this journal
+    /// is alive the log stays open (and its directory locked) until the last one is dropped;
+    /// `close` then only flushes.
     pub fn close(self) -> Result<()> {
         let Journal {
             log, mut compactor, ..

@@ -264,6 +264,20 @@ impl Log {
         }
     }
 
+    /// [`Log::commit`] for the records through `lsn` only: in [`Durability::Sync`] it waits until
+    /// they are durable (flushing, or sharing a concurrent committer's flush, if needed); in the
+    /// other modes it does not wait. Returns the LSN through which the log is durable. For a
+    /// thread that appended under a lock and commits after releasing it: its flush merges with
+    /// the other threads' (group commit), while [`Log::commit`] would also wait for records
+    /// appended after its own.
+    pub fn commit_through(&self, lsn: Lsn) -> Result<Lsn> {
+        self.shared.check_poison()?;
+        match self.shared.opts.durability {
+            Durability::Sync => self.sync_to(lsn),
+            Durability::Buffered | Durability::Periodic(_) => Ok(self.durable_lsn()),
+        }
+    }
+
     /// Flushes every record appended before the call to stable storage, whatever the durability
     /// mode, and returns the durable LSN.
     pub fn sync(&self) -> Result<Lsn> {
