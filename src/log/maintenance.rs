@@ -120,6 +120,10 @@ fn prefault(shared: &Shared, p: &mut Progress) {
             // On this class of machine: 16-record commits +30%, 256-record +20% (see
             // docs/DESIGN.md, "Sync commits"). It changes no byte and promises nothing; an I/O
             // error it meets stays recorded on the file for the next commit's flush to report.
+            // The pages are unmapped first (one batched TLB flush), or writeback would
+            // write-protect each with an IPI of its own; appenders fault them back in, as they
+            // would after the write protection.
+            seg.release_pages(from, ahead);
             seg.start_writeback(from, ahead);
         }
         p.prefaulted = ahead;
