@@ -535,12 +535,19 @@ impl Segment {
         if end <= from {
             return Ok(());
         }
-        // Unmapped first, in one batched TLB flush: writeback write-protects every mapped page
-        // it cleans, with a TLB-shootdown IPI per page once the process runs threads on more
-        // than one core (a W3 run of 8 committers: 12% of its samples sending them, 11% in the
-        // hypervisor's IPI exits). Appenders fault the pages back in, as they would after the
-        // write protection anyway.
-        self.release_covering(from, end);
+        // The pages to flush are unmapped first, in one batched TLB flush: writeback
+        // write-protects every mapped page it cleans, with a TLB-shootdown IPI per page once the
+        // process runs threads on more than one core (a W3 run of 8 committers: 12% of its
+        // samples sending them, 11% in the hypervisor's IPI exits). Every byte below `end` is
+        // published, so no thread stores to the whole pages below it; the page holding `end`,
+        // where appenders may be writing, is unmapped too only where the kernel makes that safe
+        // (see `release_pages`).
+        let to = if unmap_under_writers_is_safe() {
+            end.next_multiple_of(PAGE).min(self.len)
+        } else {
+            end & !(PAGE - 1)
+        };
+        self.unmap_pages(from & !(PAGE - 1), to);
         self.map.flush_range(from, end - from)?;
         self.synced.fetch_max(end, Ordering::AcqRel);
         Ok(())
@@ -586,16 +593,25 @@ impl Segment {
 
     /// Drops this process's page-table entries for the pages inside `[from, to)` (`MADV_DONTNEED`
     /// on a shared file mapping). The data stays in the page cache, dirty pages stay dirty, and
-    /// the next access faults the page back in. Done behind the appenders before writeback:
-    /// writeback write-protects every mapped page it cleans, one TLB-shootdown IPI per 4 KiB
-    /// page, which interrupts the appending threads; unmapped pages need none.
+    /// the next access faults the page back in. Done before writeback: writeback write-protects
+    /// every mapped page it cleans, one TLB-shootdown IPI per 4 KiB page, which interrupts the
+    /// appending threads; unmapped pages need none.
+    ///
+    /// **Only for pages no thread writes any more** (published bytes, `[0, published)`): before
+    /// Linux 6.2 (commit 5df397dec7c4) an unmap dropped the page's reverse mapping before the TLB
+    /// flush, so a writeback in that window could mark the page clean while another CPU still
+    /// stored through its stale TLB entry, and those stores were never written back.
     pub fn release_pages(&self, from: usize, to: usize) {
         self.unmap_pages(from.next_multiple_of(PAGE), to.min(self.len) & !(PAGE - 1));
     }
 
-    /// [`Segment::release_pages`] of every page that `[from, to)` touches, partial ones included.
-    fn release_covering(&self, from: usize, to: usize) {
-        self.unmap_pages(from & !(PAGE - 1), to.next_multiple_of(PAGE).min(self.len));
+    /// [`Segment::release_pages`] of pages other threads may still be storing into (the
+    /// `Sync` window ahead of the appenders), only where the kernel makes that safe
+    /// ([`unmap_under_writers_is_safe`]); elsewhere nothing.
+    pub fn release_pages_in_use(&self, from: usize, to: usize) {
+        if unmap_under_writers_is_safe() {
+            self.release_pages(from, to);
+        }
     }
 
     /// `MADV_DONTNEED` on `[from, to)`, page-aligned by the caller.
@@ -604,7 +620,11 @@ impl Segment {
             // SAFETY: MADV_DONTNEED is "unchecked" in memmap2 because on a *private* mapping it
             // discards modifications. This mapping is MAP_SHARED over a file: dropping the page
             // table entries discards nothing (the page cache keeps the data, dirty or not), and any
-            // later access, including through a live `&[u8]` view, faults the same bytes back in.
+            // later access, including through a live `&[u8]` view, faults the page-cache page back
+            // in. Callers unmap only published pages, which no thread stores to any more (see
+            // `release_pages` for why that matters). One case changes the bytes a view sees, and it
+            // is not this call's: after a failed writeback the kernel may drop the clean page, and
+            // a later fault reads what the disk holds; that failure has poisoned the log.
             let _ = unsafe {
                 self.map
                     .unchecked_advise_range(UncheckedAdvice::DontNeed, from, to - from)
@@ -643,23 +663,35 @@ impl Segment {
     }
 
     /// Starts writing back the dirty pages of `[from, to)` without waiting
-    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): keeps the flush at the next roll short. It
-    /// promises nothing about durability; only [`Segment::flush_to`] does.
-    pub fn start_writeback(&self, from: usize, to: usize) {
+    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): behind the appenders it keeps the flush at the
+    /// next roll short; ahead of them (`Sync` mode) it converts unwritten extents before commits
+    /// reach them. It promises nothing about durability; only [`Segment::flush_to`] does. An
+    /// error the call returns (the file system refused to start the I/O) is returned; one the I/O
+    /// meets later stays recorded on the file for the next flush to report. `Ok` where the call
+    /// does not exist or the file does not support it.
+    pub fn start_writeback(&self, from: usize, to: usize) -> io::Result<()> {
         #[cfg(target_os = "linux")]
         if to > from {
             let (Ok(off), Ok(n)) = (
                 libc::off64_t::try_from(from),
                 libc::off64_t::try_from(to - from),
             ) else {
-                return;
+                return Ok(());
             };
             // SAFETY: `sync_file_range` takes a descriptor we own (kept open by `self.file`) and
             // integers; it touches no memory of ours.
-            let _ = unsafe {
+            let rc = unsafe {
                 libc::sync_file_range(self.file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE)
             };
+            if rc != 0 {
+                let e = io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::ESPIPE) => Ok(()),
+                    _ => Err(e),
+                };
+            }
         }
+        Ok(())
     }
 
     /// `fdatasync` of the whole file: makes durable whatever the page cache holds for it.
@@ -876,6 +908,32 @@ fn random_access(map: &MmapRaw) -> io::Result<()> {
     map.advise(Advice::Random)
 }
 
+/// Whether unmapping a page (`MADV_DONTNEED`) while another thread may be storing into it
+/// cannot lose those stores: Linux 6.2 and later, where the unmap flushes the TLB before it drops
+/// the page's reverse mapping (commit 5df397dec7c4), so a writeback cleaning the page either
+/// write-protects the mapping itself or runs after every stale TLB entry is gone. Before that, a
+/// writeback in between could mark the page clean while another CPU kept storing through its
+/// stale TLB entry ("possibly lost dirty data", the fix's own words). Read once from
+/// `/proc/sys/kernel/osrelease`; anything unreadable or older, a kernel with the fix backported
+/// included, counts as unsafe.
+pub(crate) fn unmap_under_writers_is_safe() -> bool {
+    static SAFE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SAFE.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .and_then(|release| kernel_version(&release))
+            .is_some_and(|v| v >= (6, 2))
+    })
+}
+
+/// `(major, minor)` of a kernel release string such as `6.18.44-cloud-amd64`.
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
 /// `MADV_POPULATE_WRITE` on the pages covering `[from, to)`: the kernel allocates the page-cache
 /// pages and maps them writable now, so appends later take no page faults. It changes no byte,
 /// so it is safe on any part of the mapping. Best effort: older kernels lack it.
@@ -945,5 +1003,23 @@ impl ImmutableFileMap {
     /// The file's bytes.
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_version;
+
+    #[test]
+    fn kernel_versions_parse_from_release_strings() {
+        assert_eq!(kernel_version("6.18.44-cloud-amd64\n"), Some((6, 18)));
+        assert_eq!(kernel_version("5.15.0-91-generic"), Some((5, 15)));
+        assert_eq!(kernel_version("6.2"), Some((6, 2)));
+        assert_eq!(kernel_version("6.1-rc3"), Some((6, 1)));
+        assert!(kernel_version("6.1.0").unwrap() < (6, 2));
+        assert!(kernel_version("6.10.0").unwrap() >= (6, 2));
+        assert_eq!(kernel_version("6"), None);
+        assert_eq!(kernel_version("linux"), None);
+        assert_eq!(kernel_version(""), None);
     }
 }

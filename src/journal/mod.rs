@@ -228,6 +228,8 @@ impl Committer {
     /// LSN through which the log is durable: in [`Durability::Sync`] it waits for (or performs)
     /// the flush that covers `lsn`; in the other modes it returns at once (see [`Log::commit`]).
     /// After a failed flush it returns [`Error::Poisoned`], as every commit of the journal does.
+    /// An `lsn` past [`Journal::last_lsn`] counts as the last LSN (nothing later exists to be made
+    /// durable); compare the result with `lsn` if that can happen.
     pub fn commit_through(&self, lsn: Lsn) -> Result<Lsn> {
         self.log.commit_through(lsn)
     }

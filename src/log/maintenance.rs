@@ -119,12 +119,15 @@ fn prefault(shared: &Shared, p: &mut Progress) {
             // their data only, and the journal commits once per window, not once per commit.
             // On this class of machine: 16-record commits +30%, 256-record +20% (see
             // docs/DESIGN.md, "Sync commits"). It changes no byte and promises nothing; an I/O
-            // error it meets stays recorded on the file for the next commit's flush to report.
-            // The pages are unmapped first (one batched TLB flush), or writeback would
-            // write-protect each with an IPI of its own; appenders fault them back in, as they
-            // would after the write protection.
-            seg.release_pages(from, ahead);
-            seg.start_writeback(from, ahead);
+            // error it meets stays recorded on the file for the next commit's flush to report,
+            // and one the call itself returns poisons the log. The window is unmapped first
+            // (one batched TLB flush instead of an IPI per page it cleans), but only on kernels
+            // where that is safe while appenders may be storing into it (see
+            // `Segment::release_pages`).
+            seg.release_pages_in_use(from, ahead);
+            if let Err(e) = seg.start_writeback(from, ahead) {
+                shared.poison_from_background(seg.path(), e);
+            }
         }
         p.prefaulted = ahead;
     }
@@ -142,7 +145,9 @@ fn tend(shared: &Shared, p: &mut Progress) {
     if shared.opts.durability != Durability::Sync && published >= p.written_back + WRITEBACK_BATCH {
         let to = published & !(4096 - 1);
         seg.release_pages(p.written_back, to);
-        seg.start_writeback(p.written_back, to);
+        if let Err(e) = seg.start_writeback(p.written_back, to) {
+            shared.poison_from_background(seg.path(), e);
+        }
         p.written_back = to;
     }
     // Prepare the next segment once this one is half full.

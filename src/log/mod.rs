@@ -269,7 +269,8 @@ impl Log {
     /// other modes it does not wait. Returns the LSN through which the log is durable. For a
     /// thread that appended under a lock and commits after releasing it: its flush merges with
     /// the other threads' (group commit), while [`Log::commit`] would also wait for records
-    /// appended after its own.
+    /// appended after its own. An `lsn` past the last record appended counts as the last
+    /// record: the returned LSN says how far the log is durable.
     pub fn commit_through(&self, lsn: Lsn) -> Result<Lsn> {
         self.shared.check_poison()?;
         match self.shared.opts.durability {
@@ -460,6 +461,12 @@ impl Shared {
     }
 
     /// Records a failed flush: from now on every append and commit fails.
+    /// Poisons the log for an I/O error the background thread met (the owner sees it on its
+    /// next call).
+    pub(super) fn poison_from_background(&self, path: &Path, e: io::Error) {
+        let _ = self.poison(path, e);
+    }
+
     fn poison(&self, path: &Path, e: io::Error) -> Error {
         let _ = self.poison.set((path.to_path_buf(), Arc::new(e)));
         self.poisoned.store(true, Ordering::Release);
