@@ -39,6 +39,8 @@ struct Progress {
     segment: u64,
     prefaulted: usize,
     written_back: usize,
+    /// `Sync` mode: the window whose writeback the previous round started.
+    converting: (usize, usize),
 }
 
 pub(super) fn spawn(shared: Arc<Shared>, wake: Receiver<()>) -> Result<JoinHandle<()>> {
@@ -103,6 +105,7 @@ fn prefault(shared: &Shared, p: &mut Progress) {
             segment: seg.id(),
             prefaulted: SEGMENT_HEADER_LEN,
             written_back: SEGMENT_HEADER_LEN,
+            converting: (0, 0),
         };
     }
     let reserved = seg.reserved_end();
@@ -128,6 +131,21 @@ fn prefault(shared: &Shared, p: &mut Progress) {
             if let Err(e) = seg.start_writeback(from, ahead) {
                 shared.poison_from_background(seg.path(), e);
             }
+            // The window whose writeback the previous round started is written back by now (a
+            // MiB of appends later), its pages clean and write-protected or unmapped: each
+            // appender's first store to one would fault (and run the file system's
+            // `page_mkwrite`). Prefaulting it again for writing takes those faults here, on
+            // this thread, for the part the appenders have not reached yet. The pages turn
+            // dirty again; a commit's flush writes only its own range, and the rest is zeros
+            // the kernel may write once more. 256-record commits: 62–68% → 76–87% of a bare
+            // `pwrite` + `fdatasync` loop (`log_append -- interleaved/batch256`, three
+            // alternating runs each).
+            let (c_from, c_to) = p.converting;
+            let c_from = c_from.max(seg.reserved_end().next_multiple_of(4096));
+            if c_to > c_from {
+                seg.prefault(c_from, c_to);
+            }
+            p.converting = (from, ahead);
         }
         p.prefaulted = ahead;
     }
