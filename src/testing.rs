@@ -42,6 +42,7 @@ use crate::{format, Durability, KeyGroup, KeyGroupRange, Log, LogOptions, Lsn, R
 pub struct FaultInjector {
     sync_countdown: AtomicI64,
     alloc_countdown: AtomicI64,
+    writeback_countdown: AtomicI64,
     syncs: AtomicU64,
     defer_directory_syncs: AtomicBool,
     /// Compactions wait at their start while this is true; the count says how many are waiting.
@@ -61,6 +62,7 @@ impl FaultInjector {
         FaultInjector {
             sync_countdown: AtomicI64::new(-1),
             alloc_countdown: AtomicI64::new(-1),
+            writeback_countdown: AtomicI64::new(-1),
             syncs: AtomicU64::new(0),
             defer_directory_syncs: AtomicBool::new(false),
             hold: std::sync::Mutex::new((false, 0)),
@@ -98,6 +100,25 @@ impl FaultInjector {
     /// The next `n` flushes succeed; the one after fails with EIO, and so do all later ones.
     pub fn fail_sync_after(&self, n: u64) {
         self.sync_countdown.store(n as i64, Ordering::SeqCst);
+    }
+
+    /// The next `n` writebacks the log's background thread starts (`sync_file_range`, behind the
+    /// appenders in `Buffered`/`Periodic` mode, ahead of them in `Sync` mode) succeed; the one
+    /// after fails with EIO, and so do all later ones. Flushes are not affected.
+    pub fn fail_writeback_after(&self, n: u64) {
+        self.writeback_countdown.store(n as i64, Ordering::SeqCst);
+    }
+
+    pub(crate) fn on_writeback(&self) -> io::Result<()> {
+        let left = self.writeback_countdown.load(Ordering::SeqCst);
+        if left < 0 {
+            return Ok(());
+        }
+        if left == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        self.writeback_countdown.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
     }
 
     /// The next `n` segment allocations succeed; the one after fails with ENOSPC (once).

@@ -322,3 +322,49 @@ fn every_concurrent_committer_sees_the_poison_and_none_hangs() {
     assert_eq!(log.append(b"again").unwrap(), Lsn(n + 1));
     assert!(log.commit().unwrap() >= Lsn(n + 1));
 }
+
+/// A writeback the log's background thread starts and the file system refuses
+/// (`sync_file_range` itself failing) poisons the log as a failed flush does: in `Sync` mode,
+/// where the thread writes back the window ahead of the appenders, and in `Buffered` mode, where
+/// it writes back the published MiBs behind them.
+#[test]
+fn a_refused_background_writeback_poisons_the_log() {
+    for durability in [Durability::Sync, Durability::Buffered] {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(FaultInjector::new());
+        faults.fail_writeback_after(0);
+        let log = Log::open(
+            dir.path(),
+            opts()
+                .segment_size(64 << 20)
+                .durability(durability)
+                .fault_injector(Arc::clone(&faults)),
+        )
+        .unwrap();
+        // Appends wake the thread at every MiB; `Buffered` writes back once 4 MiB are published.
+        let record = vec![7u8; 4000];
+        let mut refused = None;
+        wait_for("the background writeback to poison the log", || {
+            match log.append(&record) {
+                Ok(_) => false,
+                Err(e) => {
+                    refused = Some(e);
+                    true
+                }
+            }
+        });
+        let e = refused.expect("an append was refused");
+        assert_poisoned(
+            &e,
+            dir.path(),
+            1,
+            &format!("{durability:?}: the refused append"),
+        );
+        assert_sticky(&log, dir.path(), 1);
+        assert_eq!(
+            faults.syncs(),
+            0,
+            "{durability:?}: no flush ran, so none failed"
+        );
+    }
+}

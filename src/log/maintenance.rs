@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use super::{lock, Durability, Shared};
 use crate::codec::header::SEGMENT_HEADER_LEN;
 use crate::error::{Error, Result};
-use crate::segment::PreparedSegment;
+use crate::segment::{PreparedSegment, Segment};
 
 /// Appenders wake the thread each time their writes cross a multiple of this many bytes.
 pub(super) const CHUNK: usize = 1 << 20;
@@ -128,7 +128,7 @@ fn prefault(shared: &Shared, p: &mut Progress) {
             // where that is safe while appenders may be storing into it (see
             // `Segment::release_pages`).
             seg.release_pages_in_use(from, ahead);
-            if let Err(e) = seg.start_writeback(from, ahead) {
+            if let Err(e) = start_writeback(shared, &seg, from, ahead) {
                 shared.poison_from_background(seg.path(), e);
             }
             // The window whose writeback the previous round started is written back by now (a
@@ -151,6 +151,17 @@ fn prefault(shared: &Shared, p: &mut Progress) {
     }
 }
 
+/// [`Segment::start_writeback`], through the fault injector in tests.
+fn start_writeback(shared: &Shared, seg: &Segment, from: usize, to: usize) -> std::io::Result<()> {
+    #[cfg(feature = "testing")]
+    if let Some(f) = &shared.opts.faults {
+        f.on_writeback()?;
+    }
+    #[cfg(not(feature = "testing"))]
+    let _ = shared;
+    seg.start_writeback(from, to)
+}
+
 /// One round of writeback and preparation of the next segment.
 fn tend(shared: &Shared, p: &mut Progress) {
     let seg = shared.current.load_full();
@@ -163,7 +174,7 @@ fn tend(shared: &Shared, p: &mut Progress) {
     if shared.opts.durability != Durability::Sync && published >= p.written_back + WRITEBACK_BATCH {
         let to = published & !(4096 - 1);
         seg.release_pages(p.written_back, to);
-        if let Err(e) = seg.start_writeback(p.written_back, to) {
+        if let Err(e) = start_writeback(shared, &seg, p.written_back, to) {
             shared.poison_from_background(seg.path(), e);
         }
         p.written_back = to;
