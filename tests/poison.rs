@@ -368,3 +368,49 @@ fn a_refused_background_writeback_poisons_the_log() {
         );
     }
 }
+
+/// `LogOptions::convert_extents_ahead(false)`: a `Sync` log starts no writeback of its own, so
+/// the refused writeback of the test above never happens and commits go on; the same loop with
+/// the conversion on is poisoned.
+#[test]
+fn without_conversion_ahead_a_sync_log_starts_no_writeback() {
+    let record = vec![7u8; 4000];
+    for convert in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(FaultInjector::new());
+        faults.fail_writeback_after(0);
+        let log = Log::open(
+            dir.path(),
+            opts()
+                .segment_size(64 << 20)
+                .durability(Durability::Sync)
+                .convert_extents_ahead(convert)
+                .fault_injector(Arc::clone(&faults)),
+        )
+        .unwrap();
+        // 10 records and a commit per round: 40 KB, so the background thread is woken (at every
+        // MiB) many times over.
+        let round = || -> Result<Lsn, statejournal::Error> {
+            for _ in 0..10 {
+                log.append(&record)?;
+            }
+            log.commit()
+        };
+        if convert {
+            let mut refused = None;
+            wait_for("the writeback ahead to poison the log", || match round() {
+                Ok(_) => false,
+                Err(e) => {
+                    refused = Some(e);
+                    true
+                }
+            });
+            assert_poisoned(&refused.unwrap(), dir.path(), 1, "conversion on");
+        } else {
+            for n in 0..500 {
+                let durable = round().unwrap_or_else(|e| panic!("round {n}: {e}"));
+                assert_eq!(durable, log.last_lsn(), "round {n}");
+            }
+        }
+    }
+}
