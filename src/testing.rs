@@ -110,15 +110,7 @@ impl FaultInjector {
     }
 
     pub(crate) fn on_writeback(&self) -> io::Result<()> {
-        let left = self.writeback_countdown.load(Ordering::SeqCst);
-        if left < 0 {
-            return Ok(());
-        }
-        if left == 0 {
-            return Err(io::Error::from_raw_os_error(libc::EIO));
-        }
-        self.writeback_countdown.fetch_sub(1, Ordering::SeqCst);
-        Ok(())
+        count_down_to_eio(&self.writeback_countdown)
     }
 
     /// The next `n` segment allocations succeed; the one after fails with ENOSPC (once).
@@ -145,15 +137,7 @@ impl FaultInjector {
 
     pub(crate) fn on_sync(&self) -> io::Result<()> {
         self.syncs.fetch_add(1, Ordering::SeqCst);
-        let left = self.sync_countdown.load(Ordering::SeqCst);
-        if left < 0 {
-            return Ok(());
-        }
-        if left == 0 {
-            return Err(io::Error::from_raw_os_error(libc::EIO));
-        }
-        self.sync_countdown.fetch_sub(1, Ordering::SeqCst);
-        Ok(())
+        count_down_to_eio(&self.sync_countdown)
     }
 
     pub(crate) fn on_allocate(&self) -> io::Result<()> {
@@ -168,6 +152,20 @@ impl FaultInjector {
         self.alloc_countdown.fetch_sub(1, Ordering::SeqCst);
         Ok(())
     }
+}
+
+/// One call against a countdown (negative: disarmed): `Ok` while it is above zero (counting it
+/// down), EIO once it reaches zero, and on every call after.
+fn count_down_to_eio(countdown: &AtomicI64) -> io::Result<()> {
+    let left = countdown.load(Ordering::SeqCst);
+    if left < 0 {
+        return Ok(());
+    }
+    if left == 0 {
+        return Err(io::Error::from_raw_os_error(libc::EIO));
+    }
+    countdown.fetch_sub(1, Ordering::SeqCst);
+    Ok(())
 }
 
 /// Crash points passed in this process since [`exit_at_crash_point`] last armed them.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use common::*;
 use statejournal::format::{segment_file_name, segment_path};
 use statejournal::testing::FaultInjector;
-use statejournal::{Durability, Error, Log, Lsn};
+use statejournal::{Durability, Error, Log, LogOptions, Lsn};
 
 /// Large enough that these tests never roll unless they mean to.
 const ONE_SEGMENT: u64 = 1 << 20;
@@ -323,6 +323,20 @@ fn every_concurrent_committer_sees_the_poison_and_none_hangs() {
     assert!(log.commit().unwrap() >= Lsn(n + 1));
 }
 
+/// Opens a log in `dir` with 64 MiB segments (no roll in these tests) whose every background
+/// writeback is refused.
+fn open_refusing_writebacks(dir: &Path, opts: LogOptions) -> (Log, Arc<FaultInjector>) {
+    let faults = Arc::new(FaultInjector::new());
+    faults.fail_writeback_after(0);
+    let log = Log::open(
+        dir,
+        opts.segment_size(64 << 20)
+            .fault_injector(Arc::clone(&faults)),
+    )
+    .unwrap();
+    (log, faults)
+}
+
 /// A writeback the log's background thread starts and the file system refuses
 /// (`sync_file_range` itself failing) poisons the log as a failed flush does: in `Sync` mode,
 /// where the thread writes back the window ahead of the appenders, and in `Buffered` mode, where
@@ -331,16 +345,7 @@ fn every_concurrent_committer_sees_the_poison_and_none_hangs() {
 fn a_refused_background_writeback_poisons_the_log() {
     for durability in [Durability::Sync, Durability::Buffered] {
         let dir = tempfile::tempdir().unwrap();
-        let faults = Arc::new(FaultInjector::new());
-        faults.fail_writeback_after(0);
-        let log = Log::open(
-            dir.path(),
-            opts()
-                .segment_size(64 << 20)
-                .durability(durability)
-                .fault_injector(Arc::clone(&faults)),
-        )
-        .unwrap();
+        let (log, faults) = open_refusing_writebacks(dir.path(), opts().durability(durability));
         // Appends wake the thread at every MiB; `Buffered` writes back once 4 MiB are published.
         let record = vec![7u8; 4000];
         let mut refused = None;
@@ -377,17 +382,9 @@ fn without_conversion_ahead_a_sync_log_starts_no_writeback() {
     let record = vec![7u8; 4000];
     for convert in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let faults = Arc::new(FaultInjector::new());
-        faults.fail_writeback_after(0);
-        let log = Log::open(
-            dir.path(),
-            opts()
-                .segment_size(64 << 20)
-                .durability(Durability::Sync)
-                .convert_extents_ahead(convert)
-                .fault_injector(Arc::clone(&faults)),
-        )
-        .unwrap();
+        let sync = opts().durability(Durability::Sync);
+        let (log, _faults) =
+            open_refusing_writebacks(dir.path(), sync.convert_extents_ahead(convert));
         // 10 records and a commit per round: 40 KB, so the background thread is woken (at every
         // MiB) many times over.
         let round = || -> Result<Lsn, statejournal::Error> {

@@ -129,7 +129,8 @@ fn prefault(shared: &Shared, p: &mut Progress) {
             // `Segment::release_pages`).
             seg.release_pages_in_use(from, ahead);
             if let Err(e) = start_writeback(shared, &seg, from, ahead) {
-                shared.poison_from_background(seg.path(), e);
+                // The owner sees it on its next call.
+                let _ = shared.poison(seg.path(), e);
             }
             // The window whose writeback the previous round started is written back by now (a
             // MiB of appends later), its pages clean and write-protected or unmapped: each
@@ -175,7 +176,8 @@ fn tend(shared: &Shared, p: &mut Progress) {
         let to = published & !(4096 - 1);
         seg.release_pages(p.written_back, to);
         if let Err(e) = start_writeback(shared, &seg, p.written_back, to) {
-            shared.poison_from_background(seg.path(), e);
+            // The owner sees it on its next call.
+            let _ = shared.poison(seg.path(), e);
         }
         p.written_back = to;
     }

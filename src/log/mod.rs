@@ -461,13 +461,8 @@ impl Shared {
     }
 
     /// Records a failed flush: from now on every append and commit fails.
-    /// Poisons the log for an I/O error the background thread met (the owner sees it on its
-    /// next call).
-    pub(super) fn poison_from_background(&self, path: &Path, e: io::Error) {
-        let _ = self.poison(path, e);
-    }
-
-    fn poison(&self, path: &Path, e: io::Error) -> Error {
+    /// Poisons the log for `e`, met on `path`, and returns the error callers then get.
+    pub(super) fn poison(&self, path: &Path, e: io::Error) -> Error {
         let _ = self.poison.set((path.to_path_buf(), Arc::new(e)));
         self.poisoned.store(true, Ordering::Release);
         self.dur_cv.notify_all();
