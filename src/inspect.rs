@@ -616,7 +616,13 @@ fn list(dir: &Path) -> Result<Listing> {
         let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        let meta = entry.metadata().map_err(|e| Error::io("stat", &path, e))?;
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            // Gone since the directory was read: a journal open elsewhere renames and removes
+            // files as it runs (a prepared segment, a snapshot's temporary, merged segments).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("stat", &path, e)),
+        };
         if !meta.is_file() {
             continue;
         }
