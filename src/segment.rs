@@ -926,6 +926,44 @@ pub(crate) fn unmap_under_writers_is_safe() -> bool {
     })
 }
 
+/// Whether writing a `Sync` log's zero pages back ahead of its appenders pays on the file system
+/// holding `dir` (the default of `LogOptions::convert_extents_ahead`): on ext4 and XFS, which
+/// preallocate unwritten extents and overwrite blocks in place. False where it cannot be told.
+pub(crate) fn converts_extents_ahead_by_default(dir: &Path) -> bool {
+    file_system_magic(dir).is_some_and(converts_extents_on)
+}
+
+/// `statfs(2)`'s `f_type` values of the file systems where converting ahead was measured to pay.
+const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
+
+fn converts_extents_on(magic: i64) -> bool {
+    matches!(magic, EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC)
+}
+
+/// The file system type (`statfs(2)`'s `f_type`) of the one holding `path`.
+#[cfg(target_os = "linux")]
+fn file_system_magic(path: &Path) -> Option<i64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call, and `st` points to
+    // writable memory the size of a `struct statfs`, which the call fills when it returns 0.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: `statfs` returned 0, so it initialized the whole struct.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::useless_conversion)] // `f_type`'s width differs between architectures
+    Some(i64::from(st.f_type))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn file_system_magic(_path: &Path) -> Option<i64> {
+    None
+}
+
 /// `(major, minor)` of a kernel release string such as `6.18.44-cloud-amd64`.
 fn kernel_version(release: &str) -> Option<(u32, u32)> {
     let mut parts = release.trim().split(['.', '-']);
@@ -1008,7 +1046,31 @@ impl ImmutableFileMap {
 
 #[cfg(test)]
 mod tests {
-    use super::kernel_version;
+    use super::{converts_extents_on, file_system_magic, kernel_version};
+
+    #[test]
+    fn extents_are_converted_ahead_on_ext4_and_xfs_only() {
+        assert!(converts_extents_on(0xEF53), "ext4 (and ext2/3)");
+        assert!(converts_extents_on(0x5846_5342), "XFS");
+        assert!(!converts_extents_on(0x9123_683E), "btrfs");
+        assert!(!converts_extents_on(0x0102_1994), "tmpfs");
+        assert!(!converts_extents_on(0x794C_7630), "overlayfs");
+        assert!(!converts_extents_on(0), "unknown");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_file_system_type_is_read() {
+        // /proc is procfs everywhere (PROC_SUPER_MAGIC); a missing path has no type.
+        assert_eq!(
+            file_system_magic(std::path::Path::new("/proc")),
+            Some(0x9FA0)
+        );
+        assert_eq!(
+            file_system_magic(std::path::Path::new("/no/such/directory/here")),
+            None
+        );
+    }
 
     #[test]
     fn kernel_versions_parse_from_release_strings() {

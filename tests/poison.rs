@@ -345,7 +345,10 @@ fn open_refusing_writebacks(dir: &Path, opts: LogOptions) -> (Log, Arc<FaultInje
 fn a_refused_background_writeback_poisons_the_log() {
     for durability in [Durability::Sync, Durability::Buffered] {
         let dir = tempfile::tempdir().unwrap();
-        let (log, faults) = open_refusing_writebacks(dir.path(), opts().durability(durability));
+        // In `Sync` mode the background thread's writeback is the conversion ahead, which is
+        // chosen by file system when left unset: set it, so the test runs wherever /tmp is.
+        let opts = opts().durability(durability).convert_extents_ahead(true);
+        let (log, faults) = open_refusing_writebacks(dir.path(), opts);
         // Appends wake the thread at every MiB; `Buffered` writes back once 4 MiB are published.
         let record = vec![7u8; 4000];
         let mut refused = None;
@@ -410,4 +413,65 @@ fn without_conversion_ahead_a_sync_log_starts_no_writeback() {
             }
         }
     }
+}
+
+/// Left unset, the conversion ahead is chosen by the file system holding the log: on for ext4
+/// and XFS, off elsewhere (btrfs, tmpfs, overlayfs...). The expectation is read from
+/// /proc/self/mountinfo, not from the library's own `statfs`. Set, it is what was set; outside
+/// `Sync` mode it is always off.
+#[test]
+fn conversion_ahead_is_chosen_by_file_system_unless_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = file_system_type(dir.path());
+    let expected = matches!(fs.as_str(), "ext2" | "ext3" | "ext4" | "xfs");
+    let open = |o: LogOptions| {
+        let log = Log::open(dir.path(), o).unwrap();
+        let on = log.converts_extents_ahead();
+        log.close().unwrap();
+        on
+    };
+    let sync = opts().durability(Durability::Sync);
+    assert_eq!(open(sync.clone()), expected, "unset, on {fs}");
+    assert!(
+        open(sync.clone().convert_extents_ahead(true)),
+        "set on, on {fs}"
+    );
+    assert!(!open(sync.convert_extents_ahead(false)), "set off, on {fs}");
+    for other in [
+        Durability::Buffered,
+        Durability::Periodic(Duration::from_millis(5)),
+    ] {
+        let o = opts().durability(other);
+        assert!(!open(o.clone()), "{other:?}, unset");
+        assert!(!open(o.convert_extents_ahead(true)), "{other:?}, set on");
+    }
+}
+
+/// The type of the file system mounted at the longest mount point containing `path`.
+fn file_system_type(path: &Path) -> String {
+    let path = path.canonicalize().unwrap();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut best: Option<(usize, String)> = None;
+    for line in info.lines() {
+        // `id parent major:minor root mount-point options [optional...] - type source ...`
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(mount_point), Some(dash)) =
+            (fields.get(4), fields.iter().position(|f| *f == "-"))
+        else {
+            continue;
+        };
+        let mount_point = mount_point.replace("\\040", " ");
+        let Some(fs_type) = fields.get(dash + 1) else {
+            continue;
+        };
+        if path.starts_with(&mount_point)
+            && best
+                .as_ref()
+                .is_none_or(|(len, _)| mount_point.len() >= *len)
+        {
+            best = Some((mount_point.len(), (*fs_type).to_string()));
+        }
+    }
+    best.unwrap_or_else(|| panic!("no mount holds {}", path.display()))
+        .1
 }

@@ -113,7 +113,7 @@ fn prefault(shared: &Shared, p: &mut Progress) {
     if p.prefaulted < ahead {
         let from = p.prefaulted.max(reserved);
         seg.prefault(from, ahead);
-        if shared.opts.durability == Durability::Sync && shared.opts.convert_ahead {
+        if shared.convert_ahead {
             // Write the prefaulted (zero, dirty) pages back now, without waiting. The segment
             // is fallocated: its blocks are unwritten extents, and the first write into one
             // changes the file's metadata, so the `fdatasync` of a commit that reaches it must

@@ -89,6 +89,9 @@ struct DurState {
 #[derive(Debug)]
 struct Shared {
     dir: PathBuf,
+    /// `Sync` mode writes the prefaulted window back ahead of the appenders (the option, or the
+    /// file system's default: see [`LogOptions::convert_extents_ahead`]).
+    convert_ahead: bool,
     opts: LogOptions,
     log_id: u64,
     current: ArcSwap<Segment>,
@@ -204,8 +207,13 @@ impl Log {
             )
         })?;
         let (wake_tx, wake_rx) = mpsc::sync_channel(1);
+        let convert_ahead = opts.durability == Durability::Sync
+            && opts
+                .convert_ahead
+                .unwrap_or_else(|| crate::segment::converts_extents_ahead_by_default(&dir));
         let shared = Arc::new(Shared {
             dir,
+            convert_ahead,
             log_id: rec.meta.log_id,
             current: ArcSwap::new(current),
             segments: Mutex::new(rec.segments),
@@ -295,6 +303,13 @@ impl Log {
     /// The LSN through which records are known to be on stable storage.
     pub fn durable_lsn(&self) -> Lsn {
         Lsn(lock(&self.shared.dur).durable)
+    }
+
+    /// Whether this log writes the pages ahead of its appenders back early to convert their
+    /// extents: [`LogOptions::convert_extents_ahead`] as set, or as chosen for the directory's
+    /// file system when it was left unset. Always false outside [`Durability::Sync`] mode.
+    pub fn converts_extents_ahead(&self) -> bool {
+        self.shared.convert_ahead
     }
 
     /// The LSN of the last record appended (0 if none yet).
