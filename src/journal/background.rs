@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::checkpoint::{Catalog, SnapshotEntry};
-use crate::compaction::{CompactionJob, CompactionReport};
+use crate::compaction::{CompactionJob, CompactionReport, DeltaSize};
 use crate::error::{Error, Result};
 use crate::log::{Log, Lsn};
 use crate::snapshot::SnapshotReader;
@@ -193,25 +193,26 @@ impl Compactor {
         let handle = std::thread::Builder::new()
             .name("statejournal-compaction".into())
             .spawn(move || {
+                // The last compaction's delta: the next one reserves as much up front.
+                let mut like = DeltaSize::default();
                 while let Ok(Request::Compact(reply)) = rx.recv() {
                     // A panic (a bug) must not leave the owner waiting forever or GC pinned.
-                    let result =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compact(&ctx)))
-                            .unwrap_or_else(|panic| {
-                                lock(&ctx.catalog).compacting_from = None;
-                                let what = panic
-                                    .downcast_ref::<&str>()
-                                    .map(|s| s.to_string())
-                                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                                    .unwrap_or_default();
-                                Err(Error::io(
-                                    "compact",
-                                    &ctx.dir,
-                                    std::io::Error::other(format!(
-                                        "the compaction panicked: {what}"
-                                    )),
-                                ))
-                            });
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        compact(&ctx, &mut like)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        lock(&ctx.catalog).compacting_from = None;
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Err(Error::io(
+                            "compact",
+                            &ctx.dir,
+                            std::io::Error::other(format!("the compaction panicked: {what}")),
+                        ))
+                    });
                     match reply {
                         Some(reply) => {
                             let _ = reply.send(result);
@@ -289,7 +290,9 @@ impl Drop for Compactor {
 }
 
 /// One compaction: durable through `m`, merge, publish, collect garbage.
-pub(crate) fn compact(ctx: &Context) -> Result<CompactionReport> {
+///
+/// `like` is the previous compaction's delta size, updated to this one's.
+pub(crate) fn compact(ctx: &Context, like: &mut DeltaSize) -> Result<CompactionReport> {
     #[cfg(feature = "testing")]
     if let Some(f) = ctx.log.faults() {
         f.on_compaction();
@@ -332,12 +335,14 @@ pub(crate) fn compact(ctx: &Context) -> Result<CompactionReport> {
                 now: ctx.clock.now_millis(),
                 block_size: ctx.block_size,
                 cancel: &ctx.cancel,
+                like: *like,
             }
             .run()
         });
     let mut cat = lock(&ctx.catalog);
     cat.compacting_from = None;
-    let (file, mut report) = result?;
+    let (file, mut report, size) = result?;
+    *like = size;
     cat.snapshots
         .insert(file.lsn, SnapshotEntry { len: file.len });
     // The snapshot is published: a failure to collect garbage now does not undo that.
