@@ -248,12 +248,11 @@ impl DeltaIndex {
         if self.len != 0 {
             return;
         }
-        let n = keys
-            .saturating_mul(2)
-            .checked_next_power_of_two()
-            .unwrap_or(usize::MAX)
-            .max(Self::MIN);
-        if n <= self.slots.len() || n > 1 << 40 {
+        let Some(n) = keys.saturating_mul(2).checked_next_power_of_two() else {
+            return;
+        };
+        let n = n.max(Self::MIN);
+        if n <= self.slots.len() {
             return;
         }
         self.slots = Vec::with_capacity(n);
@@ -379,25 +378,25 @@ impl Delta {
     }
 
     /// Reserves room for a delta like `like` (a quarter more), but for no more keys than the
-    /// tail has records. A delta that grows by doubling copies each array into fresh memory at
-    /// every step and rebuilds its index: with a million keys, the kernel zeroing those pages
-    /// was an eighth of a compaction's time. Reserved but unused room costs address space only
-    /// (nothing touches it), except the index, which is built for the keys reserved.
+    /// tail has records (a bound only for unbatched writes: one record can hold a whole batch).
+    /// A delta that grows by doubling copies each array into fresh memory at every step and
+    /// rebuilds its index: with a million keys, the kernel zeroing those pages was an eighth of
+    /// a compaction's time. Reserved but unused room costs address space only (nothing touches
+    /// it); the index, which is built up front, is sized for `like`'s keys alone (growth adds
+    /// the rest).
     fn reserve_like(&mut self, like: DeltaSize, records: u64) {
-        let records = usize::try_from(records).unwrap_or(usize::MAX);
+        // Entry ids are 32 bits.
+        let records = usize::try_from(records.min(u64::from(u32::MAX))).unwrap_or(usize::MAX);
         let keys = like.keys.saturating_add(like.keys / 4).min(records);
         if keys == 0 || like.keys == 0 {
             return;
         }
         // The arenas in proportion to the keys reserved.
-        let scaled = |bytes: usize| {
-            let per_key = bytes.div_ceil(like.keys);
-            per_key.saturating_mul(keys)
-        };
+        let scaled = |bytes: usize| bytes.div_ceil(like.keys).saturating_mul(keys);
         reserve_huge(&mut self.entries, keys);
         reserve_huge(&mut self.key_bytes, scaled(like.key_bytes));
         reserve_huge(&mut self.value_bytes, scaled(like.value_bytes));
-        self.index.reserve(keys);
+        self.index.reserve(like.keys.min(records));
     }
 
     /// Bytes of keys and values the delta holds.
@@ -965,7 +964,7 @@ pub(crate) fn merge<S: EntrySink>(
         }
     }
     // The delta in key order is a random walk over its entries and arenas: load the entry of
-    // change j + 8, and the value bytes (and a long key's bytes) of change j + 4, while change
+    // change j + 16, and the value bytes (and a long key's bytes) of change j + 8, while change
     // j is merged.
     let mut at = 0usize;
     let mut changes = std::iter::from_fn(|| {
@@ -1583,7 +1582,7 @@ mod tests {
                 .min(records as usize);
             assert!(delta.entries.capacity() >= keys, "{name}");
             assert!(
-                delta.index.slots.len() >= 2 * keys,
+                delta.index.slots.len() >= 2 * like.keys.min(records as usize),
                 "{name}: the index fits them"
             );
             let (entries, values, slots) = (

@@ -1,8 +1,9 @@
 //! One segment file: preallocated, memory-mapped, appended to by many threads at once.
 //!
 //! All `unsafe` code of the crate lives in this module: the mapping, the raw writes into it, the
-//! atomic publication of frames, zero-copy views of published bytes, and the `fallocate` call;
-//! and, at the end, [`ImmutableFileMap`], the read-only mapping a snapshot load reads in place.
+//! atomic publication of frames, zero-copy views of published bytes, the `fallocate`,
+//! `sync_file_range` and `statfs` calls; and, at the end, [`ImmutableFileMap`], the read-only
+//! mapping a snapshot load reads in place.
 //!
 //! # Invariants (what makes the raw memory access sound)
 //!
@@ -933,34 +934,38 @@ pub(crate) fn converts_extents_ahead_by_default(dir: &Path) -> bool {
     file_system_magic(dir).is_some_and(converts_extents_on)
 }
 
-/// `statfs(2)`'s `f_type` values of the file systems where converting ahead was measured to pay.
-const EXT4_SUPER_MAGIC: i64 = 0xEF53;
-const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
+/// `statfs(2)`'s `f_type` values of the file systems where converting ahead was measured to pay
+/// (32-bit magic numbers; `f_type` itself is 32 or 64 bits, signed or not, by platform).
+const EXT4_SUPER_MAGIC: u32 = 0xEF53;
+const XFS_SUPER_MAGIC: u32 = 0x5846_5342;
 
-fn converts_extents_on(magic: i64) -> bool {
+fn converts_extents_on(magic: u32) -> bool {
     matches!(magic, EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC)
 }
 
 /// The file system type (`statfs(2)`'s `f_type`) of the one holding `path`.
 #[cfg(target_os = "linux")]
-fn file_system_magic(path: &Path) -> Option<i64> {
+fn file_system_magic(path: &Path) -> Option<u32> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
     // SAFETY: `c_path` is a NUL-terminated string that outlives the call, and `st` points to
     // writable memory the size of a `struct statfs`, which the call fills when it returns 0.
     let rc = unsafe { libc::statfs(c_path.as_ptr(), st.as_mut_ptr()) };
     if rc != 0 {
         return None;
     }
-    // SAFETY: `statfs` returned 0, so it initialized the whole struct.
+    // SAFETY: all-zero bytes are a valid `struct statfs` (integers only), and `statfs` returned
+    // 0, so it filled it in.
     let st = unsafe { st.assume_init() };
-    #[allow(clippy::useless_conversion)] // `f_type`'s width differs between architectures
-    Some(i64::from(st.f_type))
+    // The magic is 32 bits wide; `f_type` is i64 on glibc x86_64, u64 on 64-bit musl, 32 bits
+    // on others: keep the low 32 bits.
+    #[allow(clippy::unnecessary_cast)]
+    Some(st.f_type as u32)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn file_system_magic(_path: &Path) -> Option<i64> {
+fn file_system_magic(_path: &Path) -> Option<u32> {
     None
 }
 

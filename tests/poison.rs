@@ -460,7 +460,7 @@ fn file_system_type(path: &Path) -> String {
         else {
             continue;
         };
-        let mount_point = mount_point.replace("\\040", " ");
+        let mount_point = unescape_mountinfo(mount_point);
         let Some(fs_type) = fields.get(dash + 1) else {
             continue;
         };
@@ -474,4 +474,28 @@ fn file_system_type(path: &Path) -> String {
     }
     best.unwrap_or_else(|| panic!("no mount holds {}", path.display()))
         .1
+}
+
+/// mountinfo writes a space, tab, newline and backslash in a path as `\ooo` (octal).
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            let d = std::str::from_utf8(d).ok()?;
+            u8::from_str_radix(d, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -293,6 +293,8 @@ impl Drop for Compactor {
 ///
 /// `like` is the previous compaction's delta size, updated to this one's.
 pub(crate) fn compact(ctx: &Context, like: &mut DeltaSize) -> Result<CompactionReport> {
+    // Taken, not copied: a compaction that fails (or panics) leaves no hint for the next one.
+    let hint = std::mem::take(like);
     #[cfg(feature = "testing")]
     if let Some(f) = ctx.log.faults() {
         f.on_compaction();
@@ -335,7 +337,7 @@ pub(crate) fn compact(ctx: &Context, like: &mut DeltaSize) -> Result<CompactionR
                 now: ctx.clock.now_millis(),
                 block_size: ctx.block_size,
                 cancel: &ctx.cancel,
-                like: *like,
+                like: hint,
             }
             .run()
         });
