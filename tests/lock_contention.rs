@@ -26,8 +26,10 @@ const CROSS_PROCESS_TEST: &str = "another_process_is_locked_out_until_the_holder
 
 /// The tests of this binary run one at a time. A child process spawned by one test inherits every
 /// open file of this process between its fork and its exec (`O_CLOEXEC` closes them only at the
-/// exec), including the LOCK file of a log another test just dropped: that test's reopen would then
-/// fail with `Locked` now and then. Serializing the tests rules that out.
+/// exec), including the LOCK file of a log another test just dropped, and that test's reopen
+/// failed with `Locked` now and then, until the log released its lock explicitly when dropped
+/// (`a_child_holding_a_copy_of_the_lock_descriptor_does_not_keep_the_directory_locked` in
+/// `lock_contention.rs`). The serialization predates that fix and is kept as a second guard.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
@@ -151,4 +153,61 @@ fn another_process_is_locked_out_until_the_holder_drops_the_log() {
             (3, b"from the child".to_vec()),
         ]
     );
+}
+
+/// A process that forks while a log is open hands its child a copy of the `LOCK` descriptor
+/// (`O_CLOEXEC` closes it only at the child's exec, and a child that never execs keeps it). An
+/// `flock` belongs to the open file, not the descriptor, so closing the log's copy did not
+/// release it: until the child exec'd or exited, the directory stayed locked, and a reopen in
+/// this process or another failed with `Locked` (the cause of flaky `Locked` errors in tests that
+/// spawn processes from other threads). The log now unlocks the file when it is dropped or closed.
+/// Here the child is `sleep`, made to keep the descriptor across its exec.
+#[test]
+fn a_child_holding_a_copy_of_the_lock_descriptor_does_not_keep_the_directory_locked() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    for close in [false, true] {
+        let log = Log::open(dir.path(), opts()).unwrap();
+        log.append(b"x").unwrap();
+        let lock_path = dir.path().join(LOCK_FILE).canonicalize().unwrap();
+        let fd = open_descriptor_of(&lock_path);
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("60");
+        #[allow(unsafe_code)]
+        // SAFETY: the closure runs in the child between fork and exec and calls only `fcntl`,
+        // which is async-signal-safe; it allocates nothing and takes no lock.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawn sleep");
+        if close {
+            log.close().unwrap();
+        } else {
+            drop(log);
+        }
+        let reopened = open_without_blocking(dir.path());
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = reopened.unwrap_or_else(|e| {
+            panic!("reopen while a child holds a copy of the lock descriptor (close: {close}): {e}")
+        });
+        log.close().unwrap();
+    }
+}
+
+/// The descriptor number this process has open on `path` (found through /proc/self/fd).
+fn open_descriptor_of(path: &Path) -> i32 {
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let entry = entry.unwrap();
+        if std::fs::read_link(entry.path()).ok().as_deref() == Some(path) {
+            return entry.file_name().to_str().unwrap().parse().unwrap();
+        }
+    }
+    panic!("no descriptor open on {}", path.display())
 }

@@ -31,8 +31,10 @@ const REPORT: &str = "NO-SPACE-CHILD:";
 
 /// The tests of this binary run one at a time. A child process spawned by one test inherits every
 /// open file of this process between its fork and its exec (`O_CLOEXEC` closes them only at the
-/// exec), including the LOCK file of a log another test just dropped: that test's reopen would then
-/// fail with `Locked` now and then. Serializing the tests rules that out.
+/// exec), including the LOCK file of a log another test just dropped, and that test's reopen
+/// failed with `Locked` now and then, until the log released its lock explicitly when dropped
+/// (`a_child_holding_a_copy_of_the_lock_descriptor_does_not_keep_the_directory_locked` in
+/// `lock_contention.rs`). The serialization predates that fix and is kept as a second guard.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {

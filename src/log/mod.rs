@@ -449,6 +449,23 @@ impl Drop for Log {
     }
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // An `flock` belongs to the open file, not to our descriptor: a child this process forks
+        // gets a copy of the descriptor, which keeps the file open until the child execs (or for
+        // good, if it never does), and closing ours would leave the directory locked until
+        // then. So the lock is released explicitly (`tests/lock_contention.rs`).
+        if let Some(file) = self
+            .lock
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = file.unlock();
+        }
+    }
+}
+
 impl Shared {
     /// Whether segments are advised for small exact flushes: only where every commit flushes.
     fn small_flushes(&self) -> bool {

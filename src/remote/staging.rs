@@ -166,6 +166,9 @@ impl Drop for Staging {
             // removed by the next restore into the target.
             let _ = fs::remove_dir_all(&self.tmp);
         }
+        // Explicitly: a child process forked meanwhile holds a copy of the descriptor, and the
+        // `flock` would last as long as that copy (see `Shared`'s drop in `log`).
+        let _ = self._lock.unlock();
     }
 }
 
