@@ -33,7 +33,7 @@ pub(crate) struct Staging {
     target: PathBuf,
     parent: PathBuf,
     /// Holds the `flock` that marks the directory as in use.
-    _lock: File,
+    lock: File,
     published: bool,
 }
 
@@ -119,7 +119,7 @@ impl Staging {
             tmp,
             target,
             parent,
-            _lock: lock,
+            lock,
             published: false,
         })
     }
@@ -168,7 +168,7 @@ impl Drop for Staging {
         }
         // Explicitly: a child process forked meanwhile holds a copy of the descriptor, and the
         // `flock` would last as long as that copy (see `Shared`'s drop in `log`).
-        let _ = self._lock.unlock();
+        let _ = self.lock.unlock();
     }
 }
 
