@@ -1,8 +1,9 @@
 //! Regression: `inspect` of a journal another process has open must not fail because a file
 //! vanished between listing the directory and looking at the file. A live journal creates,
 //! renames and removes files all the time (a prepared segment, a snapshot's temporary, the
-//! segments a compaction made obsolete); `statejournal checkpoint push` saw such a race as
-//! "stat …: No such file or directory" instead of "open in another process".
+//! segments a compaction made obsolete); `statejournal checkpoint push` of a running job's
+//! directory could report such a race as "stat …: No such file or directory" instead of "open in
+//! another process".
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
