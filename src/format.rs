@@ -82,6 +82,12 @@ pub fn prepared_segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{}.next{TMP_SUFFIX}", segment_file_name(id)))
 }
 
+/// Temporary name of a deleted segment file the log keeps for reuse (segment recycling): a
+/// crash leaves it for recovery to delete with the other temporaries.
+pub fn pooled_segment_path(dir: &Path, old_id: u64) -> PathBuf {
+    dir.join(format!("{}.free{TMP_SUFFIX}", segment_file_name(old_id)))
+}
+
 /// Temporary name under which `final_name` is built before its atomic rename.
 pub fn tmp_path(dir: &Path, final_name: &str) -> PathBuf {
     dir.join(format!("{final_name}{TMP_SUFFIX}"))

@@ -44,9 +44,7 @@ use crate::error::{CorruptionKind, Error, RecordDamage, Result};
 use crate::format;
 use crate::journal::recovery::{choose_snapshot, manifest_error_refuses, SnapshotChoice};
 use crate::keygroup::{KeyGroupRange, MAX_KEY_GROUPS};
-use crate::log::recovery::{
-    dirty_end, plan_log, scan_ahead, scan_frames, Ahead, LogPlan, SegmentScan, SegmentView,
-};
+use crate::log::recovery::{dirty_end, plan_log, Ahead, LogPlan, SegmentScan, SegmentView};
 use crate::log::{CutReason, Lsn, RecoveryMode};
 use crate::snapshot::SnapshotReader;
 use crate::state::{Data, Store};
@@ -716,7 +714,7 @@ fn decode_header(path: &Path, buf: &[u8], id: u64) -> Result<SegmentHeader> {
         HeaderError::UnsupportedVersion { found } => Error::UnsupportedVersion {
             path: path.to_path_buf(),
             found,
-            supported: FORMAT_VERSION,
+            supported: crate::codec::header::SEGMENT_VERSION_MAX,
         },
         other => Error::corrupt(path, 0, CorruptionKind::BadSegmentHeader(other)),
     })?;
@@ -745,9 +743,9 @@ struct Scanned {
 fn scan_segment(path: &Path, id: u64) -> Result<(Scanned, u64)> {
     let buf = read_segment(path)?;
     let header = decode_header(path, &buf, id)?;
-    let scan = scan_frames(&buf, header.base_lsn);
-    let dirty = dirty_end(&buf, scan.end);
-    let ahead = scan_ahead(&buf, scan.end, dirty, scan.next_lsn);
+    let SegmentView {
+        scan, dirty, ahead, ..
+    } = SegmentView::read(&buf, header, |from| dirty_end(&buf, from));
     let mut payload_bytes = 0u64;
     let mut at = SEGMENT_HEADER_LEN;
     while at < scan.end {

@@ -213,7 +213,7 @@ impl Segment {
                 Error::UnsupportedVersion {
                     path: path.to_path_buf(),
                     found,
-                    supported: crate::codec::header::FORMAT_VERSION,
+                    supported: crate::codec::header::SEGMENT_VERSION_MAX,
                 }
             }
             other => Error::corrupt(path, 0, CorruptionKind::BadSegmentHeader(other)),
@@ -549,7 +549,19 @@ impl Segment {
             end & !(PAGE - 1)
         };
         self.unmap_pages(from & !(PAGE - 1), to);
-        self.map.flush_range(from, end - from)?;
+        // In a recycled segment the disk holds an older segment's bytes wherever the zeros the
+        // file was reused with have not been written back: the zero length that ends the
+        // written part in memory must reach the disk with the records before it, or recovery
+        // would find the older bytes there (a stale frame ends the written part as a zero
+        // length does, but older bytes in the middle of a stale frame would read as a torn
+        // record). So the flush covers the `len` field after `end` too (the next page when
+        // `end` is page-aligned). `synced` stays at `end`: the bytes after it are not final.
+        let flush_end = if self.header.recycled {
+            (end + LEN_OFFSET + 4).min(self.len)
+        } else {
+            end
+        };
+        self.map.flush_range(from, flush_end - from)?;
         self.synced.fetch_max(end, Ordering::AcqRel);
         Ok(())
     }
@@ -754,7 +766,13 @@ impl Segment {
         self.zero_durably(end, dirty_end)?;
         *self.published.get_mut() = end;
         *self.synced.get_mut() = end;
-        *self.reserve.get_mut() = ((data_count & COUNT_MASK) << COUNT_SHIFT) | end as u64;
+        // A recycled segment is not appended to after a reopen: past its records the file may
+        // hold an older segment's bytes (in the page cache too, in large folios from recovery's
+        // reads), and appends need zeros there (zone 3). Zeroing and flushing the rest of the
+        // file would cost a reopen up to a segment's worth of writes; sealing it costs the
+        // first append a roll to a new segment instead.
+        let sealed = if self.header.recycled { SEALED } else { 0 };
+        *self.reserve.get_mut() = sealed | ((data_count & COUNT_MASK) << COUNT_SHIFT) | end as u64;
         *self.scan.get_mut().unwrap_or_else(PoisonError::into_inner) = ScanPos {
             pos: end,
             last_data,
@@ -773,6 +791,84 @@ pub struct PreparedSegment {
     file: File,
     map: MmapRaw,
     len: usize,
+    /// A reused file ([`PreparedSegment::recycle`]): its header will say so.
+    recycled: bool,
+}
+
+/// A segment file taken out of the log for reuse ([`Segment::into_pooled`]): no longer part of
+/// the log, its header durably zeroed, under a temporary name (so a crash leaves it for the next
+/// open to delete), its mapping kept.
+#[derive(Debug)]
+pub struct PooledSegment {
+    tmp: PathBuf,
+    file: File,
+    map: MmapRaw,
+    len: usize,
+}
+
+impl PooledSegment {
+    /// The file's size.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Deletes the file.
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+impl Segment {
+    /// Takes a segment that left the log (its id is below `first_segment` in the meta file, and
+    /// no reader holds it: the caller owns it alone) out for reuse: zeroes its header and syncs
+    /// that, then renames the file to `tmp`. The header goes first so that a crash can never
+    /// leave the old, valid header of a file that becomes a newer segment: a roll that does not
+    /// wait for the disk relies on recovery reading an unwritten header there (see
+    /// [`PreparedSegment::finalize`]). Refused (the segment is given back for deletion) when
+    /// the file has another link (a hard link would see it overwritten) or its size is not
+    /// `size`.
+    pub fn into_pooled(
+        self,
+        tmp: PathBuf,
+        size: u64,
+    ) -> std::result::Result<PooledSegment, Box<(Segment, Error)>> {
+        let md = match self.file.metadata() {
+            Ok(md) => md,
+            Err(e) => {
+                let err = Error::io("stat", &self.path, e);
+                return Err(Box::new((self, err)));
+            }
+        };
+        if std::os::unix::fs::MetadataExt::nlink(&md) != 1
+            || md.len() != size
+            || self.map.len() as u64 != size
+        {
+            let err = Error::io(
+                "recycle",
+                &self.path,
+                io::Error::other("the file has other links or another size"),
+            );
+            return Err(Box::new((self, err)));
+        }
+        let zero = [0u8; SEGMENT_HEADER_LEN];
+        let step = self
+            .file
+            .write_all_at(&zero, 0)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| Error::io("zero header", &self.path, e))
+            .and_then(|()| {
+                std::fs::rename(&self.path, &tmp).map_err(|e| Error::io("rename", &self.path, e))
+            });
+        if let Err(e) = step {
+            return Err(Box::new((self, e)));
+        }
+        Ok(PooledSegment {
+            tmp,
+            len: self.map.len(),
+            file: self.file,
+            map: self.map,
+        })
+    }
 }
 
 impl PreparedSegment {
@@ -822,12 +918,38 @@ impl PreparedSegment {
                 file,
                 map,
                 len: size as usize,
+                recycled: false,
             }),
             Err(e) => {
                 // Best effort: a leftover temporary is also removed by the next recovery.
                 let _ = std::fs::remove_file(&tmp);
                 Err(e)
             }
+        }
+    }
+
+    /// Prepares a pooled file for segment `id`: zeroes it whole through its mapping, so that
+    /// in memory it is a fresh segment (every append relies on the zeros after the reserved
+    /// region). On disk the zeros arrive as the kernel writes them back: until then the older
+    /// segment's bytes are there, which recovery tells apart by their LSNs (see
+    /// [`SegmentHeader::recycled`]). The pages are in the page cache already and their blocks
+    /// written, so appends into them neither allocate pages nor convert extents: what makes
+    /// recycling faster than a fresh file.
+    pub fn recycle(pooled: PooledSegment, id: u64) -> PreparedSegment {
+        // The pages' faults in one call first (the kernel walks them without an exception per
+        // page), then the stores.
+        prefault(&pooled.map, pooled.len, 0, pooled.len);
+        // SAFETY: the pooled segment is owned here alone: it left the log's segment list, the
+        // `Arc` that held it was the last one (so no reader, view or appender of it exists),
+        // and its mapping is `len` bytes long.
+        unsafe { std::ptr::write_bytes(pooled.map.as_mut_ptr(), 0, pooled.len) };
+        PreparedSegment {
+            tmp: pooled.tmp,
+            id,
+            file: pooled.file,
+            map: pooled.map,
+            len: pooled.len,
+            recycled: true,
         }
     }
 
@@ -857,6 +979,15 @@ impl PreparedSegment {
     /// mode: an fsync there queues behind all of the file system's pending writeback (a running
     /// compaction's snapshot, say) and stalled appends for up to a second.
     pub fn finalize(self, dir: &Path, header: &SegmentHeader, durable: bool) -> Result<Segment> {
+        let header = &SegmentHeader {
+            recycled: self.recycled,
+            version: if self.recycled {
+                crate::codec::header::RECYCLED_SEGMENT_VERSION
+            } else {
+                header.version
+            },
+            ..*header
+        };
         let path = format::segment_path(dir, header.segment_id);
         let tmp = self.tmp.clone();
         let result = (|| {
@@ -865,7 +996,15 @@ impl PreparedSegment {
             self.file
                 .write_all_at(&head, 0)
                 .map_err(|e| Error::io("write header", &tmp, e))?;
-            if durable {
+            if durable && self.recycled {
+                // Only the header: the rest of a reused file is zeros in memory, all dirty, and
+                // an fsync would write them all (the records that follow are flushed as they
+                // are committed; the zeros need not be durable, see `recycle`). Its blocks are
+                // written already, so no metadata needs syncing either.
+                self.map
+                    .flush_range(0, SEGMENT_HEADER_LEN)
+                    .map_err(|e| Error::io("msync", &tmp, e))?;
+            } else if durable {
                 self.file
                     .sync_all()
                     .map_err(|e| Error::io("fsync", &tmp, e))?;

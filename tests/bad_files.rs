@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use statejournal::codec::header::{FORMAT_VERSION, SEGMENT_HEADER_LEN};
+use statejournal::codec::header::{FORMAT_VERSION, SEGMENT_HEADER_LEN, SEGMENT_VERSION_MAX};
 use statejournal::format::{segment_path, META_FILE};
 use statejournal::{CorruptionKind, Error, Log};
 
@@ -80,11 +80,12 @@ fn newer_segment_format_version() {
     let dir = multi_segment_log();
     let first = segment_files(dir.path())[0].clone();
     let mut img = std::fs::read(&first).unwrap();
-    img[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    // Version 2 is a recycled segment's (tests/recycle.rs); the first one this build refuses:
+    img[8..12].copy_from_slice(&(SEGMENT_VERSION_MAX + 1).to_le_bytes());
     std::fs::write(&first, &img).unwrap();
     let err = open_err(dir.path());
     assert!(
-        matches!(err, Error::UnsupportedVersion { found, supported, .. } if found == FORMAT_VERSION + 1 && supported == FORMAT_VERSION),
+        matches!(err, Error::UnsupportedVersion { found, supported, .. } if found == SEGMENT_VERSION_MAX + 1 && supported == SEGMENT_VERSION_MAX),
         "{err}"
     );
 }

@@ -381,6 +381,7 @@ fn crash_images_recover_to_the_model() {
         "garbage past the durable length",
         "deleted file resurrected",
         "segment creation lost out of order",
+        "a recycled segment's older bytes",
     ] {
         assert!(
             changes.get(kind).copied().unwrap_or(0) > 0,

@@ -534,7 +534,43 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         "raw-empty-segment-file",
         raw(META_DERIVED, 1, &[vec![]], &[]),
     ));
+    // Recycled segments (header version 2): records 50..=52 and a marker, then an older
+    // segment's frames (LSNs 10..=12 and a marker for 11), which end the written part; in the
+    // second, a frame of the segment's own (LSN 54) after the older ones, which a cut zeroes.
+    let marker = 11u64.to_le_bytes();
+    let older: [(u64, FrameKind, &[u8]); 4] = [
+        (10, FrameKind::Data, b"older ten"),
+        (11, FrameKind::Data, b"older eleven"),
+        (11, FrameKind::SyncMarker, &marker),
+        (12, FrameKind::Data, b"older twelve"),
+    ];
+    let own_marker = 51u64.to_le_bytes();
+    let own: [(u64, FrameKind, &[u8]); 4] = [
+        (50, FrameKind::Data, b"fifty"),
+        (51, FrameKind::Data, b"fifty-one"),
+        (51, FrameKind::SyncMarker, &own_marker),
+        (52, FrameKind::Data, b"fifty-two"),
+    ];
+    let frames: Vec<_> = own.iter().chain(older.iter()).copied().collect();
+    seeds.push((
+        "raw-recycled-older-frames",
+        raw(META_DERIVED, 1, &[recycled(segment(50, &frames))], &[]),
+    ));
+    let mut frames = frames;
+    frames.push((54, FrameKind::Data, b"own, after the older ones"));
+    seeds.push((
+        "raw-recycled-own-frame-after-older",
+        raw(META_DERIVED, 1, &[recycled(segment(50, &frames))], &[]),
+    ));
     seeds
+}
+
+/// Marks a segment image recycled: header version 2, flag bit 1, CRC redone.
+fn recycled(mut seg: Vec<u8>) -> Vec<u8> {
+    let mut h = SegmentHeader::decode(&seg).expect("a valid header");
+    h.recycled = true;
+    h.encode(&mut seg);
+    seg
 }
 
 /// The two-segment log of `seeds`: records 1..=3 in segment 1, 4..=7 in segment 2.
@@ -628,6 +664,7 @@ fn segment(base_lsn: u64, frames: &[(u64, FrameKind, &[u8])]) -> Vec<u8> {
         prev_last_lsn: base_lsn - 1,
         prev_last_crc: 0,
         predecessor_unsynced: false,
+        recycled: false,
     }
     .encode(&mut seg);
     for &(lsn, kind, payload) in frames {

@@ -12,6 +12,8 @@
 //!     48    4 prev_last_crc  stored CRC of that record (0: none)
 //!     52    1 flags          bit 0: the previous segment was NOT flushed completely before this
 //!                            one was created (so this segment's existence proves nothing about it)
+//!                            bit 1 (version 2 only, and required there): RECYCLED, the file held
+//!                            an older segment of the log, whose stale frames may follow the data
 //!     53    7 reserved       0
 //!     60    4 header_crc     CRC-32 of bytes 0..60
 //! ```
@@ -20,8 +22,16 @@ use super::{get_u32, get_u64, put_u32, put_u64};
 
 /// Identifies a statejournal segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SJLOGSEG";
-/// The segment format this build writes. Readers accept every version up to this one.
+/// The format version of the log's files (`log.meta`, `log.discard`, and segment headers of
+/// fresh segments). Readers accept every version up to this one.
 pub const FORMAT_VERSION: u32 = 1;
+/// The segment header version of a recycled segment (`FLAG_RECYCLED`): version 1 plus that
+/// flag. Written only for recycled segments, so a log that never recycles stays readable by
+/// version-1 readers, and one that does is refused by them by name (a version-1 reader would
+/// take the stale frames after the data for damage).
+pub const RECYCLED_SEGMENT_VERSION: u32 = 2;
+/// The newest segment header version this build reads.
+pub const SEGMENT_VERSION_MAX: u32 = RECYCLED_SEGMENT_VERSION;
 
 const MAGIC_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = MAGIC_OFFSET + 8;
@@ -36,6 +46,9 @@ const RESERVED_OFFSET: usize = FLAGS_OFFSET + 1;
 const HEADER_CRC_OFFSET: usize = RESERVED_OFFSET + 7;
 /// Header flag: the predecessor was not flushed completely when this segment was created.
 const FLAG_PREDECESSOR_UNSYNCED: u8 = 1;
+/// Header flag (version 2 only, and required there): the file held an older segment of the same
+/// log and was reused; see [`SegmentHeader::recycled`].
+const FLAG_RECYCLED: u8 = 2;
 /// Size of the segment header; the first frame starts here (a multiple of the frame alignment).
 pub const SEGMENT_HEADER_LEN: usize = HEADER_CRC_OFFSET + 4;
 
@@ -60,6 +73,11 @@ pub struct SegmentHeader {
     /// not wait for the disk, as in `Buffered` and `Periodic` mode). When false, the existence
     /// of this segment proves the previous one durable.
     pub predecessor_unsynced: bool,
+    /// The file held an older segment of the same log and was reused (segment recycling). Past
+    /// the last record its bytes may be that older segment's: frames whose LSNs lie below
+    /// `base_lsn` (every LSN of an older segment does), which end the written part like a zero
+    /// length does. Encoded as header version [`RECYCLED_SEGMENT_VERSION`].
+    pub recycled: bool,
 }
 
 /// Why a header did not decode.
@@ -89,12 +107,19 @@ pub enum HeaderError {
 }
 
 impl SegmentHeader {
-    /// Encodes the header (with [`FORMAT_VERSION`]) into the first [`SEGMENT_HEADER_LEN`] bytes of `out`.
+    /// Encodes the header into the first [`SEGMENT_HEADER_LEN`] bytes of `out`: version
+    /// [`FORMAT_VERSION`], or [`RECYCLED_SEGMENT_VERSION`] for a recycled segment (`self.version`
+    /// is what a decode found, not what is written).
     pub fn encode(&self, out: &mut [u8]) {
         let out = &mut out[..SEGMENT_HEADER_LEN];
         out.fill(0);
         out[MAGIC_OFFSET..MAGIC_OFFSET + 8].copy_from_slice(&SEGMENT_MAGIC);
-        put_u32(out, VERSION_OFFSET, FORMAT_VERSION);
+        let version = if self.recycled {
+            RECYCLED_SEGMENT_VERSION
+        } else {
+            FORMAT_VERSION
+        };
+        put_u32(out, VERSION_OFFSET, version);
         put_u32(out, HEADER_LEN_OFFSET, SEGMENT_HEADER_LEN as u32);
         put_u64(out, LOG_ID_OFFSET, self.log_id);
         put_u64(out, SEGMENT_ID_OFFSET, self.segment_id);
@@ -105,7 +130,7 @@ impl SegmentHeader {
             FLAG_PREDECESSOR_UNSYNCED
         } else {
             0
-        };
+        } | if self.recycled { FLAG_RECYCLED } else { 0 };
         let crc = crc32fast::hash(&out[..HEADER_CRC_OFFSET]);
         put_u32(out, HEADER_CRC_OFFSET, crc);
     }
@@ -130,7 +155,7 @@ impl SegmentHeader {
         let version = get_u32(head, VERSION_OFFSET).unwrap_or(0);
         // The version is checked before the CRC: a newer writer may have changed the layout
         // the CRC covers, and "unsupported version" is the error the operator must see.
-        if version > FORMAT_VERSION {
+        if version > SEGMENT_VERSION_MAX {
             return Err(HeaderError::UnsupportedVersion { found: version });
         }
         let stored = get_u32(head, HEADER_CRC_OFFSET).unwrap_or(0);
@@ -151,8 +176,14 @@ impl SegmentHeader {
             return Err(HeaderError::Invalid("reserved bytes are not zero"));
         }
         let flags = head[FLAGS_OFFSET];
-        if flags & !FLAG_PREDECESSOR_UNSYNCED != 0 {
+        if flags & !(FLAG_PREDECESSOR_UNSYNCED | FLAG_RECYCLED) != 0 {
             return Err(HeaderError::Invalid("unknown header flags"));
+        }
+        // Version 2 is version 1 with the recycled flag: one without the other is no writer's.
+        if (flags & FLAG_RECYCLED != 0) != (version == RECYCLED_SEGMENT_VERSION) {
+            return Err(HeaderError::Invalid(
+                "the recycled flag and the header version disagree",
+            ));
         }
         let h = SegmentHeader {
             version,
@@ -162,6 +193,7 @@ impl SegmentHeader {
             prev_last_lsn: get_u64(head, PREV_LAST_LSN_OFFSET).unwrap_or(0),
             prev_last_crc: get_u32(head, PREV_LAST_CRC_OFFSET).unwrap_or(0),
             predecessor_unsynced: flags & FLAG_PREDECESSOR_UNSYNCED != 0,
+            recycled: flags & FLAG_RECYCLED != 0,
         };
         if h.base_lsn == 0
             || h.base_lsn > super::frame::MAX_LSN
@@ -188,6 +220,42 @@ mod tests {
             prev_last_lsn: 100,
             prev_last_crc: 0x1234_5678,
             predecessor_unsynced: true,
+            recycled: false,
+        }
+    }
+
+    #[test]
+    fn a_recycled_header_is_version_2_and_round_trips() {
+        let h = SegmentHeader {
+            version: RECYCLED_SEGMENT_VERSION,
+            recycled: true,
+            ..sample()
+        };
+        let mut buf = [0u8; SEGMENT_HEADER_LEN];
+        h.encode(&mut buf);
+        assert_eq!(
+            get_u32(&buf, VERSION_OFFSET),
+            Some(RECYCLED_SEGMENT_VERSION)
+        );
+        assert_eq!(buf[FLAGS_OFFSET], FLAG_PREDECESSOR_UNSYNCED | FLAG_RECYCLED);
+        assert_eq!(SegmentHeader::decode(&buf), Ok(h));
+        // The flag without version 2, or version 2 without the flag, is refused.
+        for (version, flags) in [
+            (FORMAT_VERSION, FLAG_RECYCLED),
+            (RECYCLED_SEGMENT_VERSION, 0),
+        ] {
+            let mut bad = buf;
+            put_u32(&mut bad, VERSION_OFFSET, version);
+            bad[FLAGS_OFFSET] = flags;
+            let crc = crc32fast::hash(&bad[..HEADER_CRC_OFFSET]);
+            put_u32(&mut bad, HEADER_CRC_OFFSET, crc);
+            assert_eq!(
+                SegmentHeader::decode(&bad),
+                Err(HeaderError::Invalid(
+                    "the recycled flag and the header version disagree"
+                )),
+                "version {version} flags {flags}"
+            );
         }
     }
 
@@ -218,11 +286,11 @@ mod tests {
     fn newer_version_is_reported_as_such() {
         let mut buf = [0u8; SEGMENT_HEADER_LEN];
         sample().encode(&mut buf);
-        put_u32(&mut buf, VERSION_OFFSET, FORMAT_VERSION + 1);
+        put_u32(&mut buf, VERSION_OFFSET, SEGMENT_VERSION_MAX + 1);
         assert_eq!(
             SegmentHeader::decode(&buf),
             Err(HeaderError::UnsupportedVersion {
-                found: FORMAT_VERSION + 1
+                found: SEGMENT_VERSION_MAX + 1
             })
         );
         assert_eq!(

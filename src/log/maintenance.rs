@@ -113,7 +113,8 @@ fn prefault(shared: &Shared, p: &mut Progress) {
     if p.prefaulted < ahead {
         let from = p.prefaulted.max(reserved);
         seg.prefault(from, ahead);
-        if shared.convert_ahead {
+        // A recycled segment's blocks are written already: nothing to convert.
+        if shared.convert_ahead && !seg.header().recycled {
             // Write the prefaulted (zero, dirty) pages back now, without waiting. The segment
             // is fallocated: its blocks are unwritten extents, and the first write into one
             // changes the file's metadata, so the `fdatasync` of a commit that reaches it must
@@ -181,8 +182,9 @@ fn tend(shared: &Shared, p: &mut Progress) {
         }
         p.written_back = to;
     }
-    // Prepare the next segment once this one is half full.
-    if reserved >= seg.len() / 2 {
+    // Prepare the next segment once this one is half full, or at once when a file kept for
+    // reuse is there to zero (which takes longer than a fresh file's `fallocate`).
+    if reserved >= seg.len() / 2 || shared.has_pooled() {
         let next = seg.id() + 1;
         let size = shared.opts.segment_size as usize;
         let mut slot = lock(&shared.prepared);
@@ -201,13 +203,20 @@ fn tend(shared: &Shared, p: &mut Progress) {
             // Not prefaulted here: prefaulted pages are dirty, and a `Sync` roll's fsync of the
             // new file would write them all (elsewhere a trial showed no gain). The roll wakes
             // this thread to prefault right after.
-            if let Ok(prepared) = PreparedSegment::prepare(
-                &shared.dir,
-                next,
-                size as u64,
-                true,
-                shared.small_flushes(),
-            ) {
+            // A file kept for reuse first (see `LogOptions::recycle_segments`): zeroing it here
+            // through its mapping costs this thread a few milliseconds and saves the appenders
+            // a fresh page per 4 KiB.
+            let prepared = match shared.take_pooled() {
+                Some(pooled) => Ok(PreparedSegment::recycle(pooled, next)),
+                None => PreparedSegment::prepare(
+                    &shared.dir,
+                    next,
+                    size as u64,
+                    true,
+                    shared.small_flushes(),
+                ),
+            };
+            if let Ok(prepared) = prepared {
                 let mut slot = lock(&shared.prepared);
                 if slot.is_none() && shared.current.load().id() + 1 == next {
                     *slot = Some(prepared);

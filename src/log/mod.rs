@@ -41,7 +41,7 @@ use crate::codec::header::{SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN};
 use crate::codec::meta::LogMeta;
 use crate::error::{Error, Result};
 use crate::format;
-use crate::segment::{sync_dir, PreparedSegment, Segment};
+use crate::segment::{sync_dir, PooledSegment, PreparedSegment, Segment};
 
 /// A log sequence number: the position of a data record in the log. The first record of a new
 /// log has LSN 1; every record has the LSN of the one before plus one.
@@ -108,6 +108,8 @@ struct Shared {
     poison: OnceLock<(PathBuf, Arc<io::Error>)>,
     /// The next segment, prepared by the background thread.
     prepared: Mutex<Option<PreparedSegment>>,
+    /// Deleted segment files kept for reuse ([`LogOptions::recycle_segments`]), oldest first.
+    pool: Mutex<Vec<PooledSegment>>,
     /// Wakes the background thread (never blocks: a full channel already means "wake up").
     wake: SyncSender<()>,
     /// Tells the background thread to exit.
@@ -195,7 +197,7 @@ impl Log {
             }
             // Recovery synced the tail: its unwritten part is clean. Drop the large folios its
             // reads left there, or every flush after reopening writes whole folios.
-            if !rec.report.created {
+            if !rec.report.created && !tail.header().recycled {
                 tail.drop_clean_cache(tail.reserved_end());
             }
         }
@@ -231,6 +233,7 @@ impl Log {
             poisoned: AtomicBool::new(false),
             poison: OnceLock::new(),
             prepared: Mutex::new(None),
+            pool: Mutex::new(Vec::new()),
             wake: wake_tx,
             stop: AtomicBool::new(false),
             opts,
@@ -422,6 +425,9 @@ impl Log {
             let _ = handle.join();
             if let Some(prepared) = lock(&self.shared.prepared).take() {
                 prepared.discard();
+            }
+            for pooled in lock(&self.shared.pool).drain(..) {
+                pooled.discard();
             }
         }
     }
@@ -615,6 +621,7 @@ impl Shared {
             prev_last_lsn,
             prev_last_crc,
             predecessor_unsynced: !sync_first,
+            recycled: false,
         };
         #[cfg(feature = "testing")]
         if let Some(f) = &self.opts.faults {
@@ -639,6 +646,12 @@ impl Shared {
             }
             None => None,
         };
+        // Else a file kept for reuse (zeroing it here costs this append what preparing a fresh
+        // one would, and saves it the fresh pages), else a fresh file.
+        let prepared = prepared.or_else(|| {
+            self.take_pooled()
+                .map(|pooled| PreparedSegment::recycle(pooled, header.segment_id))
+        });
         let prepared = match prepared {
             Some(p) => p,
             None => PreparedSegment::prepare(
@@ -835,6 +848,13 @@ impl Shared {
         let Some(last_doomed) = doomed.last() else {
             return Ok(0);
         };
+        // Every frame a doomed segment holds has an LSN below its successor's base.
+        let stale_below = {
+            let segs = lock(&self.segments);
+            segs.iter()
+                .find(|s| s.id() == last_doomed.id() + 1)
+                .map_or(0, |s| s.header().base_lsn)
+        };
         let new_meta = LogMeta {
             first_segment: last_doomed.id() + 1,
             ..*meta
@@ -847,12 +867,74 @@ impl Shared {
         // (a sync roll, a settled creation) does not wait for them. The doomed files are out of
         // the meta file and the segment list already: nothing else deletes or reads them by name.
         drop(meta);
-        for seg in &doomed {
+        let count = doomed.len();
+        // Newest first: the files most likely still in the page cache are the ones kept.
+        for seg in doomed.into_iter().rev() {
+            let seg = match self.try_pool(seg, stale_below) {
+                Ok(()) => continue,
+                Err(seg) => seg,
+            };
             // Readers holding the segment keep the mapping; the file name goes now.
             std::fs::remove_file(seg.path()).map_err(|e| Error::io("remove", seg.path(), e))?;
         }
         sync_dir(&self.dir)?;
-        Ok(doomed.len())
+        Ok(count)
+    }
+
+    /// Keeps a segment that left the log for reuse, if recycling wants it (gives it back to be
+    /// deleted otherwise). `stale_below` bounds the LSNs of every frame in it.
+    ///
+    /// A reused file's frames must all carry LSNs below the base of the segment it becomes, and
+    /// its sync markers LSNs below that base minus one (recovery takes a frame of either kind
+    /// with an LSN that low for an older segment's). Every LSN in it is below `stale_below`; the
+    /// next segment's base is the last data LSN at its roll plus one, so requiring a data
+    /// record at or past `stale_below` to exist already gives a margin of one. LSNs never
+    /// decrease in a running log (a discard happens only at open, and the pool lives in memory).
+    fn try_pool(
+        &self,
+        seg: Arc<Segment>,
+        stale_below: u64,
+    ) -> std::result::Result<(), Arc<Segment>> {
+        let max = self.opts.recycle_segments;
+        if max == 0
+            || stale_below == 0
+            || self.current.load().last_reserved_lsn() < stale_below
+            || lock(&self.pool).len() >= max
+        {
+            return Err(seg);
+        }
+        // The last reference: no reader, view, push or appender holds the segment, and none
+        // can get it any more (it left the segment list; `current` never pointed to it since
+        // its successor exists).
+        let seg = Arc::try_unwrap(seg)?;
+        let tmp = format::pooled_segment_path(&self.dir, seg.id());
+        match seg.into_pooled(tmp, self.opts.segment_size) {
+            Ok(pooled) => {
+                let mut pool = lock(&self.pool);
+                if pool.len() < max {
+                    pool.push(pooled);
+                } else {
+                    pooled.discard();
+                }
+                Ok(())
+            }
+            // Not reusable (another link, another size, an I/O error): deleted instead.
+            Err(refused) => Err(Arc::new(refused.0)),
+        }
+    }
+
+    /// Whether a segment file is kept for reuse.
+    pub(super) fn has_pooled(&self) -> bool {
+        !lock(&self.pool).is_empty()
+    }
+
+    /// A kept segment file, if one is pooled.
+    pub(super) fn take_pooled(&self) -> Option<PooledSegment> {
+        let mut pool = lock(&self.pool);
+        let at = pool
+            .iter()
+            .rposition(|p| p.len() as u64 == self.opts.segment_size)?;
+        Some(pool.remove(at))
     }
 }
 

@@ -210,12 +210,26 @@ pub(crate) struct SegmentScan {
 }
 
 /// Scans the frames of a segment image. Pure: no I/O, never panics.
-pub(crate) fn scan_frames(buf: &[u8], base_lsn: u64) -> SegmentScan {
-    scan_frames_through(buf, base_lsn, u64::MAX)
+///
+/// In a `recycled` segment an intact frame that an older segment wrote (a data record with an
+/// LSN below `base_lsn`, a sync marker with one below `base_lsn - 1`) ends the written part, as
+/// a zero length does: see [`SegmentHeader::recycled`].
+pub(crate) fn scan_frames(buf: &[u8], base_lsn: u64, recycled: bool) -> SegmentScan {
+    scan_frames_through(buf, base_lsn, recycled, u64::MAX)
+}
+
+/// Whether an intact frame is an older segment's, left in a recycled file: every LSN an older
+/// segment used is below this segment's base, and below its base minus one for a sync marker
+/// (the log recycles a file only when that holds with a margin, see `Shared::try_pool`).
+fn is_stale(kind: FrameKind, lsn: u64, base_lsn: u64) -> bool {
+    match kind {
+        FrameKind::Data => lsn < base_lsn,
+        FrameKind::SyncMarker => lsn.saturating_add(1) < base_lsn,
+    }
 }
 
 /// [`scan_frames`], stopping (without damage) at the first data record past LSN `stop`.
-fn scan_frames_through(buf: &[u8], base_lsn: u64, stop: u64) -> SegmentScan {
+fn scan_frames_through(buf: &[u8], base_lsn: u64, recycled: bool, stop: u64) -> SegmentScan {
     let mut s = SegmentScan {
         end: SEGMENT_HEADER_LEN,
         damage: None,
@@ -229,6 +243,7 @@ fn scan_frames_through(buf: &[u8], base_lsn: u64, stop: u64) -> SegmentScan {
             return s;
         }
         match decode_frame(buf, s.end) {
+            Ok(f) if recycled && is_stale(f.kind, f.lsn, base_lsn) => return s,
             Ok(f) => {
                 let ok = match f.kind {
                     FrameKind::Data => f.lsn == s.next_lsn,
@@ -287,8 +302,45 @@ pub(crate) fn dirty_end(buf: &[u8], from: usize) -> usize {
     from
 }
 
-/// [`dirty_end`] of a segment, skipping the ranges its file system reports as holes.
+/// The end of what this segment wrote at or after `from` in a recycled segment, whose bytes
+/// past its records may be an older segment's: the end of the last intact frame there that is
+/// not stale (`is_stale`), and of a frame header at `from` itself that claims this segment's
+/// LSNs (a torn record), rounded to the frame alignment; `from` if there is neither. These are
+/// the bytes a cut must zero: left in place, an intact frame of this segment could be read
+/// again as a record once appends resume before it. Older bytes stay: they end the written
+/// part wherever appends stop. Pure; reads every aligned offset, but rejects most on the frame
+/// header's fields first, as [`scan_ahead`] does.
+pub(crate) fn recycled_dirty_end(buf: &[u8], from: usize, base_lsn: u64) -> usize {
+    use crate::codec::frame::LEN_OFFSET;
+    let from = from.min(buf.len());
+    let mut end = from;
+    if plausible_frame_at(buf, from, base_lsn) {
+        let len = buf
+            .get(from + LEN_OFFSET..from + LEN_OFFSET + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, |b: [u8; 4]| u32::from_le_bytes(b)) as usize;
+        end = (from + len).next_multiple_of(FRAME_ALIGN).min(buf.len());
+    }
+    let mut at = from;
+    while at < buf.len() {
+        if plausible_frame_at(buf, at, base_lsn) {
+            if let Ok(f) = decode_frame(buf, at) {
+                if !is_stale(f.kind, f.lsn, base_lsn) {
+                    end = end.max(f.next.min(buf.len()));
+                }
+            }
+        }
+        at += FRAME_ALIGN;
+    }
+    end
+}
+
+/// [`dirty_end`] of a segment, skipping the ranges its file system reports as holes
+/// ([`recycled_dirty_end`] for a recycled one).
 fn segment_dirty_end(seg: &Segment, buf: &[u8], from: usize) -> usize {
+    if seg.header().recycled {
+        return recycled_dirty_end(buf, from, seg.header().base_lsn);
+    }
     let Some(regions) = seg.data_regions(from) else {
         return dirty_end(buf, from);
     };
@@ -492,6 +544,7 @@ fn create_new(
         prev_last_lsn: 0,
         prev_last_crc: 0,
         predecessor_unsynced: false,
+        recycled: false,
     };
     let seg = Segment::create(dir, &header, opts.segment_size)?;
     let meta = LogMeta {
@@ -877,8 +930,12 @@ impl SegmentView {
         header: SegmentHeader,
         dirty_end: impl FnOnce(usize) -> usize,
     ) -> SegmentView {
-        let scan = scan_frames(buf, header.base_lsn);
-        let dirty = dirty_end(scan.end);
+        let scan = scan_frames(buf, header.base_lsn, header.recycled);
+        let dirty = if header.recycled {
+            recycled_dirty_end(buf, scan.end, header.base_lsn)
+        } else {
+            dirty_end(scan.end)
+        };
         let ahead = scan_ahead(buf, scan.end, dirty, scan.next_lsn);
         SegmentView {
             header,
@@ -1311,7 +1368,7 @@ fn discard_after(
     set_aside_segments(dir, &later, report)?;
     let seg = Segment::open(&path, id, true)?;
     let buf = seg.bytes(0, seg.len()).unwrap_or(&[]);
-    let scan = scan_frames_through(buf, base, stop);
+    let scan = scan_frames_through(buf, base, seg.header().recycled, stop);
     let reason = CutReason::Discarded { after: Lsn(stop) };
     cut_tail(dir, seg, scan, None, reason, report, recovered)?;
     if let Some(cut) = report.cuts.last_mut() {
@@ -1416,11 +1473,11 @@ mod tests {
     #[test]
     fn scan_counts_records_and_stops_at_damage() {
         let buf = image(&[b"a", b"bb", b"ccc"]);
-        let s = scan_frames(&buf, 10);
+        let s = scan_frames(&buf, 10, false);
         assert_eq!((s.data_records, s.next_lsn, s.damage), (3, 13, None));
         let mut bad = buf.clone();
         bad[SEGMENT_HEADER_LEN + 24 + 21] ^= 1; // payload of the second frame (frames are 24 bytes)
-        let s = scan_frames(&bad, 10);
+        let s = scan_frames(&bad, 10, false);
         assert_eq!(s.data_records, 1);
         assert_eq!(s.end, SEGMENT_HEADER_LEN + 24);
         assert!(matches!(
@@ -1435,9 +1492,109 @@ mod tests {
     fn wrong_base_lsn_is_an_lsn_mismatch() {
         let buf = image(&[b"a"]);
         assert_eq!(
-            scan_frames(&buf, 11).damage,
+            scan_frames(&buf, 11, false).damage,
             Some(RecordDamage::LsnMismatch { found: 10 })
         );
+    }
+
+    /// Frames `(lsn, kind, payload)` written back to back from the header on, into `buf`.
+    fn frames_into(buf: &mut [u8], mut at: usize, frames: &[(u64, FrameKind, &[u8])]) -> usize {
+        for &(lsn, kind, p) in frames {
+            let n = frame_size(p.len()).unwrap();
+            encode_frame(&mut buf[at..at + n], lsn, kind, p);
+            at += n;
+        }
+        at
+    }
+
+    #[test]
+    fn in_a_recycled_segment_an_older_frame_ends_the_records() {
+        // An older segment (LSNs 3..=6, a marker for 4) under a newer one based at 20.
+        let mut buf = vec![0u8; 4096];
+        let marker = 4u64.to_le_bytes();
+        frames_into(
+            &mut buf,
+            SEGMENT_HEADER_LEN,
+            &[
+                (3, FrameKind::Data, b"old3"),
+                (4, FrameKind::Data, b"old4"),
+                (4, FrameKind::SyncMarker, &marker),
+                (5, FrameKind::Data, b"old5"),
+                (6, FrameKind::Data, b"old6"),
+            ],
+        );
+        let old = buf.clone();
+        // The newer segment's two records overwrite the first two older frames exactly.
+        let end = frames_into(
+            &mut buf,
+            SEGMENT_HEADER_LEN,
+            &[
+                (20, FrameKind::Data, b"new0"),
+                (21, FrameKind::Data, b"new1"),
+            ],
+        );
+        let s = scan_frames(&buf, 20, true);
+        assert_eq!((s.data_records, s.end, s.damage), (2, end, None));
+        // Nothing of this segment lies after its records: a cut would zero nothing.
+        assert_eq!(recycled_dirty_end(&buf, end, 20), end);
+        // Read as a fresh segment, the same bytes are damage.
+        assert_eq!(
+            scan_frames(&buf, 20, false).damage,
+            Some(RecordDamage::LsnMismatch { found: 4 })
+        );
+        // An older sync marker right at the end ends it too, and its watermark counts for
+        // nothing.
+        // (The log reuses a file only when its markers' LSNs are below the new base less one.)
+        let mut m = old.clone();
+        let end = frames_into(
+            &mut m,
+            SEGMENT_HEADER_LEN,
+            &[(6, FrameKind::Data, b"n6"), (7, FrameKind::Data, b"n7")],
+        );
+        frames_into(&mut m, end, &[(4, FrameKind::SyncMarker, &marker)]);
+        let s = scan_frames(&m, 6, true);
+        assert_eq!(
+            (s.data_records, s.end, s.watermark, s.damage),
+            (2, end, 0, None)
+        );
+        // A marker for the record before the base is this segment's own, not an older one.
+        let mut own = old;
+        let end = frames_into(
+            &mut own,
+            SEGMENT_HEADER_LEN,
+            &[
+                (5, FrameKind::SyncMarker, &marker),
+                (6, FrameKind::Data, b"n6"),
+            ],
+        );
+        let s = scan_frames(&own, 6, true);
+        assert_eq!((s.data_records, s.end, s.watermark), (1, end, 4));
+    }
+
+    #[test]
+    fn the_dirty_end_of_a_recycled_segment_covers_only_its_own_frames() {
+        let mut buf = vec![0u8; 4096];
+        // Older frames everywhere.
+        let mut at = SEGMENT_HEADER_LEN;
+        for lsn in 1..40 {
+            at = frames_into(&mut buf, at, &[(lsn, FrameKind::Data, b"older bytes")]);
+        }
+        let end = frames_into(
+            &mut buf,
+            SEGMENT_HEADER_LEN,
+            &[(100, FrameKind::Data, b"a"), (101, FrameKind::Data, b"b")],
+        );
+        assert_eq!(recycled_dirty_end(&buf, end, 100), end);
+        // A frame of this segment further on (written back before a torn one in between): the
+        // cut must zero through it, or appends resuming at `end` could meet it again.
+        let later = end + 3 * 40;
+        let after = frames_into(&mut buf, later, &[(104, FrameKind::Data, b"later")]);
+        assert_eq!(recycled_dirty_end(&buf, end, 100), after);
+        // A torn frame of this segment at `end` itself (checksum broken): covered by its length.
+        let mut torn = buf.clone();
+        let n = frames_into(&mut torn, end, &[(102, FrameKind::Data, &[7u8; 200])]);
+        torn[n - 8] ^= 1;
+        assert!(recycled_dirty_end(&torn, end, 100) >= n);
     }
 
     #[test]

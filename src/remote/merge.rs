@@ -398,6 +398,7 @@ async fn build(plan: &Plan, range: KeyGroupRange, tmp: &Path) -> Result<MergeRep
         prev_last_lsn: lsn,
         prev_last_crc: 0,
         predecessor_unsynced: false,
+        recycled: false,
     };
     drop(Segment::create(tmp, &header, segment_size)?);
     crate::log::write_meta(

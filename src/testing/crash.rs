@@ -70,6 +70,11 @@ struct PointFile {
     durable: Durable,
     /// The file's content at the previous crash point, if it existed then (for stale pages).
     previous: Option<Arc<Vec<u8>>>,
+    /// A recycled segment: what the file held before the log reused it (its header zeroed, as
+    /// the log zeroes it durably before reuse), which is on disk wherever its pages have not
+    /// been written back since. `None` for a fresh segment (zeros there) or when the simulator
+    /// never saw the file's earlier life.
+    underneath: Option<Arc<Vec<u8>>>,
     /// One past the last non-zero byte.
     data_end: usize,
 }
@@ -94,6 +99,8 @@ enum Change {
     MissingOutOfOrder,
     CutAt(usize),
     GarbageFrom(usize, usize),
+    /// A recycled segment's unwritten pages show what the file held before its reuse.
+    OlderBytes,
     /// Torn at `unit`-byte granularity ([`PAGE`] or [`SECTOR`]): these units (by index in
     /// the file) zeroed, these restored to their content at the previous point.
     Torn {
@@ -115,6 +122,7 @@ impl Change {
             Change::MissingOutOfOrder => "segment creation lost out of order",
             Change::CutAt(_) => "zeroed past the durable length",
             Change::GarbageFrom(..) => "garbage past the durable length",
+            Change::OlderBytes => "a recycled segment's older bytes",
             Change::Torn { unit: PAGE, .. } => "torn in 4 KiB pages",
             Change::Torn { .. } => "torn in 512-byte sectors",
             Change::TruncatedTo(_) => "temporary file truncated",
@@ -134,6 +142,10 @@ impl fmt::Display for Change {
             ),
             Change::CutAt(o) => write!(f, "zeroed from byte {o}"),
             Change::GarbageFrom(a, b) => write!(f, "garbage in bytes {a}..{b}"),
+            Change::OlderBytes => write!(
+                f,
+                "recycled: the bytes 'zeroed' are what the file held before its reuse"
+            ),
             Change::Torn {
                 unit,
                 zeroed,
@@ -292,6 +304,10 @@ pub struct CrashSimulator<S, C: Codec + Clone = Postcard> {
     scratch: Option<PathBuf>,
     /// Also check [`crate::inspect`]'s view of every image against what opening it does.
     check_inspection: bool,
+    /// Each file (by inode) as last seen: its name and content.
+    by_inode: std::collections::HashMap<u64, (String, Arc<Vec<u8>>)>,
+    /// A recycled segment's content before its reuse, by name and inode.
+    underneath: std::collections::HashMap<(String, u64), Arc<Vec<u8>>>,
 }
 
 impl<S, C: Codec + Clone> Debug for CrashSimulator<S, C> {
@@ -329,6 +345,8 @@ impl<S: Clone + PartialEq + Debug, C: Codec + Clone> CrashSimulator<S, C> {
             checkpoints: BTreeMap::new(),
             scratch: None,
             check_inspection: false,
+            by_inode: std::collections::HashMap::new(),
+            underneath: std::collections::HashMap::new(),
         })
     }
 
@@ -391,7 +409,7 @@ impl<S: Clone + PartialEq + Debug, C: Codec + Clone> CrashSimulator<S, C> {
         }
         let previous = self.points.last();
         let mut point_files = Vec::with_capacity(files.len());
-        for (name, bytes) in files {
+        for (name, bytes, ino) in files {
             let prev = previous.and_then(|p| p.files.iter().find(|f| f.name == name));
             // Share unchanged contents with the previous point.
             let bytes = match prev {
@@ -408,13 +426,38 @@ impl<S: Clone + PartialEq + Debug, C: Codec + Clone> CrashSimulator<S, C> {
             } else {
                 Durable::Whole
             };
-            let data_end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            let mut data_end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            let recycled = matches!(durable, Durable::Segment { .. })
+                && crate::codec::header::SegmentHeader::decode(&bytes).is_ok_and(|h| h.recycled);
+            let underneath = if recycled {
+                let key = (name.clone(), ino);
+                if !self.underneath.contains_key(&key) {
+                    if let Some((_, old)) = self
+                        .by_inode
+                        .get(&ino)
+                        .filter(|(old_name, _)| *old_name != name)
+                    {
+                        let mut old = old.to_vec();
+                        let head = old.len().min(crate::codec::header::SEGMENT_HEADER_LEN);
+                        old[..head].fill(0);
+                        self.underneath.insert(key.clone(), Arc::new(old));
+                    }
+                }
+                // Every unwritten page may show older bytes, not only those up to the data.
+                data_end = bytes.len();
+                self.underneath.get(&key).cloned()
+            } else {
+                None
+            };
+            self.by_inode
+                .insert(ino, (name.clone(), Arc::clone(&bytes)));
             point_files.push(PointFile {
                 name,
                 previous: prev.map(|p| Arc::clone(&p.bytes)),
                 bytes,
                 durable,
                 data_end,
+                underneath,
             });
         }
         // Manifests are not among them: retention makes a manifest's unlink durable before it
@@ -438,7 +481,8 @@ impl<S: Clone + PartialEq + Debug, C: Codec + Clone> CrashSimulator<S, C> {
         Ok(())
     }
 
-    fn copy_dir(&self) -> Result<Vec<(String, Vec<u8>)>> {
+    /// Every file of the directory but the lock: name, content and inode number.
+    fn copy_dir(&self) -> Result<Vec<(String, Vec<u8>, u64)>> {
         let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("read_dir", &self.dir, e))?;
         let mut files = Vec::new();
         for entry in entries {
@@ -450,8 +494,14 @@ impl<S: Clone + PartialEq + Debug, C: Codec + Clone> CrashSimulator<S, C> {
                 continue;
             }
             let path = entry.path();
-            match fs::read(&path) {
-                Ok(bytes) => files.push((name, bytes)),
+            let read = fs::File::open(&path).and_then(|mut f| {
+                let ino = std::os::unix::fs::MetadataExt::ino(&f.metadata()?);
+                let mut bytes = Vec::new();
+                io::Read::read_to_end(&mut f, &mut bytes)?;
+                Ok((bytes, ino))
+            });
+            match read {
+                Ok((bytes, ino)) => files.push((name, bytes, ino)),
                 // Gone since the listing (a temporary file renamed or removed): not there.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) if e.kind() == io::ErrorKind::IsADirectory => {}
@@ -780,6 +830,14 @@ fn build_image(point: &Point, n: usize, rng: &mut Rng) -> Image {
                 let (bytes, change) = damage_segment(f, durable, choice, rng);
                 files.push((f.name.clone(), Arc::new(bytes)));
                 if let Some(c) = change {
+                    let unwritten = match &c {
+                        Change::CutAt(_) => true,
+                        Change::Torn { zeroed, .. } => !zeroed.is_empty(),
+                        _ => false,
+                    };
+                    if f.underneath.is_some() && unwritten {
+                        changes.push((f.name.clone(), Change::OlderBytes));
+                    }
                     changes.push((f.name.clone(), c));
                 }
             }
@@ -822,7 +880,7 @@ fn damage_segment(
             } else {
                 rng.between(durable, end)
             };
-            bytes[at..].fill(0);
+            unwritten(&mut bytes, at, len, f.underneath.as_deref());
             (bytes, Some(Change::CutAt(at)))
         }
         2 => {
@@ -850,7 +908,7 @@ fn damage_segment(
                 match rng.below(3) {
                     0 => {}
                     1 => {
-                        bytes[lo..hi].fill(0);
+                        unwritten(&mut bytes, lo, hi, f.underneath.as_deref());
                         zeroed.push(u);
                     }
                     _ => {
@@ -876,6 +934,17 @@ fn damage_segment(
                 )
             }
         }
+    }
+}
+
+/// Makes `bytes[from..to]` read as never written back: zeros in a fresh segment, the file's
+/// bytes from before its reuse in a recycled one.
+fn unwritten(bytes: &mut [u8], from: usize, to: usize, underneath: Option<&Vec<u8>>) {
+    for (i, b) in bytes[from..to].iter_mut().enumerate() {
+        *b = underneath
+            .and_then(|u| u.get(from + i))
+            .copied()
+            .unwrap_or(0);
     }
 }
 
