@@ -106,6 +106,11 @@ pub struct Segment {
     synced: AtomicUsize,
     /// The directory entry is durable (the directory was synced after the rename).
     creation_synced: AtomicBool,
+    /// Created by this process (not opened by recovery): its mapping carries the advice the
+    /// log's mode wants, and its page cache holds only what appends put there. Only such a
+    /// segment is reused (a recovered one may sit in large page-cache folios from recovery's
+    /// reads, which every small flush after its reuse would write back whole).
+    created_here: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -295,6 +300,7 @@ impl Segment {
             }),
             synced: AtomicUsize::new(0),
             creation_synced: AtomicBool::new(true),
+            created_here: false,
         }
     }
 
@@ -825,8 +831,8 @@ impl Segment {
     /// leave the old, valid header of a file that becomes a newer segment: a roll that does not
     /// wait for the disk relies on recovery reading an unwritten header there (see
     /// [`PreparedSegment::finalize`]). Refused (the segment is given back for deletion) when
-    /// the file has another link (a hard link would see it overwritten) or its size is not
-    /// `size`.
+    /// the file has another link (a hard link would see it overwritten), its size is not
+    /// `size`, or recovery opened it (see `created_here`).
     pub fn into_pooled(
         self,
         tmp: PathBuf,
@@ -839,14 +845,17 @@ impl Segment {
                 return Err(Box::new((self, err)));
             }
         };
-        if std::os::unix::fs::MetadataExt::nlink(&md) != 1
+        if !self.created_here
+            || std::os::unix::fs::MetadataExt::nlink(&md) != 1
             || md.len() != size
             || self.map.len() as u64 != size
         {
             let err = Error::io(
                 "recycle",
                 &self.path,
-                io::Error::other("the file has other links or another size"),
+                io::Error::other(
+                    "the file has other links or another size, or was opened by recovery",
+                ),
             );
             return Err(Box::new((self, err)));
         }
@@ -1019,7 +1028,8 @@ impl PreparedSegment {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        let seg = Segment::from_parts(path, self.file, self.map, *header, self.len);
+        let mut seg = Segment::from_parts(path, self.file, self.map, *header, self.len);
+        seg.created_here = true;
         // A fresh segment has nothing published yet: open it for appends right after the header.
         seg.published.store(SEGMENT_HEADER_LEN, Ordering::Release);
         seg.reserve

@@ -357,3 +357,21 @@ fn recycling_off_deletes_every_file() {
     assert!(recycled_segments(dir.path()).is_empty());
     assert_records(&log, log.first_lsn().get(), 600);
 }
+
+#[test]
+fn segments_found_at_open_are_deleted_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), recycling(2)).unwrap();
+    append_fixed(&log, 1, 300);
+    log.close().unwrap();
+    // Recovery's reads leave its segments in large page-cache folios: not reused.
+    let log = Log::open(dir.path(), recycling(2)).unwrap();
+    append_fixed(&log, 301, 310);
+    assert!(log.delete_below(Lsn(300)).unwrap() >= 3);
+    assert_eq!(pooled_files(dir.path()), 0);
+    // Segments this open created are.
+    append_fixed(&log, 311, 700);
+    assert!(log.delete_below(Lsn(700)).unwrap() >= 3);
+    assert_eq!(pooled_files(dir.path()), 2);
+    assert_records(&log, log.first_lsn().get(), 700);
+}

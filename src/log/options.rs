@@ -157,7 +157,8 @@ impl LogOptions {
     /// header version 2, which version-1 readers refuse by name), and recovery ends the
     /// written part at the first frame whose LSN is older than the segment. A kept file is held
     /// in memory only, under a temporary name, and deleted when the log closes. Files a
-    /// reader, a checkpoint push or a hard link still uses are deleted, never reused.
+    /// reader, a checkpoint push or a hard link still uses are deleted, never reused, and so
+    /// are the segments this open found on disk.
     pub fn recycle_segments(mut self, files: usize) -> Self {
         self.recycle_segments = files;
         self
