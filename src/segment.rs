@@ -806,6 +806,8 @@ pub struct PreparedSegment {
 /// open to delete), its mapping kept.
 #[derive(Debug)]
 pub struct PooledSegment {
+    /// The id the file had in the log.
+    id: u64,
     tmp: PathBuf,
     file: File,
     map: MmapRaw,
@@ -813,6 +815,11 @@ pub struct PooledSegment {
 }
 
 impl PooledSegment {
+    /// The id the file had in the log.
+    pub fn old_id(&self) -> u64 {
+        self.id
+    }
+
     /// The file's size.
     pub fn len(&self) -> usize {
         self.len
@@ -859,11 +866,14 @@ impl Segment {
             );
             return Err(Box::new((self, err)));
         }
+        // Only the header page is synced: an fsync would also write every page of the old
+        // segment still dirty, about to be zeroed anyway. Its blocks keep their allocation (no
+        // metadata to sync).
         let zero = [0u8; SEGMENT_HEADER_LEN];
         let step = self
             .file
             .write_all_at(&zero, 0)
-            .and_then(|()| self.file.sync_data())
+            .and_then(|()| self.map.flush_range(0, SEGMENT_HEADER_LEN))
             .map_err(|e| Error::io("zero header", &self.path, e))
             .and_then(|()| {
                 std::fs::rename(&self.path, &tmp).map_err(|e| Error::io("rename", &self.path, e))
@@ -872,6 +882,7 @@ impl Segment {
             return Err(Box::new((self, e)));
         }
         Ok(PooledSegment {
+            id: self.header.segment_id,
             tmp,
             len: self.map.len(),
             file: self.file,
@@ -941,9 +952,10 @@ impl PreparedSegment {
     /// in memory it is a fresh segment (every append relies on the zeros after the reserved
     /// region). On disk the zeros arrive as the kernel writes them back: until then the older
     /// segment's bytes are there, which recovery tells apart by their LSNs (see
-    /// [`SegmentHeader::recycled`]). The pages are in the page cache already and their blocks
-    /// written, so appends into them neither allocate pages nor convert extents: what makes
-    /// recycling faster than a fresh file.
+    /// [`SegmentHeader::recycled`]). The pages are usually in the page cache still and their
+    /// blocks written (all but what the older segment never reached), so appends into them
+    /// neither wait for fresh pages nor convert extents: what makes recycling faster than a
+    /// fresh file.
     pub fn recycle(pooled: PooledSegment, id: u64) -> PreparedSegment {
         // The pages' faults in one call first (the kernel walks them without an exception per
         // page), then the stores.
@@ -1008,8 +1020,9 @@ impl PreparedSegment {
             if durable && self.recycled {
                 // Only the header: the rest of a reused file is zeros in memory, all dirty, and
                 // an fsync would write them all (the records that follow are flushed as they
-                // are committed; the zeros need not be durable, see `recycle`). Its blocks are
-                // written already, so no metadata needs syncing either.
+                // are committed; the zeros need not be durable, see `recycle`). The file's
+                // size and allocation do not change; a block the older segment never wrote is
+                // converted by the flush that first covers it, as in a fresh segment.
                 self.map
                     .flush_range(0, SEGMENT_HEADER_LEN)
                     .map_err(|e| Error::io("msync", &tmp, e))?;

@@ -646,8 +646,10 @@ impl Shared {
             }
             None => None,
         };
-        // Else a file kept for reuse (zeroing it here costs this append what preparing a fresh
-        // one would, and saves it the fresh pages), else a fresh file.
+        // Else a file kept for reuse, else a fresh file. Zeroing a kept file here (the
+        // background thread had none ready) costs this append more than an `fallocate` would
+        // (a fault and a memset per page, up front), but the appends into it then find their
+        // pages ready instead of faulting fresh ones in themselves.
         let prepared = prepared.or_else(|| {
             self.take_pooled()
                 .map(|pooled| PreparedSegment::recycle(pooled, header.segment_id))
@@ -931,10 +933,14 @@ impl Shared {
     /// A kept segment file, if one is pooled.
     pub(super) fn take_pooled(&self) -> Option<PooledSegment> {
         let mut pool = lock(&self.pool);
+        // The newest: the one most likely still in the page cache.
         let at = pool
             .iter()
-            .rposition(|p| p.len() as u64 == self.opts.segment_size)?;
-        Some(pool.remove(at))
+            .enumerate()
+            .filter(|(_, p)| p.len() as u64 == self.opts.segment_size)
+            .max_by_key(|(_, p)| p.old_id())
+            .map(|(i, _)| i)?;
+        Some(pool.swap_remove(at))
     }
 }
 

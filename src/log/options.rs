@@ -156,9 +156,16 @@ impl LogOptions {
     /// records until the zeros are written back; its header says it is recycled (segment
     /// header version 2, which version-1 readers refuse by name), and recovery ends the
     /// written part at the first frame whose LSN is older than the segment. A kept file is held
-    /// in memory only, under a temporary name, and deleted when the log closes. Files a
-    /// reader, a checkpoint push or a hard link still uses are deleted, never reused, and so
-    /// are the segments this open found on disk.
+    /// in memory only, under a temporary name, and deleted when the log closes. Files a reader
+    /// in this process (a `LogReader`, a record's `Bytes`, a checkpoint push) or a hard link
+    /// still uses are deleted, never reused, and so are the segments this open found on disk.
+    /// Another process reading a segment file by its path after the log deleted it may find
+    /// it overwritten in place instead of still holding the old bytes through its descriptor:
+    /// copy a checkpoint's files while the journal retains the checkpoint.
+    ///
+    /// A log that recycled a segment has a version-2 segment header, which builds from before
+    /// recycling refuse by name (`Error::UnsupportedVersion`); set 0 to keep a log readable by
+    /// them.
     pub fn recycle_segments(mut self, files: usize) -> Self {
         self.recycle_segments = files;
         self

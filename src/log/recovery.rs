@@ -302,14 +302,17 @@ pub(crate) fn dirty_end(buf: &[u8], from: usize) -> usize {
     from
 }
 
-/// The end of what this segment wrote at or after `from` in a recycled segment, whose bytes
-/// past its records may be an older segment's: the end of the last intact frame there that is
-/// not stale (`is_stale`), and of a frame header at `from` itself that claims this segment's
-/// LSNs (a torn record), rounded to the frame alignment; `from` if there is neither. These are
-/// the bytes a cut must zero: left in place, an intact frame of this segment could be read
-/// again as a record once appends resume before it. Older bytes stay: they end the written
-/// part wherever appends stop. Pure; reads every aligned offset, but rejects most on the frame
-/// header's fields first, as [`scan_ahead`] does.
+/// The end of the bytes a cut at `from` must zero in a recycled segment, whose bytes past its
+/// records may be an older segment's: the end of the last intact frame at or after `from` that
+/// is not stale (`is_stale`), and of a frame header at `from` itself that claims this segment's
+/// LSNs (a torn record), rounded to the frame alignment; at least the first 8 bytes at `from`
+/// (crc and `len`) unless they are zero or start an intact older frame; else `from`.
+///
+/// Left in place, an intact frame of this segment could be taken for a record again, and
+/// bytes at `from` that end the scan as damage would be found (and cut, or refused by `Strict`)
+/// at every later open: zeroing the `len` field makes the end clean. Older bytes after that
+/// stay: they end the written part wherever it stops. Pure; reads every aligned offset, but
+/// rejects most on the frame header's fields first, as [`scan_ahead`] does.
 pub(crate) fn recycled_dirty_end(buf: &[u8], from: usize, base_lsn: u64) -> usize {
     use crate::codec::frame::LEN_OFFSET;
     let from = from.min(buf.len());
@@ -320,6 +323,12 @@ pub(crate) fn recycled_dirty_end(buf: &[u8], from: usize, base_lsn: u64) -> usiz
             .and_then(|b| b.try_into().ok())
             .map_or(0, |b: [u8; 4]| u32::from_le_bytes(b)) as usize;
         end = (from + len).next_multiple_of(FRAME_ALIGN).min(buf.len());
+    }
+    let head = &buf[from..(from + FRAME_ALIGN).min(buf.len())];
+    let older_frame_at_from =
+        decode_frame(buf, from).is_ok_and(|f| is_stale(f.kind, f.lsn, base_lsn));
+    if head.iter().any(|&b| b != 0) && !older_frame_at_from {
+        end = end.max(from + head.len());
     }
     let mut at = from;
     while at < buf.len() {
@@ -1579,12 +1588,25 @@ mod tests {
         for lsn in 1..40 {
             at = frames_into(&mut buf, at, &[(lsn, FrameKind::Data, b"older bytes")]);
         }
+        // The newer records are as long as the older ones: an older frame starts at their end.
         let end = frames_into(
             &mut buf,
             SEGMENT_HEADER_LEN,
-            &[(100, FrameKind::Data, b"a"), (101, FrameKind::Data, b"b")],
+            &[
+                (100, FrameKind::Data, b"newer bytes"),
+                (101, FrameKind::Data, b"newer bytes"),
+            ],
         );
         assert_eq!(recycled_dirty_end(&buf, end, 100), end);
+        // Older bytes from the middle of a frame there are damage at every open unless the cut
+        // zeroes the `len` field: at least 8 bytes.
+        let mut shifted = buf.clone();
+        let mid = frames_into(&mut shifted, end, &[(102, FrameKind::Data, b"xx")]);
+        shifted[end..mid].fill(0x5a);
+        assert_eq!(recycled_dirty_end(&shifted, end, 100), end + 8);
+        // Zeros there need nothing.
+        shifted[end..mid].fill(0);
+        assert_eq!(recycled_dirty_end(&shifted, end, 100), end);
         // A frame of this segment further on (written back before a torn one in between): the
         // cut must zero through it, or appends resuming at `end` could meet it again.
         let later = end + 3 * 40;
