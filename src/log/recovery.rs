@@ -306,7 +306,8 @@ pub(crate) fn dirty_end(buf: &[u8], from: usize) -> usize {
 /// records may be an older segment's: the end of the last intact frame at or after `from` that
 /// is not stale (`is_stale`), and of a frame header at `from` itself that claims this segment's
 /// LSNs (a torn record), rounded to the frame alignment; at least the first 8 bytes at `from`
-/// (crc and `len`) unless they are zero or start an intact older frame; else `from`.
+/// (crc and `len`; all that is left, when less than a frame header is) unless they are zero or
+/// start an intact older frame; else `from`.
 ///
 /// Left in place, an intact frame of this segment could be taken for a record again, and
 /// bytes at `from` that end the scan as damage would be found (and cut, or refused by `Strict`)
@@ -324,7 +325,14 @@ pub(crate) fn recycled_dirty_end(buf: &[u8], from: usize, base_lsn: u64) -> usiz
             .map_or(0, |b: [u8; 4]| u32::from_le_bytes(b)) as usize;
         end = (from + len).next_multiple_of(FRAME_ALIGN).min(buf.len());
     }
-    let head = &buf[from..(from + FRAME_ALIGN).min(buf.len())];
+    // The `crc` and `len` fields; everything left when that is less than a frame header (a
+    // clean end there needs all of it zero, see `decode_frame`).
+    let head_len = if buf.len() - from < crate::codec::frame::FRAME_HEADER_LEN {
+        buf.len() - from
+    } else {
+        FRAME_ALIGN
+    };
+    let head = &buf[from..from + head_len];
     let older_frame_at_from =
         decode_frame(buf, from).is_ok_and(|f| is_stale(f.kind, f.lsn, base_lsn));
     if head.iter().any(|&b| b != 0) && !older_frame_at_from {
@@ -1607,6 +1615,9 @@ mod tests {
         // Zeros there need nothing.
         shifted[end..mid].fill(0);
         assert_eq!(recycled_dirty_end(&shifted, end, 100), end);
+        // Fewer bytes left than a frame header: all of them, or the end is never clean.
+        let short = &buf[..end + 16];
+        assert_eq!(recycled_dirty_end(short, end, 100), end + 16);
         // A frame of this segment further on (written back before a torn one in between): the
         // cut must zero through it, or appends resuming at `end` could meet it again.
         let later = end + 3 * 40;
