@@ -974,6 +974,28 @@ impl PreparedSegment {
         }
     }
 
+    /// Whether the file is a reused one ([`PreparedSegment::recycle`]). Such a file can become
+    /// any segment: its temporary name is its own, not derived from the id it was prepared for.
+    pub fn is_recycled(&self) -> bool {
+        self.recycled
+    }
+
+    /// Gives a reused file that was not needed back to the pool (zeroed already; it is zeroed
+    /// again when next prepared). `None` (and the file deleted) for a fresh one.
+    pub fn into_pooled(self) -> Option<PooledSegment> {
+        if !self.recycled {
+            self.discard();
+            return None;
+        }
+        Some(PooledSegment {
+            id: self.id,
+            tmp: self.tmp,
+            file: self.file,
+            map: self.map,
+            len: self.len,
+        })
+    }
+
     /// The segment id this file is prepared for.
     pub fn id(&self) -> u64 {
         self.id

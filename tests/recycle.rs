@@ -93,10 +93,14 @@ fn deleted_segments_are_reused_and_recover() {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(
-            pooled_files(dir.path()),
-            2,
-            "two files kept for reuse: {names:?}"
+        // Up to two kept, and possibly a third: the background thread may take one of them as
+        // the next segment (still under its temporary name) while `delete_below` keeps
+        // another. Fewer when a segment was held for a moment by another thread (the
+        // background thread's list of segments to settle): it is deleted instead.
+        let kept = pooled_files(dir.path());
+        assert!(
+            (1..=3).contains(&kept),
+            "{kept} files kept for reuse: {names:?}"
         );
         // A kept file's header is zeros (synced before the rename): a crash can never leave
         // its older header under a newer segment's name. (A file the background thread took
@@ -196,9 +200,10 @@ fn records_end(img: &[u8]) -> usize {
 #[test]
 fn older_frames_after_the_records_end_the_log_cleanly() {
     let (dir, log, recycled, old, last) = log_with_recycled_tail();
+    // Closed first: the background thread renames and removes temporary files while it runs.
+    drop(log);
     let image = tempfile::tempdir().unwrap();
     copy_dir(dir.path(), image.path());
-    drop(log);
     let name = recycled.file_name().unwrap();
     let path = image.path().join(name);
     let mut img = std::fs::read(&path).unwrap();
@@ -243,9 +248,10 @@ fn older_frames_after_the_records_end_the_log_cleanly() {
 #[test]
 fn older_bytes_in_the_middle_of_a_frame_are_a_torn_tail_and_lose_nothing() {
     let (dir, log, recycled, old, last) = log_with_recycled_tail();
+    // Closed first: the background thread renames and removes temporary files while it runs.
+    drop(log);
     let image = tempfile::tempdir().unwrap();
     copy_dir(dir.path(), image.path());
-    drop(log);
     let path = image.path().join(recycled.file_name().unwrap());
     let mut img = std::fs::read(&path).unwrap();
     let end = records_end(&img);
@@ -390,6 +396,9 @@ fn segments_found_at_open_are_deleted_not_reused() {
     // Segments this open created are.
     append_fixed(&log, 311, 700);
     assert!(log.delete_below(Lsn(700)).unwrap() >= 3);
-    assert_eq!(pooled_files(dir.path()), 2);
+    // (Up to two kept, plus possibly the next segment the background thread prepared from
+    // them; see `deleted_segments_are_reused_and_recover`.)
+    let kept = pooled_files(dir.path());
+    assert!((1..=3).contains(&kept), "{kept} files kept");
     assert_records(&log, log.first_lsn().get(), 700);
 }

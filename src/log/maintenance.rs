@@ -188,12 +188,13 @@ fn tend(shared: &Shared, p: &mut Progress) {
         let next = seg.id() + 1;
         let size = shared.opts.segment_size as usize;
         let mut slot = lock(&shared.prepared);
+        // A reused file can become any segment; a fresh one is named after its id.
         if slot
             .as_ref()
-            .is_some_and(|s| s.id() != next || s.len() != size)
+            .is_some_and(|s| (s.id() != next && !s.is_recycled()) || s.len() != size)
         {
             if let Some(stale) = slot.take() {
-                stale.discard();
+                shared.return_to_pool(stale);
             }
         }
         if slot.is_none() {
@@ -218,10 +219,13 @@ fn tend(shared: &Shared, p: &mut Progress) {
             };
             if let Ok(prepared) = prepared {
                 let mut slot = lock(&shared.prepared);
-                if slot.is_none() && shared.current.load().id() + 1 == next {
+                if slot.is_none()
+                    && (shared.current.load().id() + 1 == next || prepared.is_recycled())
+                {
                     *slot = Some(prepared);
                 } else {
-                    prepared.discard();
+                    drop(slot);
+                    shared.return_to_pool(prepared);
                 }
             }
         }

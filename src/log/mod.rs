@@ -636,12 +636,16 @@ impl Shared {
         }
         // A prepared file for another id or size (the background thread can prepare one while a
         // roll is switching segments) is deleted, not just dropped: dropping it leaked its file.
+        // A reused file can become any segment (its temporary name is its own).
         let prepared = match lock(&self.prepared).take() {
-            Some(p) if p.id() == header.segment_id && p.len() as u64 == self.opts.segment_size => {
+            Some(p)
+                if (p.id() == header.segment_id || p.is_recycled())
+                    && p.len() as u64 == self.opts.segment_size =>
+            {
                 Some(p)
             }
             Some(stale) => {
-                stale.discard();
+                self.return_to_pool(stale);
                 None
             }
             None => None,
@@ -922,6 +926,18 @@ impl Shared {
             }
             // Not reusable (another link, another size, an I/O error): deleted instead.
             Err(refused) => Err(Arc::new(refused.0)),
+        }
+    }
+
+    /// Puts a prepared file that was not used back into the pool if it is a reused one (of the
+    /// configured size), deletes it otherwise.
+    pub(super) fn return_to_pool(&self, prepared: PreparedSegment) {
+        if prepared.len() as u64 != self.opts.segment_size {
+            prepared.discard();
+            return;
+        }
+        if let Some(pooled) = prepared.into_pooled() {
+            lock(&self.pool).push(pooled);
         }
     }
 
