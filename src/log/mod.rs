@@ -108,7 +108,8 @@ struct Shared {
     poison: OnceLock<(PathBuf, Arc<io::Error>)>,
     /// The next segment, prepared by the background thread.
     prepared: Mutex<Option<PreparedSegment>>,
-    /// Deleted segment files kept for reuse ([`LogOptions::recycle_segments`]), oldest first.
+    /// Deleted segment files kept for reuse ([`LogOptions::recycle_segments`]), plus any a
+    /// roll or the background thread prepared and did not need.
     pool: Mutex<Vec<PooledSegment>>,
     /// Wakes the background thread (never blocks: a full channel already means "wake up").
     wake: SyncSender<()>,
