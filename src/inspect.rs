@@ -44,7 +44,9 @@ use crate::error::{CorruptionKind, Error, RecordDamage, Result};
 use crate::format;
 use crate::journal::recovery::{choose_snapshot, manifest_error_refuses, SnapshotChoice};
 use crate::keygroup::{KeyGroupRange, MAX_KEY_GROUPS};
-use crate::log::recovery::{dirty_end, plan_log, Ahead, LogPlan, SegmentScan, SegmentView};
+use crate::log::recovery::{
+    dirty_end, plan_log, recycled_dirty_end, Ahead, LogPlan, SegmentScan, SegmentView,
+};
 use crate::log::{CutReason, Lsn, RecoveryMode};
 use crate::snapshot::SnapshotReader;
 use crate::state::{Data, Store};
@@ -745,7 +747,13 @@ fn scan_segment(path: &Path, id: u64) -> Result<(Scanned, u64)> {
     let header = decode_header(path, &buf, id)?;
     let SegmentView {
         scan, dirty, ahead, ..
-    } = SegmentView::read(&buf, header, |from| dirty_end(&buf, from));
+    } = SegmentView::read(&buf, header, |from| {
+        if header.recycled {
+            recycled_dirty_end(&buf, from, header.base_lsn)
+        } else {
+            dirty_end(&buf, from)
+        }
+    });
     let mut payload_bytes = 0u64;
     let mut at = SEGMENT_HEADER_LEN;
     while at < scan.end {

@@ -713,6 +713,43 @@ impl Segment {
         Ok(())
     }
 
+    /// For a recycled segment nothing will append to again (the log is closing): drops the
+    /// zeros its reuse wrote into the page cache past the page after its records, without
+    /// writing them (`FALLOC_FL_ZERO_RANGE`: the range becomes unwritten extents, which read as
+    /// zeros). Otherwise the kernel, or the next open's sync of the tail, would write up to a
+    /// segment of zeros the log never needed (a W5 reopen: 94 → 314 ms). Needs no view, append
+    /// or flush to be in progress past the records (the caller is the log's drop, after its
+    /// background thread stopped; appenders borrow the log). On disk the range holds older
+    /// bytes or zeros either way, so a crash around it leaves a state recovery already reads.
+    /// Best effort: file systems without the call keep the zeros.
+    pub fn release_unused_recycled(&self) {
+        #[cfg(target_os = "linux")]
+        if self.header.recycled {
+            let from = (self.reserved_end() + LEN_OFFSET + 4).next_multiple_of(PAGE);
+            if from >= self.len {
+                return;
+            }
+            let (Ok(off), Ok(n)) = (
+                libc::off_t::try_from(from),
+                libc::off_t::try_from(self.len - from),
+            ) else {
+                return;
+            };
+            // SAFETY: `fallocate` takes a descriptor we own (kept open by `self.file`) and
+            // integers. The kernel drops the range's page-cache pages and this process's page
+            // table entries for them; no Rust view covers the range (it lies past every
+            // published byte, and nothing is reserved there: no appender can exist).
+            let _ = unsafe {
+                libc::fallocate(
+                    self.file.as_raw_fd(),
+                    libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+                    off,
+                    n,
+                )
+            };
+        }
+    }
+
     /// `fdatasync` of the whole file: makes durable whatever the page cache holds for it.
     pub fn sync_file(&self) -> io::Result<()> {
         self.file.sync_data()

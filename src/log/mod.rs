@@ -102,6 +102,10 @@ struct Shared {
     meta: Mutex<LogMeta>,
     /// Serializes rolls.
     rolling: Mutex<()>,
+    /// Serializes `settle_creations`, whose list of segments holds references while it syncs:
+    /// `delete_below` settles first, and must not find another settle still holding the
+    /// segments it would keep for reuse.
+    settling: Mutex<()>,
     dur: Mutex<DurState>,
     dur_cv: Condvar,
     poisoned: AtomicBool,
@@ -222,6 +226,7 @@ impl Log {
             segments: Mutex::new(rec.segments),
             meta: Mutex::new(rec.meta),
             rolling: Mutex::new(()),
+            settling: Mutex::new(()),
             dur: Mutex::new(DurState {
                 durable: rec.durable_lsn,
                 marked: rec.watermark,
@@ -430,6 +435,11 @@ impl Log {
             for pooled in lock(&self.shared.pool).drain(..) {
                 pooled.discard();
             }
+            // Nothing appends any more (appenders borrow the log): a recycled current
+            // segment's unused zeros need not reach the disk.
+            let current = self.shared.current.load_full();
+            current.seal();
+            current.release_unused_recycled();
         }
     }
 }
@@ -703,6 +713,7 @@ impl Shared {
     /// their directory entries), then records the newest in the meta file. Only the meta file
     /// update holds the meta mutex: appenders that roll meanwhile do not wait for these syncs.
     fn settle_creations(&self) -> Result<()> {
+        let _settling = lock(&self.settling);
         let pending: Vec<Arc<Segment>> = lock(&self.segments)
             .iter()
             .filter(|s| !s.creation_synced())

@@ -315,6 +315,17 @@ pub(crate) fn dirty_end(buf: &[u8], from: usize) -> usize {
 /// stay: they end the written part wherever it stops. Pure; reads every aligned offset, but
 /// rejects most on the frame header's fields first, as [`scan_ahead`] does.
 pub(crate) fn recycled_dirty_end(buf: &[u8], from: usize, base_lsn: u64) -> usize {
+    recycled_dirty_end_in(buf, from, base_lsn, None)
+}
+
+/// [`recycled_dirty_end`], looking for frames only inside `regions` (the ranges the file
+/// system reports as holding data; everything else reads as zeros) when given.
+fn recycled_dirty_end_in(
+    buf: &[u8],
+    from: usize,
+    base_lsn: u64,
+    regions: Option<&[(usize, usize)]>,
+) -> usize {
     use crate::codec::frame::LEN_OFFSET;
     let from = from.min(buf.len());
     let mut end = from;
@@ -338,16 +349,19 @@ pub(crate) fn recycled_dirty_end(buf: &[u8], from: usize, base_lsn: u64) -> usiz
     if head.iter().any(|&b| b != 0) && !older_frame_at_from {
         end = end.max(from + head.len());
     }
-    let mut at = from;
-    while at < buf.len() {
-        if plausible_frame_at(buf, at, base_lsn) {
-            if let Ok(f) = decode_frame(buf, at) {
-                if !is_stale(f.kind, f.lsn, base_lsn) {
-                    end = end.max(f.next.min(buf.len()));
+    let whole = [(from, buf.len())];
+    for &(start, stop) in regions.unwrap_or(&whole) {
+        let mut at = start.max(from).next_multiple_of(FRAME_ALIGN);
+        while at < stop.min(buf.len()) {
+            if plausible_frame_at(buf, at, base_lsn) {
+                if let Ok(f) = decode_frame(buf, at) {
+                    if !is_stale(f.kind, f.lsn, base_lsn) {
+                        end = end.max(f.next.min(buf.len()));
+                    }
                 }
             }
+            at += FRAME_ALIGN;
         }
-        at += FRAME_ALIGN;
     }
     end
 }
@@ -356,7 +370,10 @@ pub(crate) fn recycled_dirty_end(buf: &[u8], from: usize, base_lsn: u64) -> usiz
 /// ([`recycled_dirty_end`] for a recycled one).
 fn segment_dirty_end(seg: &Segment, buf: &[u8], from: usize) -> usize {
     if seg.header().recycled {
-        return recycled_dirty_end(buf, from, seg.header().base_lsn);
+        // Holes (a closing log zeroes a recycled segment's unused rest into unwritten extents)
+        // read as zeros: only the data regions can hold frames.
+        let regions = seg.data_regions(from);
+        return recycled_dirty_end_in(buf, from, seg.header().base_lsn, regions.as_deref());
     }
     let Some(regions) = seg.data_regions(from) else {
         return dirty_end(buf, from);
@@ -941,18 +958,15 @@ pub(crate) struct SegmentView {
 }
 
 impl SegmentView {
-    /// Reads a segment image; `dirty_end` finds the last non-zero byte at or after an offset.
+    /// Reads a segment image; `dirty_end` finds where the bytes a cut at an offset must zero end
+    /// (for a fresh segment the last non-zero byte, for a recycled one [`recycled_dirty_end`]).
     pub(crate) fn read(
         buf: &[u8],
         header: SegmentHeader,
         dirty_end: impl FnOnce(usize) -> usize,
     ) -> SegmentView {
         let scan = scan_frames(buf, header.base_lsn, header.recycled);
-        let dirty = if header.recycled {
-            recycled_dirty_end(buf, scan.end, header.base_lsn)
-        } else {
-            dirty_end(scan.end)
-        };
+        let dirty = dirty_end(scan.end);
         let ahead = scan_ahead(buf, scan.end, dirty, scan.next_lsn);
         SegmentView {
             header,
