@@ -184,6 +184,19 @@ fn log_with_recycled_tail() -> (tempfile::TempDir, Log, PathBuf, Vec<u8>, u64) {
     }
 }
 
+/// Opens `dir` in `Strict` mode, which must find nothing to cut, and checks its records run
+/// from its first LSN through `last`.
+fn open_strict_clean(dir: &Path, last: u64) -> Log {
+    let log = Log::open(dir, recycling(1).recovery_mode(RecoveryMode::Strict)).unwrap();
+    assert!(
+        log.recovery_report().is_clean(),
+        "{}",
+        log.recovery_report()
+    );
+    assert_records(&log, log.first_lsn().get(), last);
+    log
+}
+
 /// Where the records of a segment image end: the first zero length, or frame of an older
 /// segment (an LSN below the segment's base less one).
 fn records_end(img: &[u8]) -> usize {
@@ -216,33 +229,13 @@ fn older_frames_after_the_records_end_the_log_cleanly() {
     std::fs::write(&path, &img).unwrap();
 
     // Even strict recovery sees a clean end, not damage.
-    let log = Log::open(
-        image.path(),
-        recycling(1).recovery_mode(RecoveryMode::Strict),
-    )
-    .unwrap();
-    assert!(
-        log.recovery_report().is_clean(),
-        "{}",
-        log.recovery_report()
-    );
-    assert_records(&log, log.first_lsn().get(), last);
+    let log = open_strict_clean(image.path(), last);
     // Appending goes on in a new segment; the older bytes stay where they are and keep ending
     // the recycled one.
     append_fixed(&log, last + 1, last + 50);
     log.close().unwrap();
     assert_eq!(std::fs::read(&path).unwrap()[end..], old[end..]);
-    let log = Log::open(
-        image.path(),
-        recycling(1).recovery_mode(RecoveryMode::Strict),
-    )
-    .unwrap();
-    assert!(
-        log.recovery_report().is_clean(),
-        "{}",
-        log.recovery_report()
-    );
-    assert_records(&log, log.first_lsn().get(), last + 50);
+    open_strict_clean(image.path(), last + 50);
 }
 
 #[test]
@@ -291,17 +284,7 @@ fn older_bytes_in_the_middle_of_a_frame_are_a_torn_tail_and_lose_nothing() {
     for (page, was) in after[from..].chunks(4096).zip(img[from..].chunks(4096)) {
         assert!(page == was || page.iter().all(|&b| b == 0));
     }
-    let log = Log::open(
-        image.path(),
-        recycling(1).recovery_mode(RecoveryMode::Strict),
-    )
-    .unwrap();
-    assert!(
-        log.recovery_report().is_clean(),
-        "{}",
-        log.recovery_report()
-    );
-    assert_records(&log, log.first_lsn().get(), last);
+    open_strict_clean(image.path(), last);
 }
 
 #[test]
