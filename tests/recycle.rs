@@ -152,10 +152,12 @@ fn deleted_segments_are_reused_and_recover() {
     }
 }
 
-/// Fills segments with fixed-size records, deletes all but the current one keeping one file,
-/// and appends until a recycled segment holds a few records. Returns the directory, the log,
-/// the recycled segment's path, its content before reuse, and the last LSN.
-fn log_with_recycled_tail() -> (tempfile::TempDir, Log, PathBuf, Vec<u8>, u64) {
+/// A copy of a log whose tail is a recycled segment (as a crash leaves it for another process):
+/// fills segments with fixed-size records, deletes all but the current one keeping one file,
+/// appends until a recycled segment holds a few records, syncs, closes and copies the
+/// directory. Returns the copy, the recycled segment's path in it, its content before reuse,
+/// and the last LSN.
+fn image_with_recycled_tail() -> (tempfile::TempDir, PathBuf, Vec<u8>, u64) {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), recycling(1)).unwrap();
     append_fixed(&log, 1, 200);
@@ -177,7 +179,13 @@ fn log_with_recycled_tail() -> (tempfile::TempDir, Log, PathBuf, Vec<u8>, u64) {
                 log.sync().unwrap();
                 let ino = std::fs::metadata(p).unwrap().ino();
                 let old = contents[&ino].clone();
-                return (dir, log, p.clone(), old, last);
+                // Closed first: the background thread renames and removes temporary files
+                // while it runs.
+                drop(log);
+                let image = tempfile::tempdir().unwrap();
+                copy_dir(dir.path(), image.path());
+                let path = image.path().join(p.file_name().unwrap());
+                return (image, path, old, last);
             }
         }
         assert!(last < 2000, "no recycled segment became the tail");
@@ -212,13 +220,7 @@ fn records_end(img: &[u8]) -> usize {
 
 #[test]
 fn older_frames_after_the_records_end_the_log_cleanly() {
-    let (dir, log, recycled, old, last) = log_with_recycled_tail();
-    // Closed first: the background thread renames and removes temporary files while it runs.
-    drop(log);
-    let image = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), image.path());
-    let name = recycled.file_name().unwrap();
-    let path = image.path().join(name);
+    let (image, path, old, last) = image_with_recycled_tail();
     let mut img = std::fs::read(&path).unwrap();
     let end = records_end(&img);
     assert!(end > 64 && end < img.len() - 256, "end {end}");
@@ -240,12 +242,7 @@ fn older_frames_after_the_records_end_the_log_cleanly() {
 
 #[test]
 fn older_bytes_in_the_middle_of_a_frame_are_a_torn_tail_and_lose_nothing() {
-    let (dir, log, recycled, old, last) = log_with_recycled_tail();
-    // Closed first: the background thread renames and removes temporary files while it runs.
-    drop(log);
-    let image = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), image.path());
-    let path = image.path().join(recycled.file_name().unwrap());
+    let (image, path, old, last) = image_with_recycled_tail();
     let mut img = std::fs::read(&path).unwrap();
     let end = records_end(&img);
     // The older segment's bytes from the middle of one of its frames: no frame starts there.
