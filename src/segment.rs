@@ -39,8 +39,8 @@ use bytes::Bytes;
 use memmap2::{Advice, MmapOptions, MmapRaw, UncheckedAdvice};
 
 use crate::codec::frame::{
-    frame_crc_after_len, frame_size, FrameKind, CRC_OFFSET, FRAME_ALIGN, FRAME_HEADER_LEN,
-    KIND_OFFSET, LEN_OFFSET, LSN_OFFSET,
+    frame_crc, frame_size, FrameKind, CRC_OFFSET, FRAME_ALIGN, FRAME_HEADER_LEN, KIND_OFFSET,
+    LEN_OFFSET, LSN_OFFSET,
 };
 use crate::codec::header::{SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::error::{CorruptionKind, Error, Result};
@@ -378,34 +378,26 @@ impl Segment {
         // A marker carries the LSN of the data record before it.
         let lsn = self.header.base_lsn + count - (1 - data);
         let len = (FRAME_HEADER_LEN + payload.len()) as u32;
+        let crc = frame_crc(len, lsn, kind, payload);
         let mut head = [0u8; FRAME_HEADER_LEN - LSN_OFFSET];
         head[..8].copy_from_slice(&lsn.to_le_bytes());
         head[KIND_OFFSET - LSN_OFFSET] = kind as u8;
         let base = self.map.as_mut_ptr();
         // SAFETY: `[off, off + size)` was reserved by the successful compare-exchange above, so no
         // other thread writes it, and it lies within the mapping (`off + size <= self.len`). No
-        // other `&`/`&mut` view of it exists (it is above `published`, and readers stop there).
-        // We write every byte but the `len` field with plain stores; padding bytes are already
-        // zero (zone 3 of the invariants). The shared view `rest` covers bytes this thread has
-        // just written and nobody else writes, and ends before the CRC is stored. `off` is a
-        // multiple of FRAME_ALIGN and the mapping is page-aligned, so the `len` field is 4-byte
-        // aligned for the atomic store, which publishes the frame with Release ordering.
+        // `&`/`&mut` view of it exists (it is above `published`). We write every byte but the `len`
+        // field with plain stores; padding bytes are already zero (zone 3 of the invariants).
+        // `off` is a multiple of FRAME_ALIGN and the mapping is page-aligned, so the `len` field is
+        // 4-byte aligned for the atomic store, which publishes the frame with Release ordering.
         unsafe {
             let frame = base.add(off);
+            std::ptr::copy_nonoverlapping(crc.to_le_bytes().as_ptr(), frame.add(CRC_OFFSET), 4);
             std::ptr::copy_nonoverlapping(head.as_ptr(), frame.add(LSN_OFFSET), head.len());
             std::ptr::copy_nonoverlapping(
                 payload.as_ptr(),
                 frame.add(FRAME_HEADER_LEN),
                 payload.len(),
             );
-            // Checksummed where it lies: one pass over the header and payload together
-            // (`frame_crc_after_len`). The bytes are the ones recovery will check.
-            let rest = std::slice::from_raw_parts(
-                frame.add(LSN_OFFSET).cast_const(),
-                len as usize - LSN_OFFSET,
-            );
-            let crc = frame_crc_after_len(len, rest);
-            std::ptr::copy_nonoverlapping(crc.to_le_bytes().as_ptr(), frame.add(CRC_OFFSET), 4);
             AtomicU32::from_ptr(frame.add(LEN_OFFSET).cast::<u32>())
                 .store(len.to_le(), Ordering::Release);
         }

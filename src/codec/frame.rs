@@ -74,28 +74,21 @@ pub fn frame_size(payload_len: usize) -> Option<usize> {
 }
 
 /// Computes the CRC of a frame whose header fields and payload are given, without assembling it.
+///
+/// The 16 header bytes go in as two pieces under 16 bytes (`len`, then `lsn` to the end of the
+/// header), which crc32fast folds by table lookups; one 16-byte piece would take its
+/// carry-less-multiply path, whose final reduction costs more than the table for so few bytes.
+/// Only the payload takes that path. Appends of 128-byte records (`probes/tprobe`, three
+/// alternating runs): 15.0-15.9 M/s with one 16-byte header piece, 18.3-20.2 M/s like this.
 #[inline]
 pub fn frame_crc(len: u32, lsn: u64, kind: FrameKind, payload: &[u8]) -> u32 {
-    let mut head = [0u8; FRAME_HEADER_LEN - LEN_OFFSET];
-    head[..4].copy_from_slice(&len.to_le_bytes());
-    head[LSN_OFFSET - LEN_OFFSET..KIND_OFFSET - LEN_OFFSET].copy_from_slice(&lsn.to_le_bytes());
-    head[KIND_OFFSET - LEN_OFFSET] = kind as u8;
-    let mut h = crc32fast::Hasher::new();
-    h.update(&head);
-    h.update(payload);
-    h.finalize()
-}
-
-/// [`frame_crc`] of a frame already laid out in memory but for its `len` field: `rest` is the
-/// frame from the `lsn` field to the end of the payload. The appender's form: it copies the
-/// header and payload into the segment first and checksums them there, in one pass over
-/// contiguous bytes (one folding reduction instead of two for a header and a separate payload),
-/// then stores `len` last to publish the frame.
-#[inline]
-pub fn frame_crc_after_len(len: u32, rest: &[u8]) -> u32 {
+    let mut rest = [0u8; FRAME_HEADER_LEN - LSN_OFFSET];
+    rest[..KIND_OFFSET - LSN_OFFSET].copy_from_slice(&lsn.to_le_bytes());
+    rest[KIND_OFFSET - LSN_OFFSET] = kind as u8;
     let mut h = crc32fast::Hasher::new();
     h.update(&len.to_le_bytes());
-    h.update(rest);
+    h.update(&rest);
+    h.update(payload);
     h.finalize()
 }
 
@@ -255,17 +248,19 @@ mod tests {
     }
 
     #[test]
-    fn the_appenders_one_pass_crc_is_the_frame_crc() {
+    fn frame_crc_is_the_crc_of_the_frame_bytes_after_the_crc_field() {
         for n in [0usize, 1, 7, 16, 100, 128, 129, 1000, 5000] {
             let payload: Vec<u8> = (0..n).map(|i| (i * 7 + 3) as u8).collect();
             let mut buf = vec![0u8; frame_size(n).unwrap()];
             for kind in [FrameKind::Data, FrameKind::SyncMarker] {
                 let crc = encode_frame(&mut buf, 0x0102_0304_0506_0708, kind, &payload);
-                let len = (FRAME_HEADER_LEN + n) as u32;
-                let rest = &buf[LSN_OFFSET..FRAME_HEADER_LEN + n];
-                assert_eq!(frame_crc_after_len(len, rest), crc, "payload of {n} bytes");
-                // ... and the checked bytes are the frame's own: a different length differs.
-                assert_ne!(frame_crc_after_len(len + 1, rest), crc);
+                // In one piece, as recovery checks it.
+                assert_eq!(
+                    crc32fast::hash(&buf[LEN_OFFSET..FRAME_HEADER_LEN + n]),
+                    crc,
+                    "payload of {n} bytes"
+                );
+                assert_eq!(get_u32(&buf, CRC_OFFSET), Some(crc));
             }
         }
     }
