@@ -913,7 +913,7 @@ impl Shared {
         seg: Arc<Segment>,
         stale_below: u64,
     ) -> std::result::Result<(), Arc<Segment>> {
-        let max = self.opts.recycle_segments;
+        let max = self.opts.recycled_files();
         if max == 0
             || stale_below == 0
             || self.current.load().last_reserved_lsn() < stale_below

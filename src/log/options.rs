@@ -62,16 +62,20 @@ pub struct LogOptions {
     /// `Sync` mode: write the prefaulted window back ahead of the appenders (`None`: decided
     /// at open from the directory's file system).
     pub(crate) convert_ahead: Option<bool>,
-    /// How many deleted segment files are kept for reuse.
-    pub(crate) recycle_segments: usize,
+    /// How many deleted segment files are kept for reuse (`None`: the default, see
+    /// [`LogOptions::recycle_segments`]).
+    pub(crate) recycle_segments: Option<usize>,
     #[cfg(feature = "testing")]
     pub(crate) faults: Option<std::sync::Arc<crate::testing::FaultInjector>>,
 }
 
 /// Default segment size: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
-/// Default number of deleted segment files kept for reuse.
-pub const DEFAULT_RECYCLE_SEGMENTS: usize = 2;
+/// By default, deleted segment files are kept for reuse up to this many bytes of them (8 of
+/// the default 64 MiB segments), within [`DEFAULT_RECYCLE_FILES`] files.
+pub(crate) const DEFAULT_RECYCLE_BYTES: u64 = 512 << 20;
+/// The fewest and the most files the default keeps for reuse, whatever the segment size.
+pub(crate) const DEFAULT_RECYCLE_FILES: std::ops::RangeInclusive<usize> = 2..=8;
 
 impl Default for LogOptions {
     fn default() -> Self {
@@ -84,7 +88,7 @@ impl Default for LogOptions {
             evidence: None,
             keep_discard_intent: false,
             convert_ahead: None,
-            recycle_segments: DEFAULT_RECYCLE_SEGMENTS,
+            recycle_segments: None,
             #[cfg(feature = "testing")]
             faults: None,
         }
@@ -145,8 +149,16 @@ impl LogOptions {
     }
 
     /// How many segment files [`Log::delete_below`](super::Log::delete_below) keeps for reuse
-    /// instead of deleting them (default 2; 0 turns recycling off). RocksDB calls this
+    /// instead of deleting them (default: 512 MiB of them, that is 8 of the default 64 MiB
+    /// segments, and between 2 and 8 files whatever the size; 0 turns recycling off). RocksDB calls this
     /// `recycle_log_file_num`.
+    ///
+    /// Keeping files does not raise the directory's peak size: a roll takes a kept file before
+    /// it creates one, so the log's files never take more room than the largest the log has
+    /// been (plus the one segment prepared ahead); they only give that room back later, when
+    /// the log closes. A log truncated in bulk (a compaction deletes every segment its new
+    /// snapshot covers) reuses files only for as many segments as it keeps: with 64 MiB
+    /// segments and a snapshot of a few hundred MiB, two would leave most new segments fresh.
     ///
     /// A fresh segment costs the kernel a zeroed page for every 4 KiB appended (about 2 GB/s on
     /// the machine the benchmarks ran on, which caps appends there), and in `Sync` mode a
@@ -167,8 +179,18 @@ impl LogOptions {
     /// recycling refuse by name (`Error::UnsupportedVersion`); set 0 to keep a log readable by
     /// them.
     pub fn recycle_segments(mut self, files: usize) -> Self {
-        self.recycle_segments = files;
+        self.recycle_segments = Some(files);
         self
+    }
+
+    /// The number of files kept for reuse: as set, or the default for the segment size.
+    pub(crate) fn recycled_files(&self) -> usize {
+        self.recycle_segments.unwrap_or_else(|| {
+            let fit = DEFAULT_RECYCLE_BYTES / self.segment_size.max(1);
+            usize::try_from(fit)
+                .unwrap_or(usize::MAX)
+                .clamp(*DEFAULT_RECYCLE_FILES.start(), *DEFAULT_RECYCLE_FILES.end())
+        })
     }
 
     /// Injects faults into flushes and allocations (tests only).
@@ -197,5 +219,30 @@ impl LogOptions {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_keeps_512_mib_of_files_within_two_to_eight() {
+        let files = |segment: u64| LogOptions::default().segment_size(segment).recycled_files();
+        assert_eq!(files(DEFAULT_SEGMENT_SIZE), 8);
+        assert_eq!(files(128 << 20), 4);
+        assert_eq!(files(256 << 20), 2);
+        assert_eq!(
+            files(1 << 30),
+            2,
+            "at least two, however large the segments"
+        );
+        assert_eq!(files(4096), 8, "at most eight, however small");
+        // A setting wins over the default, 0 included.
+        for n in [0, 1, 3, 20] {
+            let o = LogOptions::default().recycle_segments(n);
+            assert_eq!(o.recycled_files(), n);
+            assert_eq!(o.segment_size(1 << 30).recycled_files(), n);
+        }
     }
 }
