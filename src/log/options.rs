@@ -150,8 +150,8 @@ impl LogOptions {
 
     /// How many segment files [`Log::delete_below`](super::Log::delete_below) keeps for reuse
     /// instead of deleting them (default: 512 MiB of them, that is 8 of the default 64 MiB
-    /// segments, and between 2 and 8 files whatever the size; 0 turns recycling off). RocksDB calls this
-    /// `recycle_log_file_num`.
+    /// segments, and between 2 and 8 files whatever the size; 0 turns recycling off). RocksDB
+    /// calls this `recycle_log_file_num`.
     ///
     /// Keeping files does not raise the directory's peak size: a roll takes a kept file before
     /// it creates one, so the log's files never take more room than the largest the log has
