@@ -189,6 +189,26 @@ fn timing(key: &str) -> Option<Timing> {
     t.get(key).copied().filter(|t| t.iters > 0)
 }
 
+/// Where the time of durable commits goes: per workload, the total time of each phase and the
+/// number of commits, over every run of the workload (criterion's and the interleaved ones).
+static PHASES: Mutex<BTreeMap<String, ([Duration; 3], u64)>> = Mutex::new(BTreeMap::new());
+
+fn record_phases(key: &str, phases: [Duration; 3], commits: u64) {
+    let mut t = PHASES.lock().unwrap_or_else(|e| e.into_inner());
+    let e = t.entry(key.to_owned()).or_default();
+    for (sum, d) in e.0.iter_mut().zip(phases) {
+        *sum += d;
+    }
+    e.1 += commits;
+}
+
+/// The mean time per commit of each phase of `key`, in microseconds.
+fn phases_per_commit(key: &str) -> Option<[f64; 3]> {
+    let t = PHASES.lock().unwrap_or_else(|e| e.into_inner());
+    let (sums, commits) = t.get(key).filter(|(_, n)| *n > 0)?;
+    Some(sums.map(|d| d.as_secs_f64() * 1e6 / *commits as f64))
+}
+
 // ---------------------------------------------------------------------------------------------
 // I/O counters (write amplification)
 // ---------------------------------------------------------------------------------------------
@@ -607,15 +627,35 @@ fn append_loop(log: &Log, mode: Mode, p: &[u8], iters: u64) -> Duration {
             }
         }
         Mode::SyncBatch => {
+            // The time inside `commit` is also summed apart (an `Instant` pair per commit of
+            // 256 records), for the summary's split of a commit's time.
+            let (mut committing, mut commits) = (Duration::ZERO, 0u64);
+            let mut commit = || {
+                let at = Instant::now();
+                black_box(log.commit().expect("commit"));
+                committing += at.elapsed();
+                commits += 1;
+            };
             for i in 1..=iters {
                 black_box(log.append(black_box(p)).expect("append"));
                 if i.is_multiple_of(BATCH) {
-                    black_box(log.commit().expect("commit"));
+                    commit();
                 }
             }
             if !iters.is_multiple_of(BATCH) {
-                black_box(log.commit().expect("commit"));
+                commit();
             }
+            let elapsed = start.elapsed();
+            record_phases(
+                &format!("append/sync_batch256/{}", p.len()),
+                [
+                    elapsed.saturating_sub(committing),
+                    committing,
+                    Duration::ZERO,
+                ],
+                commits,
+            );
+            return elapsed;
         }
         Mode::SyncEach => {
             for _ in 0..iters {
@@ -766,6 +806,10 @@ struct Pwrite {
     buf: Vec<u8>,
     pos: u64,
     lsn: u64,
+    /// Time spent framing, in `pwrite` and in `fdatasync`, and the commits, since the last
+    /// [`Pwrite::take_phases`].
+    phases: [Duration; 3],
+    commits: u64,
 }
 
 impl Pwrite {
@@ -787,12 +831,15 @@ impl Pwrite {
             buf: Vec::new(),
             pos: 0,
             lsn: 0,
+            phases: [Duration::ZERO; 3],
+            commits: 0,
         }
     }
 
     /// Writes `records` frames of payload `p` with one `pwrite` and makes them durable with one
     /// `fdatasync`.
     fn commit(&mut self, p: &[u8], records: usize) {
+        let start = Instant::now();
         let size = frame_size(p.len()).expect("frame size");
         self.buf.resize(size * records, 0);
         for frame in self.buf.chunks_exact_mut(size) {
@@ -802,9 +849,28 @@ impl Pwrite {
         if self.pos + self.buf.len() as u64 > SEGMENT {
             self.pos = 0;
         }
+        let framed = Instant::now();
         self.file.write_all_at(&self.buf, self.pos).expect("pwrite");
+        let written = Instant::now();
         self.file.sync_data().expect("fdatasync");
+        let synced = Instant::now();
         self.pos += self.buf.len() as u64;
+        for (sum, d) in
+            self.phases
+                .iter_mut()
+                .zip([framed - start, written - framed, synced - written])
+        {
+            *sum += d;
+        }
+        self.commits += 1;
+    }
+
+    /// The phase times and commits summed since the last call.
+    fn take_phases(&mut self) -> ([Duration; 3], u64) {
+        let taken = (self.phases, self.commits);
+        self.phases = [Duration::ZERO; 3];
+        self.commits = 0;
+        taken
     }
 }
 
@@ -825,6 +891,15 @@ fn pwrite_workload<'a>(fallocated: bool, batch: u64, io_key: Option<String>) -> 
         let elapsed = start.elapsed();
         if let Some(key) = &io_key {
             record_io(key, iters, IoCounters::read().since(before));
+        }
+        let (phases, commits) = pw.take_phases();
+        if batch == BATCH {
+            let variant = if fallocated { "_fallocated" } else { "" };
+            record_phases(
+                &format!("pwrite_fdatasync/batch256{variant}"),
+                phases,
+                commits,
+            );
         }
         elapsed
     })
@@ -1350,6 +1425,27 @@ fn print_summary(load_at_start: &str) {
         "statejournal / bare pwrite(256 frames) + fdatasync: {}",
         show_figures(&f, show_pct)
     );
+    // Where a commit's time goes: the log's extra cost over the bare loop is in its flush
+    // (unmapping the flushed pages, and writeback of pages of a mapped file; see
+    // docs/DESIGN.md, "Sync commits"), not in its appends.
+    println!("mean time per 256-record commit of 128 B records, every run of each:");
+    if let Some([appends, commit, _]) = phases_per_commit("append/sync_batch256/128") {
+        println!(
+            "  append/sync_batch256/128: 256 appends {appends:.1} us + commit {commit:.1} us = {:.1} us",
+            appends + commit
+        );
+    }
+    for key in [
+        "pwrite_fdatasync/batch256",
+        "pwrite_fdatasync/batch256_fallocated",
+    ] {
+        if let Some([framing, pwrite, fdatasync]) = phases_per_commit(key) {
+            println!(
+                "  {key}: framing {framing:.1} us + pwrite {pwrite:.1} us + fdatasync {fdatasync:.1} us = {:.1} us",
+                framing + pwrite + fdatasync
+            );
+        }
+    }
     let mut rates = Vec::new();
     if let Some(tm) = timing("append/sync_batch256/128") {
         rates.push(("sequential", tm.per_sec()));
