@@ -38,12 +38,13 @@ use std::path::{Path, PathBuf};
 use crate::codec::frame::{decode_frame, FrameError, FrameKind, FRAME_ALIGN};
 use crate::codec::header::{HeaderError, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN};
 use crate::codec::manifest::Manifest;
-use crate::codec::meta::{DiscardIntent, LogMeta, MetaError};
+use crate::codec::meta::{DiscardCause, DiscardIntent, LogMeta, MetaError, DISCARD_VERSION};
 use crate::codec::record::{decode_record, Op};
 use crate::error::{CorruptionKind, Error, RecordDamage, Result};
 use crate::format;
 use crate::journal::recovery::{choose_snapshot, manifest_error_refuses, SnapshotChoice};
 use crate::keygroup::{KeyGroupRange, MAX_KEY_GROUPS};
+use crate::log::meta_error_supporting;
 use crate::log::recovery::{
     dirty_end, plan_log, recycled_dirty_end, Ahead, LogPlan, SegmentScan, SegmentView,
 };
@@ -101,6 +102,9 @@ pub struct Inspection {
     /// that cut durable data, killed before it finished): the next open, in any mode, sets aside
     /// every record after this LSN and the snapshots and manifests past it.
     pub discard_after: Option<Lsn>,
+    /// Why that discard was begun: [`DiscardCause::DurableDataDamaged`] when the interrupted open
+    /// was a point-in-time recovery past damaged durable records (durable data is lost).
+    pub discard_cause: Option<DiscardCause>,
     /// The log's segment files, in id order.
     pub segments: Vec<SegmentInfo>,
     /// Snapshot files, in LSN order.
@@ -684,14 +688,7 @@ fn read_meta(dir: &Path) -> Result<LogMeta> {
 }
 
 fn meta_error(path: &Path, e: MetaError) -> Error {
-    match e {
-        MetaError::UnsupportedVersion { found } => Error::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found,
-            supported: FORMAT_VERSION,
-        },
-        other => Error::corrupt(path, 0, CorruptionKind::BadMeta(other)),
-    }
+    meta_error_supporting(path, e, FORMAT_VERSION)
 }
 
 /// The whole segment file, cut to the frame alignment as the mapping is.
@@ -800,6 +797,7 @@ pub fn inspect(dir: &Path, opts: InspectOptions) -> Result<Inspection> {
         log_id: None,
         in_use: probe_lock(dir),
         discard_after: None,
+        discard_cause: None,
         segments: Vec::new(),
         snapshots: Vec::new(),
         checkpoints: Vec::new(),
@@ -866,8 +864,14 @@ pub fn inspect(dir: &Path, opts: InspectOptions) -> Result<Inspection> {
     };
     if let Ok(bytes) = fs::read(dir.join(format::DISCARD_FILE)) {
         match DiscardIntent::decode(&bytes) {
-            Ok(i) => out.discard_after = Some(Lsn(i.after)),
-            Err(e) => structure(&mut out, meta_error(&dir.join(format::DISCARD_FILE), e)),
+            Ok(i) => {
+                out.discard_after = Some(Lsn(i.after));
+                out.discard_cause = Some(i.cause);
+            }
+            Err(e) => structure(
+                &mut out,
+                meta_error_supporting(&dir.join(format::DISCARD_FILE), e, DISCARD_VERSION),
+            ),
         }
     }
     out.log_id = meta.map(|m| m.log_id);

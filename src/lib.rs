@@ -52,6 +52,7 @@ mod state;
 pub mod testing;
 
 pub use checkpoint::CheckpointInfo;
+pub use codec::meta::DiscardCause;
 pub use compaction::CompactionReport;
 pub use error::{Corruption, CorruptionKind, DurabilityEvidence, Error, RecordDamage, Result};
 pub use journal::{
@@ -62,8 +63,8 @@ pub use keygroup::{
     key_group_of, key_hash, KeyGroup, KeyGroupRange, DEFAULT_MAX_KEY_GROUPS, MAX_KEY_GROUPS,
 };
 pub use log::{
-    Appender, CutReason, Durability, Log, LogOptions, LogReader, Lsn, Record, RecoveryMode,
-    RecoveryReport, TailCut, DEFAULT_SEGMENT_SIZE,
+    Appender, CutReason, Durability, InterruptedDiscard, Log, LogOptions, LogReader, Lsn, Record,
+    RecoveryMode, RecoveryReport, TailCut, DEFAULT_SEGMENT_SIZE,
 };
 pub use state::{
     AggregateFunction, AggregatingState, Clock, Codec, CodecError, ListState, ManualClock,

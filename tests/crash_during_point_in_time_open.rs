@@ -28,7 +28,8 @@ use statejournal::format::{DISCARD_FILE, LOCK_FILE};
 use statejournal::inspect::{inspect, InspectOptions, Outcome};
 use statejournal::testing::{exit_at_crash_point, CRASH_POINT_EXIT_CODE};
 use statejournal::{
-    CompactionPolicy, CorruptionKind, Durability, Error, Journal, JournalOptions, RecoveryMode,
+    CompactionPolicy, CorruptionKind, DiscardCause, Durability, Error, Journal, JournalOptions,
+    RecoveryMode,
 };
 
 const KEYS: u64 = 64;
@@ -281,6 +282,25 @@ fn every_crash_inside_a_point_in_time_open_is_finished_by_the_next_open() {
                 predicted.discard_after.map(|l| l.get()),
                 intent.then_some(damaged_lsn - 1),
                 "{step}"
+            );
+            assert_eq!(
+                predicted.discard_cause,
+                intent.then_some(DiscardCause::DurableDataDamaged),
+                "{step}"
+            );
+            // The open that finishes the cut reports the durable data lost, as the interrupted
+            // open would have (it reported the cut as `Discarded` before the intent said why).
+            let finished = j.recovery().log.interrupted_discard;
+            assert_eq!(
+                finished.map(|d| (d.after.get(), d.cause)),
+                intent.then_some((damaged_lsn - 1, DiscardCause::DurableDataDamaged)),
+                "{step}, {mode:?}: {}",
+                j.recovery()
+            );
+            assert!(
+                j.recovery().log.lost_durable_data(),
+                "{step}, {mode:?}: {}",
+                j.recovery()
             );
             assert_eq!(predicted.log.last_lsn.get(), reference.last_lsn, "{step}");
             let got = observe(&mut j, dir.path());

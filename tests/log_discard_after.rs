@@ -108,7 +108,11 @@ fn write_intent(dir: &std::path::Path, after: u64) {
     let log_id = statejournal::codec::meta::LogMeta::decode(&meta)
         .unwrap()
         .log_id;
-    let intent = statejournal::codec::meta::DiscardIntent { log_id, after };
+    let intent = statejournal::codec::meta::DiscardIntent {
+        log_id,
+        after,
+        cause: statejournal::DiscardCause::Requested,
+    };
     std::fs::write(
         dir.join(statejournal::format::DISCARD_FILE),
         intent.encode(),

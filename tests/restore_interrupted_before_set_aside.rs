@@ -5,7 +5,7 @@
 //! aside, and the next open finishes the restore. Without the intent, the same directory is a log
 //! that lost records a snapshot proves durable, and is refused.
 
-use statejournal::codec::meta::{DiscardIntent, LogMeta};
+use statejournal::codec::meta::{DiscardCause, DiscardIntent, LogMeta};
 use statejournal::format::{DISCARD_FILE, META_FILE};
 use statejournal::{
     CompactionPolicy, CorruptionKind, Durability, DurabilityEvidence, Error, Journal,
@@ -54,7 +54,11 @@ fn restore_interrupted(dir: &std::path::Path) -> (u64, u64) {
 /// crash before the set-aside leaves it. Returns checkpoint 1's LSN.
 fn restore_interrupted_with_intent(dir: &std::path::Path) -> u64 {
     let (c1, log_id) = restore_interrupted(dir);
-    let intent = DiscardIntent { log_id, after: c1 };
+    let intent = DiscardIntent {
+        log_id,
+        after: c1,
+        cause: DiscardCause::Requested,
+    };
     std::fs::write(dir.join(DISCARD_FILE), intent.encode()).unwrap();
     c1
 }
@@ -73,6 +77,13 @@ fn the_next_open_finishes_a_restore_whose_intent_is_still_there() {
     }
     let aside = &j.recovery().set_aside;
     assert_eq!(aside.len(), 2, "the snapshot and checkpoint 2: {aside:?}");
+    // The report says what was finished, and that it lost nothing durable.
+    let finished = j.recovery().log.interrupted_discard;
+    assert!(
+        finished.is_some_and(|d| d.after == Lsn(c1) && d.cause == DiscardCause::Requested),
+        "{finished:?}"
+    );
+    assert!(!j.recovery().log.lost_durable_data(), "{}", j.recovery());
     assert!(
         !dir.path().join(DISCARD_FILE).exists(),
         "the restore is complete"

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use statejournal::inspect::{self, InspectOptions, Inspection, Outcome, Problem};
-use statejournal::RecoveryMode;
+use statejournal::{DiscardCause, RecoveryMode};
 
 use crate::fmt::{bytes, count, duration, name, Table};
 use crate::plan::{REPLAY_RECORDS_PER_SEC, SNAPSHOT_LOAD_BYTES_PER_SEC};
@@ -249,7 +249,10 @@ pub fn inspect(a: InspectArgs) -> CliResult {
         i.log.synced_through
     );
     if let Some(d) = i.discard_after {
-        crate::outln!("  an interrupted checkpoint restore or point-in-time recovery is pending: the next open discards records after LSN {d}");
+        crate::outln!(
+            "  {}: the next open discards records after LSN {d}",
+            pending_discard(&i)
+        );
     }
 
     crate::outln!("\nsegments");
@@ -543,7 +546,10 @@ pub fn verify(a: VerifyArgs) -> CliResult {
         );
     }
     if let Some(d) = i.discard_after {
-        crate::outln!("note: an interrupted checkpoint restore or point-in-time recovery is pending; the next open discards records after LSN {d}");
+        crate::outln!(
+            "note: {}; the next open discards records after LSN {d}",
+            pending_discard(&i)
+        );
     }
     for p in &i.problems {
         crate::outln!("\n{p}");
@@ -571,4 +577,15 @@ pub fn verify(a: VerifyArgs) -> CliResult {
         ),
     }
     Ok(ExitCode::from(code))
+}
+
+/// What the interrupted discard of `i` (`log.discard`) was.
+fn pending_discard(i: &Inspection) -> &'static str {
+    match i.discard_cause {
+        Some(DiscardCause::DurableDataDamaged) => {
+            "an interrupted point-in-time recovery past damaged durable records is pending \
+             (durable data is lost)"
+        }
+        _ => "an interrupted checkpoint restore or requested discard is pending",
+    }
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use super::{write_meta, LogOptions, Lsn, RecoveryMode};
 use crate::codec::frame::{decode_frame, decode_sync_marker, FrameError, FrameKind, FRAME_ALIGN};
 use crate::codec::header::{HeaderError, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN};
-use crate::codec::meta::{DiscardIntent, LogMeta, MetaError};
+use crate::codec::meta::{DiscardCause, DiscardIntent, LogMeta, MetaError, DISCARD_VERSION};
 use crate::crash_point::crash_point;
 use crate::error::{Corruption, CorruptionKind, DurabilityEvidence, Error, RecordDamage, Result};
 use crate::format;
@@ -60,6 +60,11 @@ pub struct RecoveryReport {
     pub discarded_segments: Vec<PathBuf>,
     /// Temporary files and leftovers of interrupted deletions that were removed.
     pub removed_files: Vec<PathBuf>,
+    /// A discard an earlier open made durable (`log.discard`) and a crash interrupted, which
+    /// this open finished: the records after its LSN are set aside, whatever was left of them.
+    /// Its cause says whether durable data was lost ([`DiscardCause::DurableDataDamaged`]: the
+    /// interrupted open was a point-in-time recovery past damaged durable records).
+    pub interrupted_discard: Option<InterruptedDiscard>,
     /// Wall time of the recovery.
     pub duration: Duration,
 }
@@ -70,11 +75,44 @@ impl RecoveryReport {
         self.cuts.is_empty() && self.discarded_segments.is_empty()
     }
 
-    /// Data the log had proven durable was set aside (only in [`RecoveryMode::PointInTime`]).
+    /// Data the log had proven durable was set aside: by this open (only in
+    /// [`RecoveryMode::PointInTime`]), or by a point-in-time open a crash interrupted, which this
+    /// one finished (in any mode; see [`RecoveryReport::interrupted_discard`]).
     pub fn lost_durable_data(&self) -> bool {
         self.cuts
             .iter()
             .any(|c| matches!(c.reason, CutReason::DurableDataDamaged(_)))
+            || self
+                .interrupted_discard
+                .is_some_and(|d| d.cause == DiscardCause::DurableDataDamaged)
+    }
+}
+
+/// A discard that an earlier open began and a crash interrupted (see
+/// [`RecoveryReport::interrupted_discard`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InterruptedDiscard {
+    /// The last LSN the discard keeps.
+    pub after: Lsn,
+    /// Why the earlier open discarded.
+    pub cause: DiscardCause,
+}
+
+impl fmt::Display for InterruptedDiscard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.cause {
+            DiscardCause::Requested => "a checkpoint restore or requested discard",
+            DiscardCause::DurableDataDamaged => {
+                "a point-in-time recovery past damaged durable records"
+            }
+        };
+        write!(
+            f,
+            "finished {what} that an earlier open began and a crash interrupted: records after \
+             LSN {} set aside",
+            self.after
+        )
     }
 }
 
@@ -93,6 +131,9 @@ impl fmt::Display for RecoveryReport {
         }
         for d in &self.discarded_segments {
             write!(f, "; set aside {}", d.display())?;
+        }
+        if let Some(d) = &self.interrupted_discard {
+            write!(f, "; {d}")?;
         }
         Ok(())
     }
@@ -177,7 +218,8 @@ pub enum CutReason {
     /// [`LogOptions::discard_after`](super::LogOptions::discard_after) (a checkpoint restore), or
     /// by the durable intent (`log.discard`) of an earlier open that a crash interrupted — a
     /// checkpoint restore, or a [`RecoveryMode::PointInTime`] recovery that cut durable data (that
-    /// open's cut was [`CutReason::DurableDataDamaged`]; this one finishes it).
+    /// open's cut was [`CutReason::DurableDataDamaged`]; this one finishes it, and
+    /// [`RecoveryReport::interrupted_discard`] says which it was).
     Discarded {
         /// The last LSN kept.
         after: Lsn,
@@ -601,11 +643,16 @@ fn create_new(
 }
 
 fn meta_error(path: &Path, e: MetaError) -> Error {
+    meta_error_supporting(path, e, FORMAT_VERSION)
+}
+
+/// [`meta_error`] for a file whose newest version is `supported`.
+pub(crate) fn meta_error_supporting(path: &Path, e: MetaError, supported: u32) -> Error {
     match e {
         MetaError::UnsupportedVersion { found } => Error::UnsupportedVersion {
             path: path.to_path_buf(),
             found,
-            supported: FORMAT_VERSION,
+            supported,
         },
         other => Error::corrupt(path, 0, CorruptionKind::BadMeta(other)),
     }
@@ -719,11 +766,21 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
     }
     // A discard (a checkpoint restore) that a crash interrupted is finished now: from the moment
     // its intent was durable, the records after its LSN were as good as gone.
+    // The cause of an interrupted point-in-time cut stays with the intent, however it is
+    // rewritten, so that the open that finishes it reports durable data lost.
+    let mut discard_cause = DiscardCause::Requested;
     let discard = match intent {
-        Some(i) if i.log_id == meta.log_id => Some(
-            opts.discard_after
-                .map_or(i.after, |asked| asked.min(i.after)),
-        ),
+        Some(i) if i.log_id == meta.log_id => {
+            discard_cause = i.cause;
+            report.interrupted_discard = Some(InterruptedDiscard {
+                after: Lsn(i.after),
+                cause: i.cause,
+            });
+            Some(
+                opts.discard_after
+                    .map_or(i.after, |asked| asked.min(i.after)),
+            )
+        }
         Some(i) => {
             return Err(Error::corrupt(
                 dir.join(format::DISCARD_FILE),
@@ -836,7 +893,8 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
             Some(v),
         ) => {
             let after = v.scan.next_lsn.saturating_sub(1);
-            write_discard_intent(dir, meta.log_id, after)?;
+            discard_cause = DiscardCause::DurableDataDamaged;
+            write_discard_intent(dir, meta.log_id, after, discard_cause)?;
             Some(after)
         }
         _ => discard,
@@ -930,7 +988,7 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
     }
     finish(
         dir,
-        discard,
+        discard.map(|after| (after, discard_cause)),
         meta,
         recovered,
         debris,
@@ -1280,7 +1338,7 @@ fn clear_debris(dir: &Path, d: Debris, report: &mut RecoveryReport) -> Result<()
 #[allow(clippy::too_many_arguments)]
 fn finish(
     dir: &Path,
-    discard: Option<u64>,
+    discard: Option<(u64, DiscardCause)>,
     mut meta: LogMeta,
     mut recovered: Vec<Arc<Segment>>,
     debris: Vec<Debris>,
@@ -1295,8 +1353,8 @@ fn finish(
     for d in debris {
         clear_debris(dir, d, &mut report)?;
     }
-    if let Some(stop) = discard {
-        discard_after(dir, stop, &mut meta, &mut recovered, &mut report)?;
+    if let Some((stop, cause)) = discard {
+        discard_after(dir, stop, cause, &mut meta, &mut recovered, &mut report)?;
         if !keep_intent {
             remove_discard_intent(dir)?;
         }
@@ -1355,6 +1413,7 @@ fn finish(
 fn discard_after(
     dir: &Path,
     stop: u64,
+    cause: DiscardCause,
     meta: &mut LogMeta,
     recovered: &mut Vec<Arc<Segment>>,
     report: &mut RecoveryReport,
@@ -1376,7 +1435,7 @@ fn discard_after(
             },
         ));
     }
-    write_discard_intent(dir, meta.log_id, stop)?;
+    write_discard_intent(dir, meta.log_id, stop, cause)?;
     // The segment holding record `stop + 1`: the last one starting at or before it.
     let k = recovered
         .partition_point(|s| s.header().base_lsn <= stop + 1)
@@ -1424,12 +1483,17 @@ fn set_aside_segments(dir: &Path, later: &[PathBuf], report: &mut RecoveryReport
 }
 
 /// Makes the intent to discard every record of log `log_id` after `after` durable (`log.discard`).
-fn write_discard_intent(dir: &Path, log_id: u64, after: u64) -> Result<()> {
+fn write_discard_intent(dir: &Path, log_id: u64, after: u64, cause: DiscardCause) -> Result<()> {
     crash_point("writing the discard intent");
     super::write_small_file(
         dir,
         format::DISCARD_FILE,
-        &DiscardIntent { log_id, after }.encode(),
+        &DiscardIntent {
+            log_id,
+            after,
+            cause,
+        }
+        .encode(),
     )
     .map(drop)
 }
@@ -1440,7 +1504,7 @@ fn read_discard_intent(dir: &Path) -> Result<Option<DiscardIntent>> {
     match fs::read(&path) {
         Ok(bytes) => DiscardIntent::decode(&bytes)
             .map(Some)
-            .map_err(|e| meta_error(&path, e)),
+            .map_err(|e| meta_error_supporting(&path, e, DISCARD_VERSION)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("read", &path, e)),
     }
