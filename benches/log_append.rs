@@ -1427,7 +1427,8 @@ fn print_summary(load_at_start: &str) {
     );
     // Where a commit's time goes: the log's extra cost over the bare loop is in its flush
     // (unmapping the flushed pages, and writeback of pages of a mapped file; see
-    // docs/DESIGN.md, "Sync commits"), not in its appends.
+    // docs/DESIGN.md, "What a durable commit costs beyond a bare pwrite + fdatasync"), not in
+    // its appends.
     println!("mean time per 256-record commit of 128 B records, every run of each:");
     if let Some([appends, commit, _]) = phases_per_commit("append/sync_batch256/128") {
         println!(

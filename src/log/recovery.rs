@@ -764,10 +764,10 @@ pub(super) fn recover(dir: &Path, opts: &LogOptions) -> Result<Recovered> {
             ));
         }
     }
-    // A discard (a checkpoint restore) that a crash interrupted is finished now: from the moment
-    // its intent was durable, the records after its LSN were as good as gone.
-    // The cause of an interrupted point-in-time cut stays with the intent, however it is
-    // rewritten, so that the open that finishes it reports durable data lost.
+    // A discard (a checkpoint restore, or a point-in-time cut of durable data) that a crash
+    // interrupted is finished now: from the moment its intent was durable, the records after its
+    // LSN were as good as gone. Its cause stays with the intent, however often it is rewritten,
+    // so that the open that finishes a point-in-time cut reports the durable data lost.
     let mut discard_cause = DiscardCause::Requested;
     let discard = match intent {
         Some(i) if i.log_id == meta.log_id => {
