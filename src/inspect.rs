@@ -36,18 +36,18 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use crate::codec::frame::{decode_frame, FrameError, FrameKind, FRAME_ALIGN};
-use crate::codec::header::{HeaderError, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN};
+use crate::codec::header::{HeaderError, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::codec::manifest::Manifest;
-use crate::codec::meta::{DiscardCause, DiscardIntent, LogMeta, MetaError, DISCARD_VERSION};
+use crate::codec::meta::{DiscardCause, DiscardIntent, LogMeta, DISCARD_VERSION};
 use crate::codec::record::{decode_record, Op};
 use crate::error::{CorruptionKind, Error, RecordDamage, Result};
 use crate::format;
 use crate::journal::recovery::{choose_snapshot, manifest_error_refuses, SnapshotChoice};
 use crate::keygroup::{KeyGroupRange, MAX_KEY_GROUPS};
-use crate::log::meta_error_supporting;
 use crate::log::recovery::{
     dirty_end, plan_log, recycled_dirty_end, Ahead, LogPlan, SegmentScan, SegmentView,
 };
+use crate::log::{meta_error, meta_error_supporting};
 use crate::log::{CutReason, Lsn, RecoveryMode};
 use crate::snapshot::SnapshotReader;
 use crate::state::{Data, Store};
@@ -685,10 +685,6 @@ fn read_meta(dir: &Path) -> Result<LogMeta> {
     let path = dir.join(format::META_FILE);
     let bytes = fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
     LogMeta::decode(&bytes).map_err(|e| meta_error(&path, e))
-}
-
-fn meta_error(path: &Path, e: MetaError) -> Error {
-    meta_error_supporting(path, e, FORMAT_VERSION)
 }
 
 /// The whole segment file, cut to the frame alignment as the mapping is.

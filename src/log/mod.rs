@@ -31,10 +31,10 @@ use arc_swap::ArcSwap;
 
 pub use options::{Durability, LogOptions, RecoveryMode, DEFAULT_SEGMENT_SIZE};
 pub use reader::{LogReader, Record};
-pub(crate) use recovery::meta_error_supporting;
 #[cfg(feature = "remote")]
 pub(crate) use recovery::random_log_id as random_id;
 pub(crate) use recovery::remove_discard_intent;
+pub(crate) use recovery::{meta_error, meta_error_supporting};
 pub use recovery::{CutReason, InterruptedDiscard, RecoveryReport, TailCut};
 
 use crate::codec::frame::{FrameKind, MAX_LSN};

@@ -642,7 +642,8 @@ fn create_new(
     })
 }
 
-fn meta_error(path: &Path, e: MetaError) -> Error {
+/// The error for a meta-style file (`log.meta`) that did not decode.
+pub(crate) fn meta_error(path: &Path, e: MetaError) -> Error {
     meta_error_supporting(path, e, FORMAT_VERSION)
 }
 
