@@ -182,9 +182,8 @@ impl DiscardIntent {
             DiscardCause::DurableDataDamaged => DISCARD_VERSION,
         };
         put_u32(&mut out, VERSION_OFFSET, version);
-        if version >= DISCARD_VERSION {
-            put_u32(&mut out, RESERVED_OFFSET, self.cause.code());
-        }
+        // `Requested` is 0: version 1's reserved field.
+        put_u32(&mut out, RESERVED_OFFSET, self.cause.code());
         put_u64(&mut out, D_LOG_ID_OFFSET, self.log_id);
         put_u64(&mut out, D_AFTER_OFFSET, self.after);
         let crc = crc32fast::hash(&out[..D_CRC_OFFSET]);
